@@ -1,0 +1,175 @@
+"""Batched inference with one ONNX Runtime session: poses in, cluster ids and embeddings out.
+
+The network is the exported target-specific student F_1 -> C_1^t (METHOD.md §10, "Inference"): it
+takes preprocessed poses ``(N, C, T, V, M)`` float32 and returns cluster probabilities ``(N, K)``
+and the 256-d embedding. The cluster is the argmax, its probability the confidence.
+
+Performance (docs PERFORMANCE.md): ORT_ENABLE_ALL, intra-op threads = cores, inter-op 1, and
+internal micro-batches of 16-32 keep memory flat (a single b=512 run balloons to GBs) at no cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from codt_deploy.errors import LayoutError, ModelError, PoseFormatError
+from codt_deploy.models import Manifest, ResolvedModel, resolve_model
+from codt_deploy.preprocess import PreprocessConfig, preprocess
+from codt_deploy.sequence import PoseSequence
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per-sample outputs, row i for input sample i."""
+
+    clusters: np.ndarray  # (N,) int64, argmax of probabilities
+    confidence: np.ndarray  # (N,) float32, probability of the chosen cluster
+    probabilities: np.ndarray  # (N, K) float32
+    embedding: np.ndarray  # (N, D) float32, D = 256
+
+    def __len__(self) -> int:
+        return int(self.clusters.shape[0])
+
+
+def available_cores() -> int:
+    """Cores this process may run on (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_providers() -> list[str]:
+    """CUDA first when onnxruntime-gpu offers it, then CPU (ORT falls back to CPU without a GPU)."""
+    available = ort.get_available_providers()
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """ORT_ENABLE_ALL, sequential execution, intra-op = ``threads`` (default: cores), inter-op 1."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads) if threads else available_cores()
+    options.inter_op_num_threads = 1
+    return options
+
+
+def prepare_sequence(seq: PoseSequence, config: PreprocessConfig) -> np.ndarray:
+    """One pose sequence -> the model's ``(C, T, V, M)`` input (METHOD.md §2).
+
+    The one implementation is :func:`codt_deploy.preprocess.preprocess`: joint mapping onto the
+    model's layout by name (a file whose layout lacks joints fails naming them), channel check,
+    centring, resampling and alignment. This only makes sure every error names the file.
+    """
+    try:
+        sample = preprocess(seq, config)  # (C, T, V, M)
+    except LayoutError as exc:
+        raise LayoutError(f"{seq.source}: {exc}") from exc
+    return np.asarray(sample, dtype=np.float32)
+
+
+class ClusterModel:
+    """One exported CoDT model behind one ``InferenceSession``.
+
+    ``model`` is a name from :func:`codt_deploy.models.available_models`, a path to a ``.onnx``
+    file, or a :class:`ResolvedModel`; the file's SHA-256 is checked against its manifest.
+    ``providers`` overrides :func:`default_providers`; ``threads`` the intra-op thread count;
+    ``batch_size`` is the micro-batch size used inside :meth:`predict`.
+    """
+
+    def __init__(self, model: str | os.PathLike | ResolvedModel = "default",
+                 providers: Sequence[str] | None = None, threads: int | None = None,
+                 batch_size: int = 32) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+        self.manifest: Manifest = self.resolved.manifest
+        self.batch_size = int(batch_size)
+        self.config = PreprocessConfig.model_validate(self.manifest.preprocess)
+        chosen = list(providers) if providers else default_providers()
+        unknown = [p for p in chosen if p not in ort.get_available_providers()]
+        if unknown:
+            raise ModelError(f"execution provider(s) {', '.join(unknown)} not available; "
+                             f"available: {', '.join(ort.get_available_providers())}")
+        try:
+            self.session = ort.InferenceSession(str(self.resolved.onnx_path),
+                                                sess_options=session_options(threads),
+                                                providers=chosen)
+        except (RuntimeError, ValueError) as exc:  # ORT raises these subclasses on bad files
+            raise ModelError(f"{self.resolved.onnx_path}: cannot load the ONNX model: {exc}"
+                             ) from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self._check_outputs()
+        log.info("loaded model %s (%s) on %s, %d intra-op threads", self.manifest.name,
+                 self.resolved.onnx_path, ", ".join(self.session.get_providers()),
+                 session_options(threads).intra_op_num_threads)
+
+    def _check_outputs(self) -> None:
+        names = [o.name for o in self.session.get_outputs()]
+        missing = [n for n in ("probabilities", "embedding") if n not in names]
+        if missing or len(self.session.get_inputs()) != 1:
+            raise ModelError(f"{self.resolved.onnx_path}: expected one input and outputs "
+                             f"'probabilities', 'embedding'; the file has inputs "
+                             f"{[i.name for i in self.session.get_inputs()]}, outputs {names}")
+        self._output_names = ["probabilities", "embedding"]
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    @property
+    def num_clusters(self) -> int:
+        return self.manifest.num_clusters
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        array = np.asarray(batch, dtype=np.float32)
+        expected = self.manifest.input_shape  # (C, T, V, M)
+        if array.ndim != 5 or tuple(array.shape[1:]) != expected:
+            raise PoseFormatError("input batch", f"expected shape (N, {', '.join(map(str, expected))}"
+                                                 f") for model {self.manifest.name!r}, got "
+                                                 f"{tuple(array.shape)}")
+        if not np.isfinite(array).all():
+            raise PoseFormatError("input batch", "contains NaN or infinite values")
+        return np.ascontiguousarray(array)
+
+    def predict(self, batch: np.ndarray) -> Prediction:
+        """Cluster a preprocessed batch ``(N, C, T, V, M)``, in micro-batches of ``batch_size``."""
+        poses = self._check_batch(batch)  # (N, C, T, V, M)
+        probabilities, embeddings = [], []
+        for start in range(0, poses.shape[0], self.batch_size):
+            chunk = poses[start:start + self.batch_size]  # (n, C, T, V, M)
+            probs, emb = self.session.run(self._output_names, {self.input_name: chunk})
+            probabilities.append(probs)
+            embeddings.append(emb)
+        if not probabilities:
+            dim = next(int(o.shape[-1]) for o in self.manifest.outputs if o.name == "embedding")
+            return Prediction(np.zeros(0, np.int64), np.zeros(0, np.float32),
+                              np.zeros((0, self.num_clusters), np.float32),
+                              np.zeros((0, dim), np.float32))
+        probs = np.concatenate(probabilities).astype(np.float32, copy=False)  # (N, K)
+        emb = np.concatenate(embeddings).astype(np.float32, copy=False)  # (N, D)
+        return Prediction(clusters=probs.argmax(axis=1).astype(np.int64),
+                          confidence=probs.max(axis=1), probabilities=probs, embedding=emb)
+
+    def prepare(self, seq: PoseSequence) -> np.ndarray:
+        """One sequence -> this model's ``(C, T, V, M)`` input (see :func:`prepare_sequence`)."""
+        return prepare_sequence(seq, self.config)
+
+    def predict_sequences(self, seqs: Sequence[PoseSequence]) -> Prediction:
+        """Preprocess raw sequences of any mappable layout and cluster them."""
+        samples = [self.prepare(seq) for seq in seqs]  # each (C, T, V, M)
+        if not samples:
+            return self.predict(np.zeros((0, *self.manifest.input_shape), np.float32))
+        return self.predict(np.stack(samples))  # (N, C, T, V, M)

@@ -1,0 +1,133 @@
+"""Clustering metrics for ``codt-cluster --labels``: ACC (Hungarian), NMI and ARI (METHOD.md §10).
+
+numpy only. ACC uses ``scipy.optimize.linear_sum_assignment`` when scipy is importable and a small
+Kuhn-Munkres implementation otherwise, so the lean runtime install needs neither scipy nor
+scikit-learn. NMI is the arithmetic-mean normalisation of scikit-learn's
+``normalized_mutual_info_score``; ARI is ``adjusted_rand_score``. Labels may be any hashable values
+(ints or strings); the results are fractions in [0, 1] (ARI can be negative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def contingency(labels_true: Sequence, labels_pred: Sequence) -> np.ndarray:
+    """The (n_classes, n_clusters) count matrix; raises ValueError on length mismatch or no data."""
+    true = np.asarray(labels_true)
+    pred = np.asarray(labels_pred)
+    if true.shape != pred.shape or true.ndim != 1:
+        raise ValueError(f"labels_true and labels_pred must be 1-D of equal length, got "
+                         f"{true.shape} and {pred.shape}")
+    if true.size == 0:
+        raise ValueError("no labelled samples to score")
+    _, true_ids = np.unique(true, return_inverse=True)
+    _, pred_ids = np.unique(pred, return_inverse=True)
+    table = np.zeros((true_ids.max() + 1, pred_ids.max() + 1), np.int64)
+    np.add.at(table, (true_ids, pred_ids), 1)
+    return table
+
+
+def _assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost one-to-one assignment of rows to columns (rectangular allowed)."""
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError:
+        return hungarian(cost)
+    return linear_sum_assignment(cost)
+
+
+def hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kuhn-Munkres with potentials, O(n^3): rows, cols of a minimum-cost assignment.
+
+    Works on an (R, C) matrix by padding to square with zeros; only real pairs are returned,
+    sorted by row, like scipy's ``linear_sum_assignment``.
+    """
+    rows, cols = cost.shape
+    n = max(rows, cols)
+    square = np.zeros((n + 1, n + 1), np.float64)  # 1-based with a dummy row/column 0
+    square[1:rows + 1, 1:cols + 1] = cost
+    u, v = np.zeros(n + 1), np.zeros(n + 1)
+    match = np.zeros(n + 1, np.int64)  # match[col] = row
+    for row in range(1, n + 1):
+        match[0] = row
+        col0 = 0
+        min_slack = np.full(n + 1, np.inf)
+        way = np.zeros(n + 1, np.int64)
+        used = np.zeros(n + 1, bool)
+        while True:
+            used[col0] = True
+            row0 = match[col0]
+            free = ~used[1:]
+            slack = square[row0, 1:] - u[row0] - v[1:]
+            better = free & (slack < min_slack[1:])
+            min_slack[1:][better] = slack[better]
+            way[1:][better] = col0
+            candidates = np.where(free, min_slack[1:], np.inf)
+            col1 = int(np.argmin(candidates)) + 1
+            delta = candidates[col1 - 1]
+            u[match[used]] += delta
+            v[used] -= delta
+            min_slack[1:][free] -= delta
+            col0 = col1
+            if match[col0] == 0:
+                break
+        while col0:
+            prev = way[col0]
+            match[col0] = match[prev]
+            col0 = prev
+    pairs = sorted((match[c] - 1, c - 1) for c in range(1, n + 1)
+                   if match[c] - 1 < rows and c - 1 < cols)
+    return (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64))
+
+
+def cluster_acc(labels_true: Sequence, labels_pred: Sequence) -> float:
+    """Best one-to-one cluster-to-class matching accuracy (Hungarian on the contingency matrix)."""
+    table = contingency(labels_true, labels_pred)
+    rows, cols = _assignment(-table)
+    return float(table[rows, cols].sum() / table.sum())
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def nmi(labels_true: Sequence, labels_pred: Sequence) -> float:
+    """Normalised mutual information, arithmetic mean of the two entropies (sklearn's default)."""
+    table = contingency(labels_true, labels_pred).astype(np.float64)
+    total = table.sum()
+    h_true, h_pred = _entropy(table.sum(1)), _entropy(table.sum(0))
+    if h_true == 0.0 and h_pred == 0.0:
+        return 1.0  # both partitions trivial and identical, as scikit-learn defines it
+    joint = table / total
+    outer = np.outer(table.sum(1), table.sum(0)) / total**2
+    nz = joint > 0
+    mutual = float((joint[nz] * np.log(joint[nz] / outer[nz])).sum())
+    denom = (h_true + h_pred) / 2
+    return 0.0 if denom == 0.0 else max(mutual, 0.0) / denom
+
+
+def ari(labels_true: Sequence, labels_pred: Sequence) -> float:
+    """Adjusted Rand index (Hubert and Arabie), as scikit-learn's ``adjusted_rand_score``."""
+    table = contingency(labels_true, labels_pred).astype(np.float64)
+    n = table.sum()
+
+    def pairs(x: np.ndarray) -> float:
+        return float((x * (x - 1) / 2).sum())
+
+    sum_cells, sum_rows, sum_cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    total_pairs = n * (n - 1) / 2
+    expected = sum_rows * sum_cols / total_pairs if total_pairs else 0.0
+    maximum = (sum_rows + sum_cols) / 2
+    if maximum == expected:
+        return 1.0  # degenerate: both partitions trivial
+    return (sum_cells - expected) / (maximum - expected)
+
+
+def evaluate(labels_true: Sequence, labels_pred: Sequence) -> dict[str, float]:
+    """``{"acc", "nmi", "ari", "n"}``: the three METHOD.md §10 metrics as fractions."""
+    return {"acc": cluster_acc(labels_true, labels_pred), "nmi": nmi(labels_true, labels_pred),
+            "ari": ari(labels_true, labels_pred), "n": int(len(labels_true))}

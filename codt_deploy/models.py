@@ -1,0 +1,221 @@
+"""Finding exported models and trusting them: the manifest, the search path and the SHA-256 check.
+
+An exported model is two files side by side (docs/ARCHITECTURE.md, "Exported model"):
+``<name>.onnx`` and ``<name>.json``, the manifest. The manifest says what the network expects (skeleton
+layout and joint names, ``(N, C, T, V, M)``, the preprocessing config) and what it returns (K cluster
+probabilities and a 256-d embedding, METHOD.md §10 "Inference"); the deploy code trusts it rather than
+guessing from tensor shapes. The same manifest, less the ONNX file's own hash, is stored in the ONNX
+``metadata_props`` under :data:`METADATA_KEY`.
+
+Models are looked up in ``$CODT_MODEL_DIR`` (one or more folders separated by ``os.pathsep``) first,
+then in the ``exported/`` folder shipped with the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from codt_deploy.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA = 1
+METADATA_KEY = "codt_manifest"  # ONNX metadata_props key holding the manifest JSON
+MODEL_DIR_ENV = "CODT_MODEL_DIR"
+DEFAULT_MODEL = "default"
+
+
+class TensorSpec(BaseModel):
+    """One named network input or output; symbolic axes are strings (``"N"``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    shape: tuple[int | str, ...]
+
+
+class Manifest(BaseModel):
+    """What an exported model expects and returns, and where it came from.
+
+    ``input.shape`` is ``("N", C, T, V, M)``; outputs are ``probabilities`` ``(N, K)`` and
+    ``embedding`` ``(N, 256)``. ``onnx_sha256`` is the hash of the ``.onnx`` file; it is absent from
+    the copy inside the ONNX metadata (a file cannot contain its own hash).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = MANIFEST_SCHEMA
+    name: str
+    task: str
+    branch: str = "specific"  # METHOD.md §10: the deployable network is F_1 -> C_1^t
+    layout: str
+    joints: tuple[str, ...]
+    channels: tuple[str, ...] = ("x", "y", "z")
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    preprocess: dict[str, Any]
+    num_clusters: int = Field(ge=1)
+    cluster_names: tuple[str, ...] | None = None
+    nearest_source_classes: tuple[str, ...] | None = None
+    opset: int
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_sha256: str | None = None
+    onnx_sha256: str | None = None
+    created: str
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """``(C, T, V, M)`` of one sample."""
+        c, t, v, m = self.input.shape[1:]
+        return int(c), int(t), int(v), int(m)
+
+    def check(self) -> None:
+        """Cross-field rules; raises ModelError naming the model and the problem."""
+        problems = []
+        if len(self.input.shape) != 5:
+            problems.append(f"input shape {self.input.shape} is not (N, C, T, V, M)")
+        elif not all(isinstance(d, int) for d in self.input.shape[1:]):
+            problems.append(f"input shape {self.input.shape}: C, T, V, M must be integers")
+        elif self.input.shape[3] != len(self.joints):
+            problems.append(f"V = {self.input.shape[3]} but {len(self.joints)} joint names")
+        names = [o.name for o in self.outputs]
+        for needed in ("probabilities", "embedding"):
+            if needed not in names:
+                problems.append(f"no {needed!r} output (outputs: {names})")
+        for field in ("cluster_names", "nearest_source_classes"):
+            value = getattr(self, field)
+            if value is not None and len(value) != self.num_clusters:
+                problems.append(f"{field} has {len(value)} entries for {self.num_clusters} clusters")
+        if problems:
+            raise ModelError(f"model {self.name!r}: bad manifest: " + "; ".join(problems))
+
+    def to_json(self, *, with_onnx_hash: bool = True) -> str:
+        data = self.model_dump(mode="json")
+        if not with_onnx_hash:
+            data.pop("onnx_sha256")
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A located, hash-verified model: the ONNX file and its manifest."""
+
+    onnx_path: Path
+    manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_dirs() -> list[Path]:
+    """The folders searched for models: ``$CODT_MODEL_DIR`` entries first, then ``exported/``."""
+    dirs = [Path(p) for p in os.environ.get(MODEL_DIR_ENV, "").split(os.pathsep) if p]
+    dirs.append(_package_exported_dir())
+    return dirs
+
+
+def _package_exported_dir() -> Path:
+    spec = importlib.util.find_spec("exported")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[1] / "exported"
+
+
+def available_models() -> dict[str, Path]:
+    """Model name -> ``.onnx`` path for every model with a manifest in :func:`model_dirs`.
+
+    When two folders hold the same name, the earlier folder (``$CODT_MODEL_DIR``) wins.
+    """
+    found: dict[str, Path] = {}
+    for folder in model_dirs():
+        if not folder.is_dir():
+            continue
+        for onnx_path in sorted(folder.glob("*.onnx")):
+            if onnx_path.with_suffix(".json").is_file():
+                found.setdefault(onnx_path.stem, onnx_path)
+    return found
+
+
+def load_manifest(json_path: str | os.PathLike) -> Manifest:
+    """Read and validate a manifest file; raises ModelError naming the file and the problem."""
+    json_path = Path(json_path)
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{json_path}: manifest not found; every exported model needs its "
+                         f"<name>.json beside <name>.onnx (written by `python -m training.export`)"
+                         ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{json_path}: cannot read the manifest: {exc}") from exc
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ModelError(f"{json_path}: invalid manifest: {exc}") from exc
+    manifest.check()
+    return manifest
+
+
+def _locate(name_or_path: str | os.PathLike) -> Path:
+    """The ``.onnx`` path for a model name or a path (to the .onnx, the .json, or without suffix)."""
+    text = str(name_or_path)
+    path = Path(text)
+    looks_like_path = path.suffix in (".onnx", ".json") or os.sep in text or "/" in text
+    if looks_like_path:
+        onnx_path = path.with_suffix(".onnx") if path.suffix in (".onnx", ".json") else \
+            path.with_name(path.name + ".onnx")
+        if onnx_path.is_file():
+            return onnx_path
+        raise ModelError(f"model file {onnx_path} not found")
+    models = available_models()
+    if text in models:
+        return models[text]
+    if text == DEFAULT_MODEL and len(models) == 1:
+        return next(iter(models.values()))
+    where = ", ".join(str(d) for d in model_dirs())
+    if text == DEFAULT_MODEL and models:
+        raise ModelError(f"no model named {DEFAULT_MODEL!r} and several are available "
+                         f"({', '.join(sorted(models))}); pick one with --model NAME")
+    listing = ", ".join(sorted(models)) or "none"
+    raise ModelError(f"model {text!r} not found; available models = {listing} "
+                     f"(searched {where}; add folders with ${MODEL_DIR_ENV} or pass a path to "
+                     f"a .onnx file)")
+
+
+def resolve_model(name_or_path: str | os.PathLike, *, verify: bool = True) -> ResolvedModel:
+    """Find a model by name or path, read its manifest and verify the file's SHA-256.
+
+    Raises ModelError when the model is missing ("not found; available models = ..."), the
+    manifest is missing or invalid, or the ONNX file's hash differs from ``manifest.onnx_sha256``.
+    """
+    onnx_path = _locate(name_or_path)
+    manifest = load_manifest(onnx_path.with_suffix(".json"))
+    if verify:
+        if not manifest.onnx_sha256:
+            raise ModelError(f"{onnx_path.with_suffix('.json')}: manifest has no onnx_sha256; "
+                             f"re-export the model")
+        actual = sha256_file(onnx_path)
+        if actual != manifest.onnx_sha256:
+            raise ModelError(f"{onnx_path}: SHA-256 mismatch: file is {actual}, manifest says "
+                             f"{manifest.onnx_sha256}; the file is corrupt or was replaced")
+    log.debug("resolved model %s -> %s", name_or_path, onnx_path)
+    return ResolvedModel(onnx_path=onnx_path, manifest=manifest)

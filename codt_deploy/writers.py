@@ -1,0 +1,306 @@
+"""Result writers for ``codt-cluster``: CSV, JSON lines and Parquet, written atomically, resumable.
+
+Rows go first into a journal beside the output (``<output>.part``, JSON lines): a header naming the
+model and the row schema, then each input file's rows followed by a ``done`` line, flushed as they
+come and fsynced every few seconds. An interrupted run leaves the journal; ``--resume`` keeps the
+files marked done (dropping half-written ones) and appends to it. When the run ends the journal is
+converted, streaming, into the requested format in a temporary file that is renamed over the output,
+so the output is either the old file or the complete new one, never a torn one.
+
+Columns: ``source, member, name, segment, cluster[, cluster_name], confidence[, embedding]``; in CSV
+the embedding is spread over ``embedding_0 ... embedding_{D-1}``, in JSON lines and Parquet it is one
+list column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from codt_deploy.errors import CodtError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "jsonl", "parquet")
+JOURNAL_SUFFIX = ".part"
+_SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+Row = dict[str, Any]
+
+
+def format_for(path: str | None, explicit: str | None = None) -> str:
+    """The output format: ``explicit`` if given, else from the suffix, else CSV."""
+    if explicit:
+        if explicit not in FORMATS:
+            raise CodtError(f"unknown output format {explicit!r}; choose from {', '.join(FORMATS)}")
+        return explicit
+    if path:
+        return _SUFFIX_FORMAT.get(Path(path).suffix.lower(), "csv")
+    return "csv"
+
+
+def columns(with_cluster_names: bool) -> list[str]:
+    base = ["source", "member", "name", "segment", "cluster"]
+    return base + (["cluster_name"] if with_cluster_names else []) + ["confidence"]
+
+
+# --------------------------------------------------------------------------- format writers
+
+
+class CsvRowWriter:
+    """CSV rows; an embedding list becomes ``embedding_0..embedding_{D-1}`` columns."""
+
+    def __init__(self, handle: IO[str], fieldnames: list[str], embedding_dim: int | None) -> None:
+        self.embedding_dim = embedding_dim
+        emb = [f"embedding_{i}" for i in range(embedding_dim)] if embedding_dim else []
+        self.writer = csv.writer(handle, lineterminator="\n")
+        self.fieldnames = fieldnames
+        self.writer.writerow(fieldnames + emb)
+
+    def write(self, row: Row) -> None:
+        values = ["" if row.get(f) is None else row[f] for f in self.fieldnames]
+        if self.embedding_dim:
+            values += [f"{x:.6g}" for x in row["embedding"]]
+        self.writer.writerow(values)
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlRowWriter:
+    def __init__(self, handle: IO[str], fieldnames: list[str], embedding_dim: int | None) -> None:
+        self.handle = handle
+        self.fieldnames = fieldnames + (["embedding"] if embedding_dim else [])
+
+    def write(self, row: Row) -> None:
+        self.handle.write(json.dumps({f: row.get(f) for f in self.fieldnames}) + "\n")
+
+    def close(self) -> None:
+        pass
+
+
+class ParquetRowWriter:
+    """Parquet via pyarrow (imported here only), written in row groups of ``group_rows``."""
+
+    def __init__(self, path: Path, fieldnames: list[str], embedding_dim: int | None,
+                 group_rows: int = 8192) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise CodtError("Parquet output needs pyarrow: pip install 'codt[parquet]'") from None
+        self.pa = pa
+        types = {"source": pa.string(), "member": pa.string(), "name": pa.string(),
+                 "segment": pa.string(), "cluster": pa.int64(), "cluster_name": pa.string(),
+                 "confidence": pa.float32()}
+        fields = [pa.field(f, types[f]) for f in fieldnames]
+        if embedding_dim:
+            fields.append(pa.field("embedding", pa.list_(pa.float32(), embedding_dim)))
+        self.schema = pa.schema(fields)
+        self.writer = pq.ParquetWriter(str(path), self.schema)
+        self.group_rows = group_rows
+        self.buffer: list[Row] = []
+
+    def write(self, row: Row) -> None:
+        self.buffer.append(row)
+        if len(self.buffer) >= self.group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            table = self.pa.Table.from_pylist(self.buffer, schema=self.schema)
+            self.writer.write_table(table)
+            self.buffer = []
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+
+
+def write_rows(rows: Iterable[Row], path: str | os.PathLike, fmt: str, fieldnames: list[str],
+               embedding_dim: int | None) -> int:
+    """Write ``rows`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    count = 0
+    try:
+        if fmt == "parquet":
+            writer = ParquetRowWriter(tmp, fieldnames, embedding_dim)
+            for row in rows:
+                writer.write(row)
+                count += 1
+            writer.close()
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
+                cls = CsvRowWriter if fmt == "csv" else JsonlRowWriter
+                writer = cls(handle, fieldnames, embedding_dim)
+                for row in rows:
+                    writer.write(row)
+                    count += 1
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return count
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+class StreamSink:
+    """Rows straight to a text stream (stdout), in order; no journal, no resume."""
+
+    def __init__(self, fmt: str, fieldnames: list[str], embedding_dim: int | None,
+                 observer: Callable[[Row], None], stream: IO[str] | None = None) -> None:
+        if fmt == "parquet":
+            raise CodtError("Parquet cannot be written to standard output; pass -o FILE.parquet")
+        self.stream = stream or sys.stdout
+        cls = CsvRowWriter if fmt == "csv" else JsonlRowWriter
+        self.writer = cls(self.stream, fieldnames, embedding_dim)
+        self.observer = observer
+        self.done_keys: set[str] = set()
+
+    def write_file(self, key: str, rows: list[Row]) -> None:
+        for row in rows:
+            self.writer.write(row)
+            self.observer(row)
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class JournalSink:
+    """Rows into ``<output>.part`` (resumable), converted into ``output`` on :meth:`close`."""
+
+    def __init__(self, output: str | os.PathLike, fmt: str, fieldnames: list[str],
+                 embedding_dim: int | None, header: dict[str, Any],
+                 observer: Callable[[Row], None], resume: bool = False,
+                 fsync_every_s: float = 5.0) -> None:
+        self.output = Path(output)
+        self.journal = self.output.with_name(self.output.name + JOURNAL_SUFFIX)
+        self.fmt, self.fieldnames, self.embedding_dim = fmt, fieldnames, embedding_dim
+        self.header = {"type": "header", **header}
+        self.observer = observer
+        self.fsync_every_s = fsync_every_s
+        self.done_keys: set[str] = set()
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        if self.journal.exists() and not resume:
+            raise CodtError(f"{self.journal} exists: an earlier run was interrupted; pass --resume "
+                            f"to continue it, or delete the file to start over")
+        if resume and self.journal.exists():
+            self.done_keys = self._compact()
+            self.handle = open(self.journal, "a", encoding="utf-8")
+        else:
+            self.handle = open(self.journal, "w", encoding="utf-8")
+            self._write_line(self.header)
+        self.last_sync = time.monotonic()
+
+    def _write_line(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+
+    def _compact(self) -> set[str]:
+        """Rewrite the journal keeping only files marked done; check it matches this run.
+
+        Two streaming passes (done keys, then the kept records), so memory stays flat.
+        """
+        first = next(_iter_journal(self.journal), None)
+        if first is None or first.get("type") != "header":
+            raise CodtError(f"{self.journal}: not a codt-cluster journal (no header line)")
+        old = {k: v for k, v in first.items() if k != "type"}
+        new = {k: v for k, v in self.header.items() if k != "type"}
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise CodtError(f"{self.journal}: cannot resume: the interrupted run used different "
+                            f"settings ({', '.join(diff)}); delete the file to start over")
+        done = {r["key"] for r in _iter_journal(self.journal) if r.get("type") == "done"}
+        tmp = self.journal.with_name(self.journal.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(self.header) + "\n")
+            for record in _iter_journal(self.journal):
+                if record.get("type") != "header" and record.get("key") in done:
+                    handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.journal)
+        log.info("resuming: %d files already done in %s", len(done), self.journal)
+        return done
+
+    def write_file(self, key: str, rows: list[Row]) -> None:
+        for row in rows:
+            self._write_line({"type": "row", "key": key, **row})
+        self._write_line({"type": "done", "key": key})
+        self.done_keys.add(key)
+        self.handle.flush()
+        if time.monotonic() - self.last_sync > self.fsync_every_s:
+            os.fsync(self.handle.fileno())
+            self.last_sync = time.monotonic()
+
+    def abort(self) -> None:
+        """Leave the journal (flushed) for ``--resume``; write no output."""
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+
+    def close(self) -> None:
+        """Convert the journal into the output file atomically, then delete the journal."""
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        write_rows(self._observed_rows(), self.output, self.fmt, self.fieldnames,
+                   self.embedding_dim)
+        self.journal.unlink()
+
+    def _observed_rows(self) -> Iterator[Row]:
+        for record in _iter_journal(self.journal):
+            if record.get("type") == "row":
+                row = {k: v for k, v in record.items() if k not in ("type", "key")}
+                self.observer(row)
+                yield row
+
+
+def _iter_journal(path: Path) -> Iterator[dict[str, Any]]:
+    """Journal records; a torn last line (the run died mid-write) is ignored."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                log.warning("%s: ignoring a torn last line", path)
+                return
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s: ignoring an unreadable line", path)
+
+
+def format_table(rows: list[Row], fieldnames: list[str]) -> str:
+    """A plain fixed-width text table (for ``--show``)."""
+    shown = [{f: _cell(r.get(f)) for f in fieldnames} for r in rows]
+    widths = {f: max([len(f)] + [len(r[f]) for r in shown]) for f in fieldnames}
+    out = io.StringIO()
+    out.write("  ".join(f.ljust(widths[f]) for f in fieldnames).rstrip() + "\n")
+    for r in shown:
+        out.write("  ".join(r[f].ljust(widths[f]) for f in fieldnames).rstrip() + "\n")
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)

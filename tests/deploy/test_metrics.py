@@ -1,0 +1,71 @@
+"""codt_deploy.metrics against scikit-learn and scipy (NMI/ARI/ACC, METHOD.md §10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codt_deploy import metrics
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+scipy_optimize = pytest.importorskip("scipy.optimize")
+
+labelings = st.integers(min_value=1, max_value=60).flatmap(
+    lambda n: st.tuples(st.lists(st.integers(0, 6), min_size=n, max_size=n),
+                        st.lists(st.integers(0, 8), min_size=n, max_size=n)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(labelings)
+def test_nmi_and_ari_match_scikit_learn(pair):
+    true, pred = pair
+    assert metrics.nmi(true, pred) == pytest.approx(
+        sklearn_metrics.normalized_mutual_info_score(true, pred), abs=1e-9)
+    assert metrics.ari(true, pred) == pytest.approx(
+        sklearn_metrics.adjusted_rand_score(true, pred), abs=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**31 - 1))
+def test_numpy_hungarian_matches_scipy(rows, cols, seed):
+    cost = np.random.default_rng(seed).integers(-20, 20, size=(rows, cols)).astype(float)
+    r, c = metrics.hungarian(cost)
+    r_ref, c_ref = scipy_optimize.linear_sum_assignment(cost)
+    assert len(r) == min(rows, cols) and len(set(c.tolist())) == len(c)
+    assert cost[r, c].sum() == pytest.approx(cost[r_ref, c_ref].sum())
+
+
+def test_acc_is_invariant_to_cluster_permutation_and_string_labels():
+    true = ["walk", "walk", "sit", "sit", "wave", "wave", "wave"]
+    pred = [2, 2, 0, 0, 1, 1, 0]
+    assert metrics.cluster_acc(true, pred) == pytest.approx(6 / 7)
+    permuted = [{0: 5, 1: 3, 2: 9}[p] for p in pred]
+    assert metrics.cluster_acc(true, permuted) == pytest.approx(6 / 7)
+    assert metrics.evaluate(true, pred)["n"] == 7
+
+
+def test_acc_without_scipy_uses_the_numpy_hungarian(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_scipy(name, *args, **kwargs):
+        if name.startswith("scipy"):
+            raise ImportError("scipy hidden for this test")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_scipy)
+    rng = np.random.default_rng(3)
+    true, pred = rng.integers(0, 5, 200), rng.integers(0, 7, 200)
+    table = metrics.contingency(true, pred)
+    r, c = scipy_optimize.linear_sum_assignment(-table)  # imported before the patch
+    assert metrics.cluster_acc(true, pred) == pytest.approx(table[r, c].sum() / 200)
+
+
+def test_bad_label_arrays_raise():
+    with pytest.raises(ValueError, match="equal length"):
+        metrics.evaluate([0, 1], [0])
+    with pytest.raises(ValueError, match="no labelled samples"):
+        metrics.evaluate([], [])
