@@ -1,0 +1,1 @@
+"""The Gradio web app: upload pose files, see skeletons, clusters and metrics (``python -m app``)."""

@@ -1,0 +1,288 @@
+"""The app's logic as plain functions: uploads -> clusters -> tables, PCA, labels and metrics.
+
+Nothing here knows about Gradio. :func:`analyse` runs a model over the sequences read by
+:func:`app.uploads.parse_uploads` and returns a :class:`BatchResult`; the UI only formats it.
+Cluster assignment is the exported network's argmax over its K cluster probabilities and the
+confidence is that probability (METHOD.md §10, "Inference"); the PCA map is of its 256-d embedding.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+import numpy as np
+
+from app.uploads import FileProblem, ParsedUploads
+from codt_deploy.errors import CodtError, PoseFormatError
+from codt_deploy.sequence import PoseSequence
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ("file", "name", "sample")
+
+
+class Predictor(Protocol):
+    """What the app needs of :class:`codt_deploy.infer.ClusterModel`."""
+
+    manifest: object
+
+    def predict_sequences(self, sequences: Sequence[PoseSequence]): ...
+
+
+@dataclass(frozen=True)
+class SequenceResult:
+    """One sequence of the batch and its predicted cluster."""
+
+    sequence: PoseSequence
+    cluster: int
+    confidence: float  # the winning cluster's probability
+
+    @property
+    def file(self) -> str:
+        return self.sequence.source
+
+    @property
+    def name(self) -> str:
+        return self.sequence.name or PurePosixPath(self.file.rsplit("::", 1)[-1]).name
+
+
+@dataclass
+class BatchResult:
+    """Everything the UI shows for one analysed batch."""
+
+    model_name: str
+    num_clusters: int
+    cluster_names: tuple[str, ...] | None
+    results: list[SequenceResult] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
+    embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, D)
+
+    def counts(self) -> dict[int, int]:
+        """Sequences per cluster, for the clusters that got any."""
+        return dict(sorted(Counter(r.cluster for r in self.results).items()))
+
+    def choices(self) -> list[str]:
+        """One label per result for the sequence picker: ``"3: a01_s02_e01 (cluster 4)"``."""
+        return [f"{i}: {r.name} (cluster {r.cluster})" for i, r in enumerate(self.results)]
+
+
+def _prediction_arrays(prediction) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(clusters (N,), confidence (N,), embedding (N, D))`` from a ``Prediction``."""
+    clusters = np.asarray(prediction.clusters, np.int64)
+    confidence = np.asarray(prediction.confidence, np.float64)
+    embedding = np.asarray(prediction.embedding, np.float32)
+    return clusters, confidence, embedding
+
+
+def _reason(seq: PoseSequence, exc: Exception) -> str:
+    """The error without its leading ``source:`` (the problem row names the file already)."""
+    text = str(exc)
+    for prefix in (seq.source, seq.source.rsplit("::", 1)[-1]):
+        if text.startswith(prefix + ":"):
+            text = text[len(prefix) + 1:].strip()
+            break
+    stem = PurePosixPath(seq.source.rsplit("::", 1)[-1]).stem
+    return text if not seq.name or seq.name in (stem, seq.source) else f"{seq.name}: {text}"
+
+
+def _predict_each(model: Predictor, sequences: list[PoseSequence]) -> tuple[list, list]:
+    """Predict one sequence at a time, so one that the model cannot take is named alone."""
+    kept, problems = [], []
+    for seq in sequences:
+        try:
+            kept.append((seq, _prediction_arrays(model.predict_sequences([seq]))))
+        except (CodtError, ValueError) as exc:
+            problems.append(FileProblem(seq.source, _reason(seq, exc)))
+    return kept, problems
+
+
+def analyse(parsed: ParsedUploads, model: Predictor, *, model_name: str = "") -> BatchResult:
+    """Cluster every parsed sequence with ``model``; sequences it rejects become problems."""
+    manifest = model.manifest
+    batch = BatchResult(model_name=model_name or manifest.name, num_clusters=manifest.num_clusters,
+                        cluster_names=manifest.cluster_names, problems=list(parsed.problems))
+    if not parsed.sequences:
+        return batch
+    try:
+        clusters, confidence, embedding = _prediction_arrays(
+            model.predict_sequences(parsed.sequences))
+        pairs = [(seq, (clusters[i:i + 1], confidence[i:i + 1], embedding[i:i + 1]))
+                 for i, seq in enumerate(parsed.sequences)]
+    except (CodtError, ValueError) as exc:
+        log.info("batch prediction failed (%s); retrying one sequence at a time", exc)
+        pairs, problems = _predict_each(model, parsed.sequences)
+        batch.problems.extend(problems)
+    batch.results = [SequenceResult(seq, int(c[0]), float(p[0])) for seq, (c, p, _) in pairs]
+    if pairs:
+        batch.embeddings = np.concatenate([e for _, (_, _, e) in pairs])  # (N, D)
+    return batch
+
+
+def pca_2d(embeddings: np.ndarray) -> np.ndarray:
+    """The first two principal components ``(N, 2)`` of ``embeddings (N, D)`` (numpy SVD).
+
+    Signs are fixed (largest loading positive) so the map does not flip between runs; fewer than
+    two non-trivial components leave zeros in the missing columns.
+    """
+    x = np.asarray(embeddings, np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {x.shape}")
+    out = np.zeros((x.shape[0], 2))
+    if x.shape[0] < 2:
+        return out
+    centred = x - x.mean(axis=0, keepdims=True)  # (N, D)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)  # components (r, D)
+    for k in range(min(2, len(singular))):
+        if singular[k] <= 1e-12 * max(singular[0], 1e-300):
+            break
+        direction = components[k] * np.sign(components[k][np.argmax(np.abs(components[k]))])
+        out[:, k] = centred @ direction  # (N,)
+    return out
+
+
+# --- labels and metrics --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Labels:
+    """Ground-truth labels keyed by file or sample name; ``names`` maps a label to its display."""
+
+    by_key: dict[str, str]  # file/sample name (or, when by_index, the result's index) -> label
+    names: dict[str, str]
+    source: str
+    by_index: bool = False
+
+
+def read_labels_csv(path: str | os.PathLike) -> Labels:
+    """A labels CSV: a ``file`` (or ``name``/``sample``) column, ``label``, optional ``label_name``.
+
+    Raises PoseFormatError naming the file and the problem (missing columns, empty, duplicates).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PoseFormatError(path.name, f"cannot read the labels CSV: {exc}") from exc
+    rows = list(csv.DictReader(io.StringIO(text)))
+    header = [h.strip().lower() for h in (rows[0].keys() if rows else [])]
+    key = next((k for k in KEY_COLUMNS if k in header), None)
+    if key is None or "label" not in header:
+        raise PoseFormatError(path.name, f"a labels CSV needs a 'label' column and one of "
+                                         f"{', '.join(KEY_COLUMNS)}; found columns {header}")
+    by_key, names = {}, {}
+    for line, row in enumerate(rows, start=2):
+        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        if not row[key] or not row["label"]:
+            raise PoseFormatError(path.name, f"empty {key!r} or 'label'", line=line)
+        if row[key] in by_key:
+            raise PoseFormatError(path.name, f"{row[key]!r} is listed twice", line=line)
+        by_key[row[key]] = row["label"]
+        names.setdefault(row["label"], row.get("label_name") or row["label"])
+    return Labels(by_key, names, path.name)
+
+
+def labels_from_sequences(results: Sequence[SequenceResult]) -> Labels | None:
+    """The labels the files carry themselves (e.g. MSR Action3D's ``aXX``), if every one has one."""
+    if not results or any(r.sequence.label is None for r in results):
+        return None
+    by_key = {str(i): str(r.sequence.label) for i, r in enumerate(results)}
+    names = {str(r.sequence.label): r.sequence.label_name or str(r.sequence.label) for r in results}
+    return Labels(by_key, names, "the labels in the files", by_index=True)
+
+
+def _lookup_keys(result: SequenceResult) -> list[str]:
+    inner = result.file.rsplit("::", 1)[-1]
+    base = PurePosixPath(inner).name
+    return [result.sequence.name, result.file, inner, base, base.rsplit(".", 1)[0]]
+
+
+def match_labels(results: Sequence[SequenceResult], labels: Labels) -> list[str | None]:
+    """The label of each result (None where the CSV has no row for it)."""
+    if labels.by_index:
+        return [labels.by_key.get(str(i)) for i in range(len(results))]
+    matched = []
+    for result in results:
+        found = next((labels.by_key[k] for k in _lookup_keys(result) if k and k in labels.by_key),
+                     None)
+        matched.append(found)
+    return matched
+
+
+def _label_order(values: Sequence[str]) -> list[str]:
+    distinct = set(values)
+    if all(v.lstrip("-").isdigit() for v in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """ACC/NMI/ARI over the labelled sequences and the cluster x label count matrix."""
+
+    metrics: dict[str, float]
+    matched: int
+    total: int
+    cluster_ids: list[int]
+    label_values: list[str]
+    label_names: list[str]
+    confusion: np.ndarray  # (clusters, labels) int64
+    source: str
+
+
+def evaluate(results: Sequence[SequenceResult], labels: Labels) -> Evaluation | None:
+    """Score the clusters against ``labels`` (METHOD.md §10 metrics); None if nothing matches."""
+    from codt_deploy.metrics import evaluate as score
+
+    matched = match_labels(results, labels)
+    pairs = [(r.cluster, lab) for r, lab in zip(results, matched) if lab is not None]
+    if not pairs:
+        return None
+    clusters = [c for c, _ in pairs]
+    truth = [lab for _, lab in pairs]
+    metrics = score(truth, clusters)
+    cluster_ids = sorted(set(clusters))
+    label_values = _label_order(truth)
+    confusion = np.zeros((len(cluster_ids), len(label_values)), np.int64)
+    for c, lab in pairs:
+        confusion[cluster_ids.index(c), label_values.index(lab)] += 1
+    return Evaluation(metrics, len(pairs), len(results), cluster_ids, label_values,
+                      [labels.names.get(v, v) for v in label_values], confusion, labels.source)
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+RESULT_COLUMNS = ["#", "file", "sequence", "frames", "persons", "cluster", "cluster name",
+                  "confidence"]
+
+
+def result_rows(batch: BatchResult) -> list[list]:
+    """One row per sequence for the results table (confidence as a fraction in [0, 1])."""
+    names = batch.cluster_names or ()
+    return [[i, r.file, r.name, r.sequence.num_frames, r.sequence.num_persons, r.cluster,
+             names[r.cluster] if r.cluster < len(names) else "", round(r.confidence, 4)]
+            for i, r in enumerate(batch.results)]
+
+
+def problem_rows(batch: BatchResult) -> list[list[str]]:
+    return [[p.file, p.reason] for p in batch.problems]
+
+
+def write_results_csv(batch: BatchResult, folder: str | os.PathLike,
+                      labels: Sequence[str | None] | None = None) -> Path:
+    """Write the results table (and the matched label, if any) to ``folder/clusters.csv``."""
+    path = Path(folder) / "clusters.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([c.replace(" ", "_") for c in RESULT_COLUMNS[1:]]
+                        + (["label"] if labels is not None else []))
+        for i, row in enumerate(result_rows(batch)):
+            extra = [labels[i] if labels[i] is not None else ""] if labels is not None else []
+            writer.writerow(row[1:] + extra)
+    return path

@@ -1,0 +1,194 @@
+"""Turning uploaded files into pose sequences, safely: limits, archives, and no pickle ever.
+
+Uploads are untrusted. Pickle-based files (``.pkl``, ``.pickle``, ``.joblib``) can run code when
+loaded, so they are refused by name before anything reads them (FORMATS.md, "Pickle policy"); every
+other file goes through :func:`codt_deploy.readers.read_bytes`, which never unpickles. Zip and tar
+archives are streamed by :func:`codt_deploy.sources.iter_archive` under the upload's size limits (and
+its compression-ratio check), so a decompression bomb stops early. A bad file becomes a
+:class:`FileProblem`; the rest of the batch carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from codt_deploy.errors import CodtError
+from codt_deploy.sequence import PoseSequence
+from codt_deploy.sources import ArchiveLimits, is_archive, iter_archive
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+PICKLE_REFUSAL = ("refused: pickle-based files can run code when loaded, so the app never opens "
+                  "them; convert the file to .npz (see the README) and upload that")
+
+Reader = Callable[[str, bytes], list[PoseSequence]]
+
+
+class UploadLimitError(CodtError, ValueError):
+    """A whole upload is over the app's count or size limits; the message says which and by how much."""
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Per-batch limits. Files inside archives count as files."""
+
+    max_files: int = 500
+    max_file_bytes: int = 50 * MiB
+    max_total_bytes: int = 200 * MiB
+    max_sequences: int = 2000
+
+    def describe(self) -> str:
+        return (f"up to {self.max_files} files, {self.max_file_bytes // MiB} MB each, "
+                f"{self.max_total_bytes // MiB} MB in all, {self.max_sequences} sequences")
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A file (or archive member) that gave no sequence, and why."""
+
+    file: str
+    reason: str
+
+
+@dataclass
+class ParsedUploads:
+    """The sequences read from an upload and the files that failed."""
+
+    sequences: list[PoseSequence] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One file to read: its display name, size, and either a path or bytes already in memory."""
+
+    name: str
+    size: int
+    path: Path | None = None
+    data: bytes | None = None
+
+    def read(self, limit: int) -> bytes:
+        """At most ``limit + 1`` bytes, so an over-size file is seen without reading it all."""
+        if self.data is not None:
+            return self.data[:limit + 1]
+        with open(self.path, "rb") as handle:
+            return handle.read(limit + 1)
+
+
+def _is_pickle(name: str) -> bool:
+    return name.lower().endswith(PICKLE_SUFFIXES)
+
+
+def _is_hidden(member: str) -> bool:
+    """Metadata that archivers add (``__MACOSX/``, ``.DS_Store``): not pose files, not problems."""
+    parts = PurePosixPath(member).parts
+    return not parts or parts[0] == "__MACOSX" or parts[-1].startswith(".")
+
+
+def _archive_members(path: Path, limits: UploadLimits, problems: list[FileProblem]
+                     ) -> Iterator[_Member]:
+    """The members of a zip or tar archive, read into memory under the upload limits."""
+    caps = ArchiveLimits(max_member_bytes=limits.max_file_bytes,
+                         max_total_bytes=limits.max_total_bytes)
+    for item in iter_archive(path, caps):
+        name = f"{path.name}::{item.member}" if item.member else path.name
+        if item.member and _is_hidden(item.member):
+            continue
+        if item.error or item.skip:
+            problems.append(FileProblem(name, item.error or item.skip))
+        elif _is_pickle(item.member):
+            problems.append(FileProblem(name, PICKLE_REFUSAL))
+        else:
+            yield _Member(name, len(item.data), data=item.data)
+
+
+def _expand(paths: Iterable[str | os.PathLike], limits: UploadLimits,
+            problems: list[FileProblem]) -> list[_Member]:
+    """Every uploaded file, archives expanded; refused ones go to ``problems``.
+
+    Raises :class:`UploadLimitError` as soon as the count or the total size is over the limits.
+    """
+    members: list[_Member] = []
+    total = 0
+    for path in map(Path, paths):
+        if _is_pickle(path.name):
+            problems.append(FileProblem(path.name, PICKLE_REFUSAL))
+            continue
+        found = (_archive_members(path, limits, problems) if is_archive(path)
+                 else [_Member(path.name, path.stat().st_size, path=path)])
+        for member in found:
+            members.append(member)
+            total += member.size
+            if len(members) > limits.max_files:
+                raise UploadLimitError(f"more than {limits.max_files} files uploaded (archive "
+                                       f"members included); that is the limit per batch. Split "
+                                       f"the upload.")
+            if total > limits.max_total_bytes:
+                raise UploadLimitError(f"the upload holds more than "
+                                       f"{limits.max_total_bytes // MiB} MB of pose files; that "
+                                       f"is the limit per batch. Split the upload.")
+    return members
+
+
+def _read_member(member: _Member, limits: UploadLimits, reader: Reader) -> list[PoseSequence]:
+    """Read one member; raises CodtError (or ValueError from a bad sequence) on bad input."""
+    if member.size > limits.max_file_bytes:
+        raise CodtError(f"{member.size / MiB:.1f} MB is over the limit of "
+                        f"{limits.max_file_bytes // MiB} MB per file")
+    try:
+        data = member.read(limits.max_file_bytes)
+    except OSError as exc:
+        raise CodtError(f"cannot read this file: {exc}") from exc
+    if len(data) > limits.max_file_bytes:  # the file grew after it was measured
+        raise CodtError(f"over the limit of {limits.max_file_bytes // MiB} MB per file")
+    return reader(member.name, data)
+
+
+def _problem_text(member: _Member, exc: Exception) -> str:
+    """The reason without a repeated ``name:`` prefix (PoseFormatError messages start with it)."""
+    text = str(exc)
+    for prefix in (member.name, member.name.rsplit("::", 1)[-1]):
+        if text.startswith(prefix + ":"):
+            return text[len(prefix) + 1:].strip()
+    return text
+
+
+def default_reader(name: str, data: bytes) -> list[PoseSequence]:
+    """:func:`codt_deploy.readers.read_bytes` with the format detected from the name and content."""
+    from codt_deploy.readers import read_bytes
+
+    return read_bytes(name, data)
+
+
+def parse_uploads(paths: Iterable[str | os.PathLike], *, limits: UploadLimits = UploadLimits(),
+                  reader: Reader = default_reader) -> ParsedUploads:
+    """Read every uploaded pose file (zip archives expanded) into sequences.
+
+    Raises :class:`UploadLimitError` when the batch is over ``limits.max_files`` or
+    ``limits.max_total_bytes`` (nothing is read then). Everything else that goes wrong is per file:
+    a pickle, an over-size file or a malformed one is listed in ``problems`` with its reason.
+    """
+    parsed = ParsedUploads()
+    members = _expand(paths, limits, parsed.problems)
+    for member in members:
+        try:
+            sequences = _read_member(member, limits, reader)
+        except (CodtError, ValueError) as exc:  # PoseFormatError, LayoutError, bad shapes
+            parsed.problems.append(FileProblem(member.name, _problem_text(member, exc)))
+            continue
+        if not sequences:
+            parsed.problems.append(FileProblem(member.name, "no skeleton sequence in this file"))
+            continue
+        parsed.sequences.extend(sequences)
+        if len(parsed.sequences) > limits.max_sequences:
+            raise UploadLimitError(f"the upload holds more than {limits.max_sequences} "
+                                   f"sequences (limit per batch); split the upload.")
+    log.info("read %d sequences from %d files, %d problems", len(parsed.sequences),
+             len(members), len(parsed.problems))
+    return parsed

@@ -1,0 +1,177 @@
+"""The app's logic with a real (tiny, random-weight) ONNX model: clusters, PCA, labels, metrics."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from app import logic
+from app.model_store import ModelStore
+from app.uploads import FileProblem, ParsedUploads
+from codt_deploy.errors import ModelError, PoseFormatError
+from codt_deploy.infer import ClusterModel
+from codt_deploy.metrics import evaluate as reference_metrics
+from codt_deploy.sequence import PoseSequence
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return ClusterModel(tiny_model, threads=1)
+
+
+@pytest.fixture(scope="module")
+def sequences(example_files, hand_read):
+    return [hand_read(f) for f in example_files]
+
+
+def test_analyse_matches_the_model_row_by_row(model, sequences):
+    batch = logic.analyse(ParsedUploads(list(sequences), []), model)
+    direct = model.predict_sequences(sequences)
+    assert [r.cluster for r in batch.results] == direct.clusters.tolist()
+    assert [r.confidence for r in batch.results] == pytest.approx(direct.confidence.tolist())
+    assert batch.embeddings.shape == (len(sequences), 256)
+    assert batch.model_name == "tiny" and batch.num_clusters == 4
+    assert sum(batch.counts().values()) == len(sequences)
+    assert batch.choices()[2].startswith("2: a02_s02_e01_skeleton3D (cluster ")
+
+
+def test_a_sequence_the_model_cannot_take_is_a_problem_not_a_failure(model, sequences):
+    coco = PoseSequence(data=np.ones((4, 1, 18, 3), np.float32), layout="coco18",
+                        source="kinetics.json", name="clip")  # coco18 lacks kinect20's joints
+    parsed = ParsedUploads([sequences[0], coco, sequences[1]],
+                           [FileProblem("x.pkl", "refused")])
+    batch = logic.analyse(parsed, model)
+    assert [r.file for r in batch.results] == [sequences[0].source, sequences[1].source]
+    assert [p.file for p in batch.problems] == ["x.pkl", "kinetics.json"]
+    assert batch.problems[1].reason.startswith("clip: cannot use its 'coco18' skeleton")
+    assert batch.embeddings.shape == (2, 256)
+
+
+def test_analyse_empty_batch(model):
+    batch = logic.analyse(ParsedUploads([], [FileProblem("a", "b")]), model)
+    assert batch.results == [] and batch.counts() == {} and len(batch.problems) == 1
+
+
+def test_pca_recovers_the_dominant_directions():
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((16, 16)))[0][:, :2]  # two orthonormal directions
+    raw = rng.standard_normal((50, 2))
+    scores = np.linalg.qr(raw - raw.mean(axis=0))[0] * np.array([70.0, 20.0])  # centred, orthogonal
+    x = scores @ basis.T + 5.0 + 0.01 * rng.standard_normal((50, 16))
+    projected = logic.pca_2d(x)
+    assert projected.shape == (50, 2)
+    assert np.allclose(projected.mean(axis=0), 0.0, atol=1e-9)
+    for k in range(2):  # equal to the generating scores up to sign
+        corr = np.corrcoef(projected[:, k], scores[:, k])[0, 1]
+        assert abs(corr) > 0.999
+    assert projected[:, 0].var() > projected[:, 1].var()
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_pca_degenerate_batches(rows):
+    projected = logic.pca_2d(np.ones((rows, 8)))
+    assert projected.shape == (rows, 2) and np.all(projected == 0.0)
+
+
+def test_pca_rejects_wrong_rank():
+    with pytest.raises(ValueError, match="must be \\(N, D\\)"):
+        logic.pca_2d(np.ones(5))
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_labels_csv_metrics_and_confusion(model, sequences, examples_dir):
+    batch = logic.analyse(ParsedUploads(list(sequences), []), model)
+    labels = logic.read_labels_csv(examples_dir / "labels.csv")
+    evaluation = logic.evaluate(batch.results, labels)
+    truth = [str(int(r.name[1:3]) - 1) for r in batch.results]
+    clusters = [r.cluster for r in batch.results]
+    assert evaluation.metrics == pytest.approx(reference_metrics(truth, clusters))
+    assert evaluation.matched == evaluation.total == len(sequences)
+    assert evaluation.label_values == ["0", "1", "2"]
+    assert evaluation.label_names == ["high arm wave", "horizontal arm wave", "hammer"]
+    assert evaluation.confusion.sum() == len(sequences)
+    assert evaluation.confusion.shape == (len(set(clusters)), 3)
+    for c, lab in zip(clusters, truth):
+        assert evaluation.confusion[evaluation.cluster_ids.index(c), int(lab)] >= 1
+
+
+def test_labels_match_by_name_stem_and_partial_coverage(model, sequences, tmp_path):
+    batch = logic.analyse(ParsedUploads(list(sequences), []), model)
+    path = _write_csv(tmp_path / "l.csv", ["name", "label"],
+                      [["a01_s02_e01_skeleton3D", "wave"], ["a01_s06_e01_skeleton3D.txt", "wave"],
+                       ["unrelated", "kick"]])
+    labels = logic.read_labels_csv(path)
+    matched = logic.match_labels(batch.results, labels)
+    assert matched[:2] == ["wave", "wave"] and matched[2:] == [None] * (len(sequences) - 2)
+    evaluation = logic.evaluate(batch.results, labels)
+    assert evaluation.matched == 2 and evaluation.total == len(sequences)
+    assert evaluation.label_values == ["wave"]
+
+
+def test_no_matching_labels_gives_no_evaluation(model, sequences, tmp_path):
+    batch = logic.analyse(ParsedUploads(list(sequences), []), model)
+    labels = logic.read_labels_csv(_write_csv(tmp_path / "l.csv", ["file", "label"],
+                                              [["nothing.txt", "0"]]))
+    assert logic.evaluate(batch.results, labels) is None
+
+
+def test_labels_from_the_files_themselves(model, sequences):
+    batch = logic.analyse(ParsedUploads(list(sequences), []), model)
+    labels = logic.labels_from_sequences(batch.results)
+    assert logic.match_labels(batch.results, labels) == [str(s.label) for s in sequences]
+    unlabelled = PoseSequence(data=sequences[0].data, layout="msr20", source="u.txt")
+    partial = logic.analyse(ParsedUploads([sequences[0], unlabelled], []), model)
+    assert logic.labels_from_sequences(partial.results) is None
+
+
+@pytest.mark.parametrize("header, rows, message", [
+    (["file", "class"], [["a", "1"]], "needs a 'label' column"),
+    (["path", "label"], [["a", "1"]], "needs a 'label' column and one of file, name, sample"),
+    (["file", "label"], [["a", "1"], ["a", "2"]], "'a' is listed twice"),
+    (["file", "label"], [["a", ""]], "empty 'file' or 'label'"),
+    (["file", "label"], [], "needs a 'label' column"),
+])
+def test_bad_labels_csv_names_the_file_and_problem(tmp_path, header, rows, message):
+    path = _write_csv(tmp_path / "my_labels.csv", header, rows)
+    with pytest.raises(PoseFormatError, match=message) as info:
+        logic.read_labels_csv(path)
+    assert str(info.value).startswith("my_labels.csv")
+
+
+def test_results_table_and_csv(model, sequences, tmp_path):
+    batch = logic.analyse(ParsedUploads(list(sequences[:3]), []), model)
+    rows = logic.result_rows(batch)
+    assert [r[0] for r in rows] == [0, 1, 2]
+    assert rows[0][1] == sequences[0].source and rows[0][3] == sequences[0].num_frames
+    assert rows[0][6] == ("reach", "step", "bend", "wave")[rows[0][5]]
+    path = logic.write_results_csv(batch, tmp_path, ["0", None, "1"])
+    with open(path, newline="") as handle:
+        written = list(csv.reader(handle))
+    assert written[0] == ["file", "sequence", "frames", "persons", "cluster", "cluster_name",
+                          "confidence", "label"]
+    assert [w[-1] for w in written[1:]] == ["0", "", "1"]
+    assert [int(w[4]) for w in written[1:]] == [r.cluster for r in batch.results]
+
+
+def test_model_store_loads_once_and_reports_missing_models(tiny_model):
+    loads = []
+
+    def loader(name):
+        loads.append(name)
+        return ClusterModel(name, threads=1)
+
+    store = ModelStore(str(tiny_model), loader=loader)
+    assert store.choices[0] == str(tiny_model) and store.label() == "tiny"
+    assert store.get() is store.get(str(tiny_model))
+    assert loads == [str(tiny_model)]
+    with pytest.raises(ModelError, match="not found"):
+        ModelStore("no-such-model").get()
