@@ -1,0 +1,175 @@
+"""Helpers every reader shares: text and JSON decoding, fast number parsing, one finiteness check.
+
+Error positions follow one convention: ``line`` is the 1-based line of the file, ``frame`` the 0-based
+frame index of the returned sequence (FORMATS.md §1 quotes datasets' own 1-based numbers in the
+message text where they differ).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from codt_deploy.errors import PoseFormatError
+
+#: Formats whose frame count comes from indices in the file (Kinetics ``frame_index``, VIBE
+#: ``frame_ids``, OpenPose file numbers) refuse indices at or above this, so that one bad number
+#: cannot allocate gigabytes. 100,000 frames is about 55 minutes at 30 FPS.
+MAX_FRAMES = 100_000
+
+_TEXT_CONTROL = bytes(set(range(32)) - {9, 10, 11, 12, 13}) + b"\x7f"
+_SNIFF_BYTES = 4096
+
+
+def sample_name(source: str, suffixes: Sequence[str] = ()) -> str:
+    """The file name without folder (or archive prefix) and without the first matching suffix."""
+    name = PurePosixPath(source.rsplit("::", 1)[-1].replace("\\", "/")).name
+    for suffix in suffixes:
+        if name.lower().endswith(suffix.lower()):
+            return name[: len(name) - len(suffix)]
+    return name
+
+
+def require_text(data: bytes, source: str, *, allow_utf8: bool = False) -> None:
+    """Refuse binary content (NUL or other control bytes, or non-ASCII in numeric text files)."""
+    head = data[:_SNIFF_BYTES]
+    if head.translate(None, _TEXT_CONTROL) != head or (not allow_utf8 and not head.isascii()):
+        raise PoseFormatError(source, "binary content where a text pose file was expected "
+                                      "(is the file corrupt or of another format?)")
+
+
+def load_json(data: bytes, source: str) -> object:
+    """Decode UTF-8 JSON; a decoding error names the line."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PoseFormatError(source, "not UTF-8 text: binary content where JSON was "
+                                      "expected") from None
+    if not text.strip():
+        raise PoseFormatError(source, "empty file; expected a JSON document")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PoseFormatError(source, f"invalid JSON: {exc.msg} (column {exc.colno})",
+                              line=exc.lineno) from None
+
+
+def fast_floats(text: bytes) -> np.ndarray | None:
+    """All whitespace-separated numbers of ``text`` as float64, or None if a token is not a number.
+
+    Parsing runs in C (``np.fromstring``); ``nan`` and ``inf`` parse, so callers check finiteness.
+    """
+    if not text.strip():
+        return np.empty(0)  # np.fromstring turns a blank string into [-1.0]
+    try:
+        return np.fromstring(text, sep=" ")
+    except ValueError:
+        return None
+
+
+def line_problem(line: bytes, expected: int | None) -> str | None:
+    """What is wrong with one line of numbers (a bad token or the wrong count), or None."""
+    tokens = line.split()
+    for token in tokens:
+        if fast_floats(token) is None:
+            return f"expected a number, found {token[:40].decode('ascii', 'replace')!r}"
+    if expected is not None and len(tokens) != expected:
+        return f"expected {expected} values, found {len(tokens)}"
+    return None
+
+
+def fixed_width_rows(data: bytes, source: str, width: int, what: str) -> np.ndarray:
+    """Parse a text file of ``width`` numbers per line into a ``(lines, width)`` float64 array.
+
+    Blank lines are skipped. The fast path parses everything at once; only when the count does not
+    add up does a line-by-line pass look for the first bad line to report.
+    """
+    require_text(data, source)
+    values = fast_floats(data)
+    body = data.strip()
+    n_lines = body.count(b"\n") + 1 if body else 0
+    if values is not None and values.size == width * n_lines:
+        return values.reshape(n_lines, width)
+    rows = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        problem = line_problem(line, width)
+        if problem is not None:
+            raise PoseFormatError(source, f"{problem} ({what})", line=number)
+        rows.append(np.fromstring(line, sep=" "))
+    return np.array(rows, dtype=np.float64).reshape(len(rows), width)
+
+
+def check_finite(array: np.ndarray, source: str, *, what: str = "coordinates",
+                 locate: Callable[[tuple[int, ...]], dict] | None = None) -> None:
+    """Raise PoseFormatError at the first NaN or infinite value of ``array``.
+
+    ``locate`` maps the offending index to ``{"line": ...}`` or ``{"frame": ...}``; by default the
+    first axis is the frame.
+    """
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    index = tuple(int(i) for i in np.argwhere(~finite)[0])
+    where = locate(index) if locate is not None else {"frame": index[0]}
+    raise PoseFormatError(source, f"non-finite value {float(array[index])} in the {what}; "
+                                  f"expected finite numbers", **where)
+
+
+def check_frame_index(index: int, source: str, what: str) -> None:
+    """Refuse a frame number from the file that is negative or implausibly large."""
+    if not 0 <= index < MAX_FRAMES:
+        raise PoseFormatError(source, f"{what} {index} is out of range; expected 0 <= frame < "
+                                      f"{MAX_FRAMES} (readers.MAX_FRAMES)")
+
+
+def require_frames(num_frames: int, source: str) -> None:
+    if num_frames <= 0:
+        raise PoseFormatError(source, "zero frames; expected at least one frame of poses")
+
+
+def as_float_array(value: object, source: str, what: str, **where) -> np.ndarray:
+    """``np.asarray(value, float64)`` with a PoseFormatError for ragged or non-numeric content."""
+    if isinstance(value, (str, bytes, dict)):
+        raise PoseFormatError(source, f"{what}: expected a list of numbers, found "
+                                      f"{type(value).__name__}", **where)
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PoseFormatError(source, f"{what}: expected a regular array of numbers (ragged "
+                                      f"nesting or a non-number inside)", **where) from None
+
+
+def label_from_name(pattern: re.Pattern[str], name: str) -> int | None:
+    """The 0-based label from a dataset's 1-based class number in the file name (e.g. A011 -> 10)."""
+    match = pattern.search(name)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    return number - 1 if number >= 1 else None
+
+
+def trailing_zero_trim(sample: np.ndarray) -> int:
+    """Number of frames up to and including the last frame with any non-zero value. (T, ...) in."""
+    nonzero = np.flatnonzero(sample.reshape(sample.shape[0], -1).any(axis=1))
+    return int(nonzero[-1]) + 1 if nonzero.size else 0
+
+
+def side_file_bytes(value: object, what: str) -> tuple[bytes, str]:
+    """Content and display name of a side file option (a label file): bytes are the content
+    itself, anything else is a path."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), f"<{what}>"
+    if not isinstance(value, (str, PathLike)):
+        raise PoseFormatError(f"<{what}>", f"expected a path or bytes, got {type(value).__name__}")
+    path = Path(value)
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as exc:
+        raise PoseFormatError(path, f"cannot read the {what}: {exc.strerror or exc}") from None
