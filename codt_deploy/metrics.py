@@ -124,7 +124,7 @@ def ari(labels_true: Sequence, labels_pred: Sequence) -> float:
     maximum = (sum_rows + sum_cols) / 2
     if maximum == expected:
         return 1.0  # degenerate: both partitions trivial
-    return (sum_cells - expected) / (maximum - expected)
+    return float((sum_cells - expected) / (maximum - expected))
 
 
 def evaluate(labels_true: Sequence, labels_pred: Sequence) -> dict[str, float]:

@@ -152,6 +152,7 @@ def write_rows(rows: Iterable[Row], path: str | os.PathLike, fmt: str, fieldname
                     count += 1
                 handle.flush()
                 os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,110 @@
+"""Fixtures for the deployment tests: a tiny random-weight model exported with the real exporter.
+
+``exported_tiny_model`` (session scope) builds a random-weight target-specific network
+(``ClusterNet(STGCN("msr20"), Linear(256, 5))``) and exports it with
+:func:`training.export.export_network` (checker + parity + manifest) into a temporary folder,
+using the committed MSR Action3D examples as the real eval samples. It returns the
+:class:`training.export.Exported` record; ``tiny_model_dir`` is its folder (for
+``$CODT_MODEL_DIR``). Exporting takes a few seconds once per test session.
+
+So that the random model is not degenerate (every sample in one cluster), its BatchNorm statistics
+are calibrated on the examples and its cluster head is initialised from five of their centred,
+normalised embeddings, a small version of the k-means head initialisation of METHOD.md §9.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO_ROOT / "examples" / "msr_action3d"
+TINY_LAYOUT = "msr20"
+TINY_K = 5
+
+
+def example_paths() -> list[Path]:
+    return sorted(EXAMPLES.glob("*_skeleton3D.txt"))
+
+
+def example_poses(layout: str = TINY_LAYOUT) -> np.ndarray:
+    """The committed MSR Action3D examples, read and preprocessed: (40, 3, 50, V, 2)."""
+    from codt_deploy.preprocess import PreprocessConfig, preprocess_batch
+    from codt_deploy.readers import read_poses
+
+    seqs = [seq for path in example_paths() for seq in read_poses(path)]
+    return preprocess_batch(seqs, PreprocessConfig(layout=layout))
+
+
+def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str = TINY_LAYOUT):
+    """A random-weight F_1 -> C_1^t network ``poses -> (probabilities, embedding)``, eval mode."""
+    import torch
+
+    from training.stgcn import STGCN
+
+    try:
+        from training.model import ClusterNet
+    except ImportError:  # TEMPORARY stand-in until training.model lands
+        class ClusterNet(torch.nn.Module):
+            def __init__(self, encoder, cluster_head):
+                super().__init__()
+                self.encoder, self.cluster_head = encoder, cluster_head
+
+            def forward(self, poses):
+                embedding = self.encoder.embed(poses)
+                return torch.softmax(self.cluster_head(embedding), dim=-1), embedding
+
+    torch.manual_seed(seed)
+    encoder = STGCN(layout)
+    x = torch.from_numpy(poses)  # (N, C, T, V, M)
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration pass
+    with torch.no_grad():
+        encoder.train()
+        encoder.embed(x)
+        encoder.eval()
+        embedding = encoder.embed(x)  # (N, 256)
+        mean = embedding.mean(0)
+        picks = torch.randperm(len(x))[:k]
+        weight = 100.0 * torch.nn.functional.normalize(embedding[picks] - mean, dim=1)  # (k, 256)
+        head = torch.nn.Linear(256, k)
+        head.weight.copy_(weight)
+        head.bias.copy_(-(weight @ mean))
+    return ClusterNet(encoder, head).eval()
+
+
+@pytest.fixture(scope="session")
+def exported_tiny_model(tmp_path_factory):
+    """Export a tiny random-weight model once per session; returns training.export.Exported."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from codt_deploy.preprocess import PreprocessConfig
+    from training.export import EvalSet, export_network
+
+    poses = example_poses()
+    labels = np.arange(len(poses)) // 2 % TINY_K  # two files per action in the examples
+    evalset = EvalSet(poses=poses, labels=labels,
+                      class_names=[f"class {i}" for i in range(TINY_K)])
+    out = tmp_path_factory.mktemp("models")
+    return export_network(tiny_network(poses), evalset, out_dir=out, name="tiny",
+                          task="tiny-test", preprocess=PreprocessConfig(layout=TINY_LAYOUT),
+                          checkpoint_sha256="0" * 64)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(exported_tiny_model) -> Path:
+    return exported_tiny_model.onnx_path.parent
+
+
+@pytest.fixture()
+def tiny_model_env(tiny_model_dir, tmp_path, monkeypatch) -> Path:
+    """``$CODT_MODEL_DIR`` = the tiny model's folder, and the package's own models hidden."""
+    import codt_deploy.models
+
+    monkeypatch.setenv("CODT_MODEL_DIR", str(tiny_model_dir))
+    monkeypatch.setattr(codt_deploy.models, "_package_exported_dir", lambda: tmp_path / "none")
+    return tiny_model_dir

@@ -1,0 +1,69 @@
+"""training.export on a tiny random-weight model: checker, parity, manifest, hashes, metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+
+from codt_deploy.models import METADATA_KEY, Manifest, resolve_model, sha256_file  # noqa: E402
+
+
+def test_export_writes_checked_model_with_manifest_and_hashes(exported_tiny_model):
+    exported = exported_tiny_model
+    model = onnx.load(str(exported.onnx_path))
+    onnx.checker.check_model(model, full_check=True)
+    graph_input = model.graph.input[0]
+    dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    assert graph_input.name == "poses" and dims[1:] == [3, 50, 20, 2] and isinstance(dims[0], str)
+    assert [o.name for o in model.graph.output] == ["probabilities", "embedding"]
+
+    manifest = Manifest.model_validate(json.loads(exported.manifest_path.read_text()))
+    assert manifest.onnx_sha256 == sha256_file(exported.onnx_path)
+    assert manifest.checkpoint_sha256 == "0" * 64
+    assert manifest.layout == "msr20" and len(manifest.joints) == 20
+    assert manifest.input.shape == ("N", 3, 50, 20, 2) and manifest.num_clusters == 5
+    assert manifest.preprocess["layout"] == "msr20" and manifest.preprocess["frames"] == 50
+    assert manifest.opset >= 17 and {"torch", "onnx", "onnxruntime"} <= set(manifest.versions)
+    assert len(manifest.cluster_names) == 5
+    parity = manifest.metrics["parity"]
+    assert parity["argmax_agreement"] == 1.0 and parity["max_abs_probabilities"] <= 1e-4
+    assert parity["samples"] == 40 and 0.0 <= manifest.metrics["eval"]["acc"] <= 1.0
+
+    props = {p.key: p.value for p in model.metadata_props}
+    embedded = json.loads(props[METADATA_KEY])
+    assert "onnx_sha256" not in embedded
+    assert embedded == {k: v for k, v in json.loads(manifest.to_json()).items()
+                        if k != "onnx_sha256"}
+    assert resolve_model(exported.onnx_path).manifest == manifest
+
+
+def test_exported_model_matches_torch_on_fresh_batch_sizes(exported_tiny_model):
+    from codt_deploy.infer import ClusterModel
+    from tests.deploy.conftest import example_poses, tiny_network
+
+    poses = example_poses()
+    net = tiny_network(poses)  # same seed: the exported weights
+    model = ClusterModel(exported_tiny_model.onnx_path, batch_size=3)
+    poses = poses[::5]  # (8, C, T, V, M), micro-batches of 3, 3, 2
+    with torch.no_grad():
+        ref_p, ref_e = net(torch.from_numpy(poses))
+    prediction = model.predict(poses)
+    np.testing.assert_allclose(prediction.probabilities, ref_p.numpy(), atol=1e-4)
+    np.testing.assert_allclose(prediction.embedding, ref_e.numpy(), atol=1e-4, rtol=1e-3)
+    assert (prediction.clusters == ref_p.numpy().argmax(1)).all()
+    assert len(set(prediction.clusters.tolist())) > 1  # the tiny model is not degenerate
+
+
+def test_parity_failure_is_an_export_error(tmp_path, exported_tiny_model):
+    from training.export import ExportError, check_parity
+    from tests.deploy.conftest import example_poses, tiny_network
+
+    poses = example_poses()
+    other = tiny_network(poses, seed=1)  # different weights than the exported file
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        check_parity(other, exported_tiny_model.onnx_path, poses)

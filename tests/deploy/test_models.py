@@ -1,0 +1,71 @@
+"""codt_deploy.models: lookup by name or path, 'not found' listing, manifest and SHA-256 checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from codt_deploy.errors import ModelError
+from codt_deploy.models import available_models, load_manifest, resolve_model
+
+
+def _copy_model(src_dir, dst_dir, name="tiny", new_name=None):
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    new_name = new_name or name
+    shutil.copy(src_dir / f"{name}.onnx", dst_dir / f"{new_name}.onnx")
+    manifest = json.loads((src_dir / f"{name}.json").read_text())
+    manifest["name"] = new_name
+    (dst_dir / f"{new_name}.json").write_text(json.dumps(manifest))
+    return dst_dir / f"{new_name}.onnx"
+
+
+def test_models_are_found_by_name_through_the_environment(tiny_model_env):
+    assert available_models()["tiny"] == tiny_model_env / "tiny.onnx"
+    resolved = resolve_model("tiny")
+    assert resolved.onnx_path == tiny_model_env / "tiny.onnx"
+    assert resolved.manifest.num_clusters == 5
+    assert resolve_model("default").name == "tiny"  # the only model there
+
+
+def test_unknown_model_lists_the_available_ones(tiny_model_env):
+    with pytest.raises(ModelError, match=r"model 'nope' not found; available models = .*tiny"):
+        resolve_model("nope")
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model(tiny_model_env / "missing.onnx")
+
+
+def test_default_is_ambiguous_with_several_models(tiny_model_dir, tmp_path, monkeypatch):
+    _copy_model(tiny_model_dir, tmp_path, new_name="a")
+    _copy_model(tiny_model_dir, tmp_path, new_name="b")
+    monkeypatch.setenv("CODT_MODEL_DIR", str(tmp_path))
+    with pytest.raises(ModelError, match="several are available .*a, b"):
+        resolve_model("default")
+    assert resolve_model("b").name == "b"
+
+
+def test_hash_mismatch_is_a_model_error(tiny_model_dir, tmp_path):
+    onnx_path = _copy_model(tiny_model_dir, tmp_path)
+    with open(onnx_path, "ab") as handle:
+        handle.write(b"\0")  # corrupt the copy
+    with pytest.raises(ModelError, match="SHA-256 mismatch"):
+        resolve_model(onnx_path)
+    assert resolve_model(onnx_path, verify=False).name == "tiny"
+
+
+def test_missing_or_bad_manifest(tiny_model_dir, tmp_path):
+    onnx_path = _copy_model(tiny_model_dir, tmp_path)
+    manifest_path = onnx_path.with_suffix(".json")
+    data = json.loads(manifest_path.read_text())
+    data["num_clusters"] = 7  # disagrees with the cluster names and the outputs
+    manifest_path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="cluster_names has 5 entries for 7 clusters"):
+        load_manifest(manifest_path)
+    data["surprise"] = 1
+    manifest_path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="invalid manifest"):
+        resolve_model(onnx_path)
+    manifest_path.unlink()
+    with pytest.raises(ModelError, match="manifest not found"):
+        resolve_model(onnx_path)
