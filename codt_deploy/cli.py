@@ -1,0 +1,287 @@
+"""``codt-cluster``: cluster skeleton sequences with an exported CoDT model.
+
+    codt-cluster INPUT... [-o out.csv] [--format csv|jsonl|parquet] [--model NAME|PATH]
+                 [--labels labels.csv] [--embeddings] [--resume] [--workers N] [--batch-size N]
+                 [--providers P[,P...]] [--pose-format FMT] [--trust-pickle] [--show N] [--quiet]
+
+INPUT is a pose file, a folder (searched recursively), a glob pattern or a .zip / .tar(.gz) archive
+(read member by member, never extracted). One output row per sequence. Without ``-o`` the rows go
+to standard output. A per-file failure is reported and the run carries on; the exit status is 1 if
+any input failed, 2 on a usage or setup error, 130 when interrupted (rerun with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from codt_deploy.errors import CodtError
+
+log = logging.getLogger("codt_deploy.cli")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def providers_list(text: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in names if p not in available]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown execution provider(s) {', '.join(unknown) or text!r}"
+                                         f"; available here: {', '.join(available)}")
+    return names
+
+
+def pose_format(text: str) -> str:
+    from codt_deploy.readers import available_formats
+
+    formats = available_formats()
+    if text not in formats:
+        raise argparse.ArgumentTypeError(f"unknown pose format {text!r}; choose from "
+                                         f"{', '.join(formats)}")
+    return text
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codt-cluster", description="Cluster skeleton action sequences with an exported "
+        "CoDT model (one output row per sequence).")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="pose files, folders, glob patterns, .zip or .tar(.gz) archives")
+    parser.add_argument("-o", "--output", help="output file (default: standard output)")
+    parser.add_argument("--format", choices=("csv", "jsonl", "parquet"),
+                        help="output format (default: from the output suffix, else csv)")
+    parser.add_argument("--model", default="default", help="model name or path to a .onnx file")
+    parser.add_argument("--list-models", action="store_true", help="list models and exit")
+    parser.add_argument("--labels", type=existing_file,
+                        help="CSV of file or sequence name -> label; prints ACC/NMI/ARI")
+    parser.add_argument("--embeddings", action="store_true", help="also write the embedding")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run, skipping files it already wrote")
+    parser.add_argument("--workers", type=non_negative_int, default=1,
+                        help="parsing workers (0 = parse in the main thread; default 1)")
+    parser.add_argument("--executor", choices=("thread", "process"), default="thread",
+                        help="worker kind (default thread)")
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="sequences per inference call (default 32)")
+    parser.add_argument("--threads", type=positive_int, help="inference threads (default: cores)")
+    parser.add_argument("--providers", type=providers_list,
+                        help="comma-separated ONNX Runtime providers (default: CUDA if present, "
+                             "else CPU)")
+    parser.add_argument("--pose-format", type=pose_format,
+                        help="read every input as this format instead of detecting it")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow .pkl/.pickle/.joblib inputs (unpickling runs code: only for "
+                             "files you trust)")
+    parser.add_argument("--show", type=non_negative_int, default=0, metavar="N",
+                        help="print the first N rows as a table when done")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """``--labels`` CSV -> {key: label}; a header with a ``label`` column, or two plain columns."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodtError(f"{path}: cannot read labels: {exc}") from exc
+    if not rows:
+        raise CodtError(f"{path}: no labels in this file")
+    header = [c.strip().lower() for c in rows[0]]
+    if "label" in header:
+        label_col = header.index("label")
+        key_col = next((header.index(k) for k in ("file", "name", "path", "source", "member")
+                        if k in header), 0 if label_col != 0 else 1)
+        rows = rows[1:]
+    else:
+        key_col, label_col = 0, 1
+    labels = {}
+    for number, row in enumerate(rows, start=2 if "label" in header else 1):
+        if len(row) <= max(key_col, label_col):
+            raise CodtError(f"{path} (line {number}): expected a file and a label, got {row}")
+        labels[row[key_col].strip()] = row[label_col].strip()
+    return labels
+
+
+def label_for(row: dict[str, Any], labels: dict[str, str]) -> str | None:
+    """Match a row to a label by sequence name, member or file path, base name, or stem."""
+    path = row["member"] or row["source"]
+    base = os.path.basename(path)
+    for key in (row.get("name"), path, row["source"], base, base.split(".")[0]):
+        if key and key in labels:
+            return labels[key]
+    return None
+
+
+class Observer:
+    """Sees every final output row: cluster counts, labelled pairs, the first rows for --show."""
+
+    def __init__(self, labels: dict[str, str] | None, show: int) -> None:
+        self.labels, self.show = labels, show
+        self.counts: Counter[int] = Counter()
+        self.true: list[str] = []
+        self.pred: list[int] = []
+        self.first: list[dict[str, Any]] = []
+        self.rows = 0
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        self.counts[row["cluster"]] += 1
+        if len(self.first) < self.show:
+            self.first.append(row)
+        if self.labels is not None:
+            label = label_for(row, self.labels)
+            if label is not None:
+                self.true.append(label)
+                self.pred.append(row["cluster"])
+
+
+def list_models() -> int:
+    from codt_deploy.models import available_models, load_manifest, model_dirs
+
+    models = available_models()
+    if not models:
+        print("no models found in " + ", ".join(str(d) for d in model_dirs()))
+    for name, path in models.items():
+        manifest = load_manifest(path.with_suffix(".json"))
+        print(f"{name}\t{manifest.task}\t{manifest.layout}\tK={manifest.num_clusters}\t{path}")
+    return 0
+
+
+def _make_sink(args: argparse.Namespace, model, observer: Observer):
+    from codt_deploy.writers import JournalSink, StreamSink, columns, format_for
+
+    fmt = format_for(args.output, args.format)
+    fieldnames = columns(bool(model.manifest.cluster_names))
+    dim = next(int(o.shape[-1]) for o in model.manifest.outputs if o.name == "embedding")
+    emb_dim = dim if args.embeddings else None
+    if not args.output:
+        return StreamSink(fmt, fieldnames, emb_dim, observer)
+    header = {"model": model.manifest.name, "onnx_sha256": model.manifest.onnx_sha256,
+              "format": fmt, "embeddings": bool(args.embeddings),
+              "pose_format": args.pose_format}
+    return JournalSink(args.output, fmt, fieldnames, emb_dim, header, observer,
+                       resume=args.resume)
+
+
+def _progress(args: argparse.Namespace):
+    from tqdm import tqdm
+
+    disable = args.quiet or not sys.stderr.isatty()
+    return tqdm(unit="file", desc="codt-cluster", disable=disable, file=sys.stderr)
+
+
+def report(summary, observer: Observer, args: argparse.Namespace, model) -> None:
+    """The end-of-run summary on stderr; metrics and the --show table on stdout."""
+    from codt_deploy.metrics import evaluate
+    from codt_deploy.writers import columns, format_table
+
+    err = sys.stderr
+    print(f"codt-cluster: {summary.files} files, {summary.sequences} sequences clustered"
+          + (f", {summary.resumed} files kept from the interrupted run" if summary.resumed else "")
+          + (f", {len(summary.skipped)} skipped (not pose files)" if summary.skipped else "")
+          + f", {len(summary.failures)} failed", file=err)
+    if observer.counts and not args.quiet:
+        counts = ", ".join(f"{c}: {n}" for c, n in sorted(observer.counts.items()))
+        print(f"  sequences per cluster: {counts}", file=err)
+    for key, reason in summary.failures:
+        print(f"  FAILED {key}: {reason}", file=err)
+    if observer.first:
+        out = sys.stdout if args.output else err
+        shown = [c for c in columns(bool(model.manifest.cluster_names))
+                 if any(row.get(c) not in (None, "") for row in observer.first)]
+        print(format_table(observer.first, shown), file=out, end="")
+    if args.labels is not None:
+        if not observer.true:
+            print(f"labels: no output row matched a key in {args.labels}", file=err)
+        else:
+            scores = evaluate(observer.true, observer.pred)
+            out = sys.stdout if args.output else err
+            print(f"labels: {scores['n']} of {observer.rows} sequences labelled: "
+                  f"ACC {100 * scores['acc']:.1f}  NMI {100 * scores['nmi']:.1f}  "
+                  f"ARI {100 * scores['ari']:.1f}", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, run the pipeline, finish the output and report. Returns the exit status."""
+    from codt_deploy.infer import ClusterModel
+    from codt_deploy.pipeline import ParseOptions, PipelineOptions, run_pipeline
+
+    if args.list_models:
+        return list_models()
+    labels = read_labels(args.labels) if args.labels is not None else None
+    model = ClusterModel(args.model, providers=args.providers, threads=args.threads,
+                         batch_size=args.batch_size)
+    observer = Observer(labels, args.show)
+    sink = _make_sink(args, model, observer)
+    parse_options = ParseOptions(preprocess=model.config.model_dump(),
+                                 pose_format=args.pose_format, trust_pickle=args.trust_pickle)
+    options = PipelineOptions(workers=args.workers, executor=args.executor,
+                              batch_size=args.batch_size, embeddings=args.embeddings)
+    bar = _progress(args)
+    try:
+        summary = run_pipeline(args.inputs, model, sink, parse_options, options, bar.update)
+    except KeyboardInterrupt:
+        bar.close()
+        if hasattr(sink, "abort"):
+            sink.abort()
+            print(f"codt-cluster: interrupted; rerun with --resume to continue {args.output}",
+                  file=sys.stderr)
+        return 130
+    bar.close()
+    sink.close()
+    report(summary, observer, args, model)
+    return 0 if summary.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if not args.inputs and not args.list_models:
+        parser.error("give at least one INPUT (file, folder, glob or archive)")
+    if args.resume and not args.output:
+        parser.error("--resume needs -o/--output (a run to standard output cannot resume)")
+    try:
+        return run(args)
+    except CodtError as exc:
+        print(f"codt-cluster: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

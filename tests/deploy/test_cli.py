@@ -1,0 +1,233 @@
+"""codt-cluster end to end on the committed MSR Action3D examples with the tiny exported model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import pytest
+
+from codt_deploy import cli, metrics
+from tests.deploy.conftest import REPO_ROOT, example_paths
+
+N_EXAMPLES = 40
+
+
+@pytest.fixture()
+def run(tiny_model_env, capsys):
+    """``run(*args) -> (exit status, stdout, stderr)`` with ``--model tiny`` and no progress bar."""
+
+    def _run(*args):
+        status = cli.main([*map(str, args), "--model", "tiny", "--quiet"])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return _run
+
+
+def _csv_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _examples(tmp_path, n=6):
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    for path in example_paths()[:n]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def _inputs(kind, tmp_path):
+    folder = _examples(tmp_path)
+    files = sorted(folder.iterdir())
+    if kind == "file":
+        return [files[0], files[1]], 2
+    if kind == "folder":
+        return [folder], 6
+    if kind == "glob":
+        return [str(folder / "a0[12]_*.txt")], 4
+    if kind == "zip":
+        path = tmp_path / "poses.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in files:
+                archive.write(file, f"msr/{file.name}")
+        return [path], 6
+    path = tmp_path / "poses.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for file in files:
+            archive.add(file, f"msr/{file.name}")
+    return [path], 6
+
+
+@pytest.mark.parametrize("kind", ["file", "folder", "glob", "zip", "tar.gz"])
+def test_every_input_kind(kind, run, tmp_path):
+    inputs, expected = _inputs(kind, tmp_path)
+    out = tmp_path / "out.csv"
+    status, _, err = run(*inputs, "-o", out)
+    rows = _csv_rows(out)
+    assert status == 0, err
+    assert len(rows) == expected and f"{expected} sequences clustered" in err
+    assert all(0 <= int(r["cluster"]) < 5 and 0 < float(r["confidence"]) <= 1 for r in rows)
+    if kind in ("zip", "tar.gz"):
+        assert rows[0]["source"] == str(inputs[0]) and rows[0]["member"].startswith("msr/a01")
+    else:
+        assert rows[0]["member"] == "" and rows[0]["name"].startswith("a01_")
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_bad_files_are_reported_and_the_rest_still_clustered(run, tmp_path):
+    folder = _examples(tmp_path, n=3)
+    (folder / "a05_s01_e01_skeleton3D.txt").write_text("1 2 3\nnot numbers here\n")
+    (folder / "notes.md").write_text("# not a pose file")
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("../../escape_skeleton3D.txt", "0 0 0 1\n" * 20)
+    out = tmp_path / "out.csv"
+    status, _, err = run(folder, evil, tmp_path / "missing.skeleton", "-o", out)
+    assert status == 1
+    assert len(_csv_rows(out)) == 3
+    assert "FAILED " + str(folder / "a05_s01_e01_skeleton3D.txt") in err
+    assert "escape_skeleton3D.txt: unsafe member path" in err
+    assert "missing.skeleton: no such file or directory" in err
+    assert "1 skipped" in err and "3 failed" in err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_output_formats_with_embeddings(fmt, run, tmp_path):
+    folder = _examples(tmp_path, n=4)
+    out = tmp_path / f"clusters.{fmt}"
+    status, _, err = run(folder, "-o", out, "--embeddings")
+    assert status == 0, err
+    if fmt == "csv":
+        rows = _csv_rows(out)
+        assert len(rows) == 4 and "embedding_255" in rows[0] and "embedding_256" not in rows[0]
+        clusters = [int(r["cluster"]) for r in rows]
+    elif fmt == "jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == 4 and len(rows[0]["embedding"]) == 256
+        clusters = [r["cluster"] for r in rows]
+    else:
+        pq = pytest.importorskip("pyarrow.parquet")
+        table = pq.read_table(out)
+        assert table.num_rows == 4 and len(table.column("embedding")[0]) == 256
+        clusters = table.column("cluster").to_pylist()
+        assert str(table.schema.field("confidence").type) == "float"
+    assert all(0 <= c < 5 for c in clusters)
+
+
+def test_stdout_output_and_format_choice(run, tmp_path):
+    folder = _examples(tmp_path, n=2)
+    status, out, _ = run(folder, "--format", "jsonl")
+    assert status == 0
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["a01_s02_e01", "a01_s06_e01"]
+
+
+def test_labels_print_metrics_that_match_the_output(run, tmp_path):
+    out = tmp_path / "out.csv"
+    labels = REPO_ROOT / "examples" / "msr_action3d" / "labels.csv"
+    status, stdout, err = run(REPO_ROOT / "examples" / "msr_action3d", "-o", out,
+                              "--labels", labels)
+    assert status == 0, err
+    rows = _csv_rows(out)
+    truth = {r["file"]: r["label"] for r in csv.DictReader(io.StringIO(labels.read_text()))}
+    scores = metrics.evaluate([truth[r["source"].split("/")[-1]] for r in rows],
+                              [r["cluster"] for r in rows])
+    expected = (f"labels: {N_EXAMPLES} of {N_EXAMPLES} sequences labelled: "
+                f"ACC {100 * scores['acc']:.1f}  NMI {100 * scores['nmi']:.1f}  "
+                f"ARI {100 * scores['ari']:.1f}")
+    assert expected in stdout
+    assert "1 skipped" in err  # labels.csv itself is not a pose file
+
+
+def test_resume_after_an_interrupted_run(run, tmp_path, monkeypatch):
+    from codt_deploy import writers
+
+    folder = _examples(tmp_path, n=8)
+    out = tmp_path / "out.csv"
+    real_write = writers.JournalSink.write_file
+    calls = []
+
+    def dying_write(self, key, rows):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(key)
+        real_write(self, key, rows)
+
+    monkeypatch.setattr(writers.JournalSink, "write_file", dying_write)
+    status, _, err = run(folder, "-o", out, "--batch-size", "1")
+    assert status == 130 and "--resume" in err and not out.exists()
+    journal = tmp_path / "out.csv.part"
+    with open(journal, "a") as handle:
+        handle.write('{"type": "row", "key": "torn')  # the process died mid-line
+    monkeypatch.setattr(writers.JournalSink, "write_file", real_write)
+
+    status, _, err = run(folder, "-o", out)
+    assert status == 2 and "pass --resume" in err  # never clobbers a journal silently
+
+    seen = []
+    monkeypatch.setattr(writers.JournalSink, "write_file",
+                        lambda self, key, rows: (seen.append(key), real_write(self, key, rows)))
+    status, _, err = run(folder, "-o", out, "--resume")
+    assert status == 0, err
+    assert "3 files kept from the interrupted run" in err
+    assert set(seen).isdisjoint(calls) and len(seen) == 5
+    names = [r["name"] for r in _csv_rows(out)]
+    assert sorted(names) == sorted(p.name.replace("_skeleton3D.txt", "") for p in
+                                   folder.iterdir()) and len(names) == 8
+    assert not journal.exists()
+
+
+def test_resume_refuses_a_journal_of_other_settings(run, tmp_path, monkeypatch):
+    folder = _examples(tmp_path, n=2)
+    out = tmp_path / "out.csv"
+    journal = tmp_path / "out.csv.part"
+    journal.write_text(json.dumps({"type": "header", "model": "other"}) + "\n")
+    status, _, err = run(folder, "-o", out, "--resume")
+    assert status == 2 and "different settings" in err
+
+
+def test_process_workers_give_the_same_rows(run, tmp_path):
+    folder = _examples(tmp_path, n=6)
+    status, _, _ = run(folder, "-o", tmp_path / "inline.csv", "--workers", "0")
+    assert status == 0
+    status, _, _ = run(folder, "-o", tmp_path / "proc.csv", "--workers", "2",
+                       "--executor", "process")
+    assert status == 0
+    assert _csv_rows(tmp_path / "inline.csv") == _csv_rows(tmp_path / "proc.csv")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["x", "--batch-size", "0"], "must be at least 1"),
+    (["x", "--workers", "many"], "expected a whole number"),
+    (["x", "--providers", "TPUExecutionProvider"], "unknown execution provider"),
+    (["x", "--pose-format", "mp4"], "unknown pose format 'mp4'"),
+    (["x", "--labels", "/no/such/labels.csv"], "no such file"),
+    (["x", "--resume"], "--resume needs -o"),
+    ([], "give at least one INPUT"),
+])
+def test_argument_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_unknown_model_is_a_clear_error(tiny_model_env, capsys):
+    status = cli.main([str(example_paths()[0]), "--model", "nope", "--quiet"])
+    assert status == 2
+    assert "model 'nope' not found; available models = tiny" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point(tiny_model_env, tmp_path):
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run([sys.executable, "-m", "codt_deploy", str(example_paths()[0]),
+                             "--model", str(tiny_model_env / "tiny.onnx"), "-o", str(out)],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(io.StringIO(out.read_text()).readline())["name"] == "a01_s02_e01"
