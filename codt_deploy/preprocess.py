@@ -1,8 +1,9 @@
 """Pose pre-processing shared by training and deployment (METHOD.md §2, the CrosSCLR pipeline).
 
-``preprocess(seq, cfg)`` turns one :class:`~codt_deploy.sequence.PoseSequence` (``(T, M, V, C)``, any
-supported layout, any length) into the model input ``(C, T, V, M)`` float32 with T = ``cfg.frames``
-(50), M = ``cfg.persons`` (2) and V the joints of ``cfg.layout``. Steps, in order:
+``preprocess(seq, cfg)`` turns one :class:`~codt_deploy.sequence.PoseSequence`
+(``(T, M, V, C)``, any supported layout, any length) into the model input ``(C, T, V, M)``
+float32 with T = ``cfg.frames`` (50), M = ``cfg.persons`` (2) and V the joints of ``cfg.layout``.
+Steps, in order:
 
 1. **Joints** are mapped onto ``cfg.layout`` by name (:func:`codt_deploy.layouts.joint_map`); §2
    "cross-skeleton tasks": select the joints before anything else.
@@ -48,7 +49,8 @@ from codt_deploy.layouts import JointMap, NeckSource, get_layout, joint_map
 from codt_deploy.sequence import PoseSequence
 
 ChannelMode = Literal["xyz", "xy_score"]
-_CHANNEL_NAMES: dict[str, tuple[str, ...]] = {"xyz": ("x", "y", "z"), "xy_score": ("x", "y", "score")}
+_CHANNEL_NAMES: dict[str, tuple[str, ...]] = {"xyz": ("x", "y", "z"),
+                                               "xy_score": ("x", "y", "score")}
 _ALIGN_EPS = 1e-4  # METHOD §2 step 4: θ = arccos(v_x / (‖v‖ + 1e-4))
 
 
@@ -122,7 +124,7 @@ def select_persons(data: np.ndarray, persons: int, coord_channels: int) -> np.nd
 
 
 def drop_empty_frames(data: np.ndarray) -> np.ndarray:
-    """(T, M, V, C) → (L, M, V, C): drop frames where every person is all zeros (METHOD §2 step 1)."""
+    """(T, M, V, C) → (L, M, V, C): drop frames where every person is all zeros (§2 step 1)."""
     return data[present_mask(data).any(axis=1)]
 
 
@@ -201,7 +203,7 @@ def _check_input(seq: PoseSequence, cfg: PreprocessConfig) -> None:
     wanted = _CHANNEL_NAMES[cfg.channels]
     if tuple(seq.channels) != wanted:
         raise PoseFormatError(seq.source, f"has channels {tuple(seq.channels)} but the model "
-                                          f"expects {wanted} (preprocess channels={cfg.channels!r})")
+                                          f"expects {wanted} (channels={cfg.channels!r})")
     if not np.all(np.isfinite(seq.data)):
         bad = np.argwhere(~np.isfinite(seq.data))[0]
         raise PoseFormatError(seq.source, "contains NaN or infinite coordinates", frame=int(bad[0]))
@@ -223,7 +225,7 @@ def _map_joints(seq: PoseSequence, cfg: PreprocessConfig) -> np.ndarray:
 
 
 def preprocess(seq: PoseSequence, cfg: PreprocessConfig) -> np.ndarray:
-    """One sequence → float32 ``(C, T, V, M)`` = ``cfg.output_shape`` (METHOD §2; module docstring)."""
+    """One sequence → float32 ``(C, T, V, M)`` = ``cfg.output_shape`` (METHOD §2; see above)."""
     _check_input(seq, cfg)
     layout = get_layout(cfg.layout)
     is_3d = cfg.channels == "xyz"

@@ -152,7 +152,7 @@ def test_alignment_makes_shoulders_parallel_to_x(seed, length, side):
 
 
 def test_alignment_sign_is_chosen_once_per_person():
-    """A frame whose v_z opposes the sequence's sum is rotated the other way (reference behaviour)."""
+    """A frame whose v_z opposes the sequence's sum turns the other way (reference behaviour)."""
     right, left = NTU.shoulders
     data = np.zeros((3, 1, 25, 3))
     data[:, 0, :, 1] = 1.0  # every joint present
@@ -244,8 +244,8 @@ def test_joints_are_reordered_by_name_into_another_layout():
     cfg = PreprocessConfig(layout="msr20", center=False, align=False)
     out = preprocess(make_seq(data, layout="kinect20"), cfg)  # (C, T, V, M); T = L: identity
     for j, name in enumerate(dst.joints):
-        np.testing.assert_allclose(out[:, :, j, :], data[:, :, src.index(name), :].transpose(2, 0, 1),
-                                   atol=1e-6)
+        expected = data[:, :, src.index(name), :].transpose(2, 0, 1)  # (T, M, C) -> (C, T, M)
+        np.testing.assert_allclose(out[:, :, j, :], expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("neck, ntu_index", [("spine_shoulder", 20), ("neck", 2)])
