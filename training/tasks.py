@@ -1,0 +1,343 @@
+"""The data side of every task: source/target datasets, splits, class subsets, layouts and K.
+
+A task is a frozen :class:`TaskSpec`. Built-in tasks (:data:`TASKS`) follow METHOD.md §12
+(Supp. Table 1 and 2) and §4 (layouts per task); a user's own task comes from a small YAML/JSON
+file (:func:`load_task_file`). ``training.prepare`` turns a task into a prepared task folder.
+
+Expected raw-data locations, relative to ``--raw`` (the first candidate that exists is used):
+
+=================  =====================================================================
+``ucla2msr``       ``nw_ucla/`` (1,484 CTR-GCN JSON files) → ``msr_action3d/`` (557 files
+                   listed in ``files_used_in_cvpr12_paper.txt``)
+``ntu2pku``        ``nturgb+d_skeletons/`` | ``ntu_rgbd_samples/`` (NTU-120 ``.skeleton``) →
+                   ``pku_mmd/skeleton/`` | ``pku_mmd_sample/`` with labels in
+                   ``pku_mmd/label/`` and ``pku_mmd/cross-subject.txt``
+``ntu2skeletics``  NTU-60 ``.skeleton`` as above → ``skeletics152/{train,val}/<class>/*.json``
+``skeletics2pku``  ``skeletics152/train`` → PKU-MMD as above with ``pku_mmd/cross-view.txt``
+``finegym2skel.``  ``finegym_vibe/<class>/*.json`` → Skeletics as above
+``kinetics2ntu``   ``kinetics400/kinetics_train/*.json`` → ``ntu60_hrnet.pkl`` (pyskl)
+=================  =====================================================================
+
+Decisions ([D], also in each task's ``notes``): the paper does not list the 41 PKU-MMD classes of
+N+→P (default: PKU-MMD's 41 daily actions, :data:`training.catalogue.PKU_DAILY41`), nor the 30
+Skeletics classes (default: every class found; give ``target.classes`` to reproduce).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from codt_deploy.errors import CodtError
+from codt_deploy.layouts import NeckSource, get_layout
+from codt_deploy.preprocess import ChannelMode, PreprocessConfig
+from training import catalogue as cat
+
+DatasetKind = Literal["ntu", "pku", "ucla", "msr", "skeletics", "finegym", "kinetics", "pyskl",
+                      "files", "npz"]
+ClassKey = int | str
+
+
+class TaskError(CodtError, ValueError):
+    """A task definition (preset, override or user file) is invalid; the message says why."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DomainSpec(_Frozen):
+    """Where one domain's samples live and which of them a task keeps.
+
+    ``classes`` lists dataset class keys (1-based ids as in the file names, or folder/label names)
+    in label order; ``"all"`` keeps every class present, sorted. ``subjects``/``setups``/``views``
+    filter on ids in the sample names; ``part`` picks a ``train``/``val`` sub-folder.
+    """
+
+    dataset: DatasetKind = "files"
+    paths: tuple[str, ...] = Field(min_length=1)  # candidates; relative to --raw (or the task file)
+    format: str | None = None  # reader format; None = the dataset's own or auto-detection
+    layout: str | None = None  # the files' joint layout; None = as the reader reports it
+    options: dict[str, Any] = Field(default_factory=dict)  # extra reader options
+    classes: Literal["all"] | tuple[ClassKey, ...] = "all"
+    subjects: tuple[int, ...] | None = None
+    setups: tuple[int, ...] | None = None
+    views: tuple[int, ...] | None = None
+    part: str | None = None
+    file_list: tuple[str, ...] = ()  # candidates: a file naming the samples to keep
+    labels: tuple[str, ...] = ()  # candidates: PKU label folder, or a labels CSV (files/npz)
+    skip_lists: tuple[str, ...] = ()  # files naming samples known to be unusable (skipped, logged)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_values(cls, values: Any) -> Any:
+        """Accept ``path: x`` for ``paths: [x]`` and a single string for list fields."""
+        if isinstance(values, dict):
+            values = dict(values)
+            if "path" in values:
+                values.setdefault("paths", values.pop("path"))
+            for key in ("paths", "file_list", "labels", "skip_lists"):
+                if isinstance(values.get(key), (str, Path)):
+                    values[key] = (str(values[key]),)
+        return values
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, value: str | None) -> str | None:
+        return None if value is None else get_layout(value).name
+
+    @property
+    def filtered(self) -> bool:
+        return any(x is not None for x in (self.subjects, self.setups, self.views, self.part))
+
+
+class TargetSplit(_Frozen):
+    """How the target samples divide into ``target_train`` (unlabelled) and ``target_eval``.
+
+    ``all``: both are every target sample (train without labels, eval with them).
+    ``subjects``/``views``: ids in ``train`` go to target_train, the others to target_eval.
+    ``split_file``: PKU-MMD's official train/validation video lists (``split_files`` candidates).
+    ``folders``: ``train``/``val`` sub-folders (``folders``).
+    """
+
+    mode: Literal["all", "subjects", "views", "split_file", "folders"] = "all"
+    train: tuple[int, ...] = ()
+    split_files: tuple[str, ...] = ()
+    folders: tuple[str, str] = ("train", "val")
+
+
+class TaskSpec(_Frozen):
+    """The data side of one task (METHOD §12). ``shared`` = B0 layout, ``specific`` = B1 (§4)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    description: str = ""
+    source: DomainSpec
+    target: DomainSpec
+    target_split: TargetSplit = TargetSplit()
+    shared: str | None = None  # None: the common layout, else shared15
+    specific: str | None = None  # None: the target's layout
+    num_clusters: int | None = Field(None, ge=2)  # None: the number of target classes (D7)
+    frames: int = Field(50, ge=1)
+    persons: int = Field(2, ge=1)
+    neck: NeckSource = "spine_shoulder"
+    channels: ChannelMode | None = None  # None: from the data (xyz for 3-D)
+    notes: tuple[str, ...] = ()
+
+    @field_validator("shared", "specific")
+    @classmethod
+    def _known_layout(cls, value: str | None) -> str | None:
+        return None if value is None else get_layout(value).name
+
+    def preprocess_config(self, layout: str, channels: ChannelMode) -> PreprocessConfig:
+        return PreprocessConfig(layout=layout, frames=self.frames, persons=self.persons,
+                                neck=self.neck, channels=channels)
+
+
+# ---------------------------------------------------------------------------------- presets
+
+_PKU_SKELETONS = ("pku_mmd/skeleton", "pku_mmd/PKU_Skeleton_Renew", "PKU_Skeleton_Renew",
+                  "pku_mmd_sample")
+_PKU_LABELS = ("pku_mmd/label", "pku_mmd/Train_Label_PKU_final", "Train_Label_PKU_final")
+_NTU_SKELETONS = ("nturgb+d_skeletons", "ntu/nturgb+d_skeletons", "ntu_rgbd_samples")
+_NTU_SKIPS = ("NTU_RGBD_samples_with_missing_skeletons.txt",
+              "NTU_RGBD120_samples_with_missing_skeletons.txt")
+_SKELETICS = ("skeletics152", "skeletics")
+
+
+def _ntu(classes, *, subjects=None, setups=None, views=None) -> dict:
+    skips = tuple(f"{root}/{name}" for root in _NTU_SKELETONS for name in _NTU_SKIPS)
+    skips += tuple(f"ntu/{name}" for name in _NTU_SKIPS) + _NTU_SKIPS
+    return {"dataset": "ntu", "paths": _NTU_SKELETONS, "layout": "ntu25", "format": "ntu",
+            "classes": classes, "subjects": subjects, "setups": setups, "views": views,
+            "skip_lists": skips}
+
+
+def _pku(classes) -> dict:
+    return {"dataset": "pku", "paths": _PKU_SKELETONS, "layout": "ntu25", "format": "pku",
+            "classes": classes, "labels": _PKU_LABELS}
+
+
+def _pku_split(kind: str) -> dict:
+    names = (f"{kind}.txt", f"{kind.replace('-', '_')}.txt")
+    return {"mode": "split_file", "split_files": tuple(f"pku_mmd/{n}" for n in names) + names}
+
+
+def _skeletics(part: str | None = None, classes="all") -> dict:
+    return {"dataset": "skeletics", "paths": _SKELETICS, "layout": "body25", "format": "vibe",
+            "classes": classes, "part": part}
+
+
+_SKELETICS_NOTE = ("[D] Skeletics: the paper's 30-class subset of Skeletics-152 is unpublished; "
+                   "every class found is used unless target/source classes are given")
+
+_PRESETS: dict[str, dict] = {
+    "ucla2msr": {
+        "description": "NW-UCLA (kinect20, 10 classes) -> MSR Action3D (msr20, 20 classes)",
+        "source": {"dataset": "ucla", "paths": ("nw_ucla",), "layout": "kinect20",
+                   "format": "ucla"},
+        "target": {"dataset": "msr", "paths": ("msr_action3d",), "layout": "msr20",
+                   "format": "msr", "file_list": ("msr_action3d/files_used_in_cvpr12_paper.txt",)},
+        "shared": "kinect20", "specific": "msr20",
+        "notes": ("Local benchmark: all 1,484 NW-UCLA clips, labelled; the 557 standard MSR "
+                  "Action3D clips are target_train (unlabelled) and target_eval (labelled)",),
+    },
+    "ntu2pku": {
+        "description": "NTU-60+ (NTU-120 A61-A120, xsub train) -> PKU-MMD xsub, 41 classes",
+        "source": _ntu(tuple(range(61, 121)), setups=tuple(range(18, 33)),
+                       subjects=tuple(s for s in cat.NTU120_XSUB_TRAIN if s > 40)),
+        "target": _pku(cat.PKU_DAILY41),
+        "target_split": _pku_split("cross-subject"),
+        "shared": "ntu25", "specific": "ntu25",
+        "notes": ("[D] NTU-60+ = A61-A120, setups S018-S032, NTU-120 xsub training subjects > 40 "
+                  "(33 subjects, Supp. Table 1; inferred)",
+                  "[D] the 41 PKU-MMD classes: its 41 daily actions (catalogue.PKU_DAILY41)"),
+    },
+    "ntu2skeletics": {
+        "description": "NTU-60 xview train -> Skeletics-152 (VIBE), 30 classes",
+        "source": _ntu(tuple(range(1, 61)), views=cat.NTU60_XVIEW_TRAIN_CAMERAS),
+        "target": _skeletics(),
+        "target_split": {"mode": "folders"},
+        "shared": "shared15", "specific": "body25", "notes": (_SKELETICS_NOTE,),
+    },
+    "skeletics2pku": {
+        "description": "Skeletics-152 train (VIBE), 30 classes -> PKU-MMD xview, 51 classes",
+        "source": _skeletics(part="train"),
+        "target": _pku("all"),
+        "target_split": _pku_split("cross-view"),
+        "shared": "shared15", "specific": "ntu25", "notes": (_SKELETICS_NOTE,),
+    },
+    "finegym2skeletics": {
+        "description": "FineGym (VIBE) -> Skeletics-152 (VIBE), Supp. Table 2",
+        "source": {"dataset": "finegym", "paths": ("finegym_vibe", "finegym"),
+                   "layout": "body25", "format": "vibe"},
+        "target": _skeletics(),
+        "target_split": {"mode": "folders"},
+        "shared": "shared15", "specific": "body25",
+        "notes": (_SKELETICS_NOTE, "[D] FineGym VIBE output is expected as <class>/<clip>.json "
+                                   "in the Skeletics VIBE format"),
+    },
+    "kinetics2ntu": {
+        "description": "Kinetics-400 (OpenPose 2-D) -> NTU-60 (HRNet 2-D, pyskl), Supp. Table 2",
+        "source": {"dataset": "kinetics", "paths": ("kinetics400/kinetics_train",
+                                                    "kinetics_train"),
+                   "layout": "coco18", "format": "kinetics"},
+        "target": {"dataset": "pyskl", "paths": ("ntu60_hrnet.pkl", "ntu/ntu60_hrnet.pkl"),
+                   "layout": "coco17", "format": "pyskl"},
+        "target_split": {"mode": "subjects", "train": cat.NTU60_XSUB_TRAIN},
+        "shared": "shared15", "specific": "coco17", "channels": "xy_score",
+        "notes": ("[D] layouts: shared15 (B0) and coco17 (B1); target split NTU-60 xsub",),
+    },
+}
+TASKS = tuple(_PRESETS)
+
+# Named target splits a preset accepts (--target-split), besides its default.
+_NAMED_SPLITS = {
+    "ucla2msr": {"all": {"mode": "all"},
+                 "cross_subject": {"mode": "subjects", "train": (1, 3, 5, 7, 9)}},
+    "ntu2pku": {"cross_subject": _pku_split("cross-subject"),
+                "cross_view": _pku_split("cross-view"), "all": {"mode": "all"}},
+    "skeletics2pku": {"cross_view": _pku_split("cross-view"),
+                      "cross_subject": _pku_split("cross-subject"), "all": {"mode": "all"}},
+    "ntu2skeletics": {"folders": {"mode": "folders"}, "all": {"mode": "all"}},
+    "finegym2skeletics": {"folders": {"mode": "folders"}, "all": {"mode": "all"}},
+    "kinetics2ntu": {"cross_subject": {"mode": "subjects", "train": cat.NTU60_XSUB_TRAIN},
+                     "all": {"mode": "all"}},
+}
+
+
+def named_splits(task: str) -> tuple[str, ...]:
+    return tuple(_NAMED_SPLITS.get(task, {"all": None}))
+
+
+def _validate(values: dict, origin: str) -> TaskSpec:
+    try:
+        return TaskSpec.model_validate(values)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+                             for e in err.errors())
+        raise TaskError(f"{origin}: invalid task definition: {problems}") from None
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """Deep-merge ``overrides`` into a copy of ``base`` (dicts merge, anything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def get_task(name: str, *, overrides: dict | None = None,
+             target_split: str | None = None) -> TaskSpec:
+    """A built-in task, optionally with ``overrides`` (a --config file) and a named target split."""
+    if name not in _PRESETS:
+        raise TaskError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)} "
+                        f"(or give a task file with --config)")
+    values = merge({"name": name, **_PRESETS[name]}, overrides or {})
+    if target_split is not None:
+        choices = _NAMED_SPLITS[name]
+        if target_split not in choices:
+            raise TaskError(f"task {name!r} has no target split {target_split!r}; "
+                            f"choose one of {', '.join(choices)}")
+        values["target_split"] = choices[target_split]
+    return _validate(values, f"task {name!r}")
+
+
+def read_mapping(path: Path) -> dict:
+    """A YAML (.yaml/.yml) or JSON file holding a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise TaskError(f"{path}: cannot read the task file: {err.strerror}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml  # training extra
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise TaskError(f"{path}: not valid YAML: {err}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise TaskError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise TaskError(f"{path}: expected a mapping of task fields at the top level")
+    return data
+
+
+def _absolute(paths: Any, folder: Path) -> Any:
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not isinstance(paths, (list, tuple)):
+        return paths
+    return [str(p if Path(p).is_absolute() else folder / p) for p in paths]
+
+
+def load_task_file(path: str | Path, *, name: str | None = None) -> TaskSpec:
+    """A user's own task from YAML/JSON; relative paths are relative to the file's folder.
+
+    Minimal form::
+
+        source: {path: my_source/, labels: my_source/labels.csv}   # any pose files + labels
+        target: {path: my_target/}                                  # labels optional (eval)
+        num_clusters: 8                                             # needed without target labels
+    """
+    path = Path(path)
+    data = read_mapping(path)
+    data.setdefault("name", name or path.stem)
+    for side in ("source", "target"):
+        domain = data.get(side)
+        if isinstance(domain, dict):
+            domain = dict(domain)
+            for key in ("path", "paths", "labels", "file_list", "skip_lists"):
+                if key in domain:
+                    domain[key] = _absolute(domain[key], path.parent)
+            data[side] = domain
+    return _validate(data, str(path))
