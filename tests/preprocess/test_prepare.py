@@ -1,0 +1,196 @@
+"""training.prepare + training.datasets on the real samples and on tiny user folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from codt_deploy.readers import read_poses, save_npz
+from training.datasets import PreparedDataError, load_split, load_task
+from training.prepare import main
+
+
+def run(capsys, *argv):
+    code = main([*map(str, argv), "--quiet"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------------------- ucla2msr
+
+def test_ucla2msr_subset(shared_data, tmp_path, capsys):
+    code, out, _ = run(capsys, "ucla2msr", "--raw", shared_data, "--out", tmp_path, "--limit", 30)
+    assert code == 0, out
+    assert "source: NW-UCLA: 30 clips / 10 classes" in out
+    assert "target: MSR Action3D: 30 clips" in out
+    task = load_task(tmp_path / "ucla2msr")
+    assert (task.shared, task.specific, task.channels) == ("kinect20", "msr20", "xyz")
+    assert task.layouts == {"shared": "kinect20", "specific": "msr20"}
+    assert task.preprocess_config("msr20").output_shape == (3, 50, 20, 2)
+    assert task.counts == {"source_train": 30, "target_train": 30, "target_eval": 30}
+    source = load_split(tmp_path / "ucla2msr", "source_train")
+    assert source.data.shape == (30, 3, 50, 20, 2) and source.layout == "kinect20"
+    assert isinstance(source.data, np.memmap) and source.labelled
+    assert set(source.labels) <= set(range(10)) and len(set(source.labels)) == 10
+    assert np.all(np.isfinite(source.data))
+    np.testing.assert_array_equal(source.data[:, :, :, 2], 0)  # centre: shoulder centre
+    # The two target layouts hold the same joints (kinect20 and msr20 share all 20 names).
+    shared = load_split(tmp_path / "ucla2msr", "target_eval", "shared")
+    specific = load_split(tmp_path / "ucla2msr", "target_eval", "specific")
+    assert specific.layout == "msr20" and specific.data.shape == (30, 3, 50, 20, 2)
+    assert np.allclose(np.sort(shared.data, axis=3), np.sort(specific.data, axis=3))
+    train = load_split(tmp_path / "ucla2msr", "target_train", "msr20")
+    assert np.all(train.labels == -1) and not train.labelled
+    np.testing.assert_array_equal(train.names, specific.names)
+    assert specific.labelled and specific.class_names[0] == "high arm wave"
+    assert [str(n)[:3] for n in specific.names] == [
+        f"a{label + 1:02d}" for label in specific.labels]  # label = action id - 1
+
+
+def test_ucla2msr_cross_subject_split(shared_data, tmp_path, capsys):
+    code, out, _ = run(capsys, "ucla2msr", "--raw", shared_data, "--out", tmp_path,
+                       "--limit", 40, "--target-split", "cross_subject")
+    assert code == 0, out
+    train = load_split(tmp_path / "ucla2msr", "target_train", "msr20")
+    evals = load_split(tmp_path / "ucla2msr", "target_eval", "msr20")
+    subject = lambda name: int(str(name).split("_")[1][1:])  # noqa: E731
+    assert {subject(n) for n in train.names} <= {1, 3, 5, 7, 9}
+    assert {subject(n) for n in evals.names} <= {2, 4, 6, 8, 10}
+    assert len(train) + len(evals) == 40 and len(train) > 0 and len(evals) > 0
+
+
+@pytest.mark.slow
+def test_ucla2msr_full_counts(shared_data, tmp_path, capsys):
+    code, out, _ = run(capsys, "ucla2msr", "--raw", shared_data, "--out", tmp_path)
+    assert code == 0, out
+    assert "source: NW-UCLA: 1,484 clips / 10 classes" in out
+    assert "target: MSR Action3D: 557 clips / 20 classes" in out
+    info = json.loads((tmp_path / "ucla2msr" / "task.json").read_text())
+    assert info["num_clusters"] == 20
+    assert sum(info["splits"]["source_train"]["per_class"]) == 1484
+    assert info["splits"]["target_eval"]["per_class"][0] == 27  # a01: 27 of the 557
+
+
+# -------------------------------------------------------------------------------- ntu2pku
+
+def test_ntu2pku_needs_the_split_file_and_says_so(shared_data, tmp_path, capsys):
+    code, _, err = run(capsys, "ntu2pku", "--raw", shared_data, "--out", tmp_path)
+    assert code == 2
+    assert "cross-subject.txt" in err and "--target-split all" in err
+    assert not (tmp_path / "ntu2pku").exists()
+
+
+def test_ntu2pku_class_filter_leaving_nothing_is_a_clear_error(shared_data, fixtures_dir,
+                                                                tmp_path, capsys):
+    code, _, err = run(capsys, "ntu2pku", "--raw", shared_data, "--out", tmp_path,
+                       "--target-split", "all", "--target-labels", fixtures_dir / "pku_mmd",
+                       "--source-select", "all", "--source-classes", "61,62")
+    assert code == 2
+    assert "source_train is empty" in err and "class not in the task" in err
+    assert "classes found: 3, 11, 17, 34, 58" in err and "--source-classes all" in err
+    assert not (tmp_path / "ntu2pku").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_ntu2pku_from_the_real_samples(shared_data, fixtures_dir, tmp_path, capsys):
+    code, out, _ = run(capsys, "ntu2pku", "--raw", shared_data, "--out", tmp_path,
+                       "--target-split", "all", "--target-labels", fixtures_dir / "pku_mmd",
+                       "--source-select", "all", "--target-classes", "all")
+    assert code == 0, out
+    task = load_task(tmp_path / "ntu2pku")
+    assert task.num_clusters == 4 and task.shared == task.specific == "ntu25"
+    source = load_split(tmp_path / "ntu2pku", "source_train")
+    assert source.data.shape == (5, 3, 50, 25, 2)
+    assert [source.class_names[i] for i in source.labels] == [
+        "reading", "handshaking", "brushing teeth", "rub two hands together", "take off a shoe"]
+    target = load_split(tmp_path / "ntu2pku", "target_eval")
+    assert list(target.names) == [f"A10N08-L#{i}" for i in range(4)]
+    assert target.class_names == ("brushing teeth", "drink water", "jump up", "throw")
+    assert list(target.labels) == [0, 2, 3, 1]  # action ids 3, 17, 41, 8 of the label file
+    assert np.all(np.isfinite(target.data)) and np.abs(target.data).max() > 0.1
+
+
+# -------------------------------------------------------------------- a user's own task
+
+def _user_task(shared_data, tmp_path, *, bad_file: bool = False):
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["a01_s01_e00_v01", "a01_s02_e00_v01", "a02_s01_e00_v01", "a02_s02_e00_v01"]
+    for name in names:
+        shutil.copy(shared_data / "nw_ucla" / f"{name}.json", src / f"{name}.json")
+    rows = ["file,label"] + [f"{n}.json,{'pick' if n.startswith('a01') else 'lift'}"
+                             for n in names]
+    if bad_file:
+        (src / "broken.json").write_text('{"file_name": "broken", "skeletons": [[[1, 2]]]}')
+        rows.append("broken.json,pick")
+    (src / "labels.csv").write_text("\n".join(rows) + "\n")
+    seqs = [s for f in sorted((shared_data / "msr_action3d").glob("a0[12]_s01_e0[12]_*.txt"))
+            for s in read_poses(f)]
+    save_npz(tmp_path / "target.npz", seqs)
+    config = tmp_path / "mine.yaml"
+    config.write_text("source: {path: src, labels: src/labels.csv}\n"
+                      "target: {path: target.npz}\n")
+    return config
+
+
+def test_user_task_from_a_folder_and_an_npz(shared_data, tmp_path, capsys):
+    config = _user_task(shared_data, tmp_path)
+    out_dir = tmp_path / "out"
+    code, out, _ = run(capsys, config, "--out", out_dir)
+    assert code == 0, out
+    task = load_task(out_dir / "mine")
+    # kinect20 source, msr20 target: no common layout, so B0 is shared15 and B1 the target's.
+    assert (task.shared, task.specific) == ("shared15", "msr20")
+    assert task.source_classes == ("lift", "pick")
+    assert task.num_clusters == 2  # the npz carries labels 0 and 1 (actions a01, a02)
+    source = load_split(out_dir / "mine", "source_train")
+    assert source.data.shape == (4, 3, 50, 15, 2) and list(source.labels) == [1, 1, 0, 0]
+    target = load_split(out_dir / "mine", "target_eval", "msr20")
+    assert len(target) == 4 and sorted(target.labels) == [0, 0, 1, 1]
+
+
+def test_failures_are_reported_and_the_rest_is_written(shared_data, tmp_path, capsys):
+    config = _user_task(shared_data, tmp_path, bad_file=True)
+    code, out, _ = run(capsys, "mine", "--config", config, "--out", tmp_path / "out")
+    assert code == 1
+    assert "1 file(s) failed:" in out and "broken.json" in out
+    assert len(load_split(tmp_path / "out" / "mine", "source_train")) == 4
+    info = load_task(tmp_path / "out" / "mine").raw
+    assert info["failures"][0]["file"].endswith("broken.json") and info["failures"][0]["reason"]
+
+
+def test_output_is_replaced_atomically(shared_data, tmp_path, capsys):
+    args = ["ucla2msr", "--raw", shared_data, "--out", tmp_path, "--limit", 12]
+    assert run(capsys, *args)[0] == 0
+    before = (tmp_path / "ucla2msr" / "task.json").read_text()
+    # A failing run (a class filter that keeps nothing) leaves the old folder as it was.
+    code, _, err = run(capsys, *args, "--source-classes", "7")
+    assert code == 2 and "source_train is empty" in err
+    assert (tmp_path / "ucla2msr" / "task.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ucla2msr"]  # no temporary leftovers
+    # A successful run replaces it.
+    assert run(capsys, *args, "--source-classes", "1,2")[0] == 0
+    assert load_task(tmp_path / "ucla2msr").source_classes == ("pick up with one hand",
+                                                               "pick up with two hands")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ucla2msr"]
+
+
+# ------------------------------------------------------------------------------- datasets
+
+def test_load_split_errors_name_the_problem(shared_data, tmp_path, capsys):
+    assert run(capsys, "ucla2msr", "--raw", shared_data, "--out", tmp_path, "--limit", 6)[0] == 0
+    folder = tmp_path / "ucla2msr"
+    with pytest.raises(PreparedDataError, match="unknown split 'train'"):
+        load_split(folder, "train")
+    with pytest.raises(PreparedDataError, match="no data in layout 'msr20'; available: kinect20"):
+        load_split(folder, "source_train", "msr20")
+    with pytest.raises(PreparedDataError, match="prepare the task first"):
+        load_task(tmp_path / "nothing")
+    np.save(folder / "target_eval" / "labels.npy", np.zeros(3, np.int64))
+    with pytest.raises(PreparedDataError, match="6 samples but labels"):
+        load_split(folder, "target_eval")
+    (folder / "task.json").write_text("{}")
+    with pytest.raises(PreparedDataError, match="schema"):
+        load_task(folder)

@@ -1,0 +1,150 @@
+"""Reading a prepared task folder (written by ``training.prepare``; docs/ARCHITECTURE.md).
+
+Numpy only: :func:`load_split` memory-maps ``data_<layout>.npy`` ``(N, C, T, V, M)`` with its
+labels and names; :func:`load_task` reads ``task.json`` into a :class:`TaskInfo`. Every problem
+(missing file, wrong shape, unknown split or layout) raises :class:`PreparedDataError` naming the
+file and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codt_deploy.errors import CodtError
+from codt_deploy.preprocess import PreprocessConfig
+
+SPLITS = ("source_train", "target_train", "target_eval")
+SCHEMA = 1
+
+
+class PreparedDataError(CodtError, ValueError):
+    """A prepared task folder is missing, incomplete or inconsistent."""
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What ``task.json`` says about a prepared task."""
+
+    name: str
+    folder: Path
+    shared: str  # B0 layout (METHOD §4)
+    specific: str  # B1 layout
+    num_clusters: int  # K
+    channels: str  # "xyz" or "xy_score"
+    source_classes: tuple[str, ...]
+    target_classes: tuple[str, ...]
+    counts: dict  # split -> number of samples
+    preprocess: dict  # layout -> PreprocessConfig
+    raw: dict  # the whole task.json
+
+    @property
+    def layouts(self) -> dict[str, str]:
+        """``{"shared": B0 layout, "specific": B1 layout}`` as in task.json."""
+        return {"shared": self.shared, "specific": self.specific}
+
+    @property
+    def source_class_names(self) -> tuple[str, ...]:
+        return self.source_classes
+
+    @property
+    def target_class_names(self) -> tuple[str, ...]:
+        return self.target_classes
+
+    def preprocess_config(self, layout: str) -> PreprocessConfig:
+        try:
+            return self.preprocess[layout]
+        except KeyError:
+            raise PreparedDataError(f"{self.folder}: no layout {layout!r}; the task has "
+                                    f"{', '.join(self.preprocess)}") from None
+
+
+@dataclass(frozen=True)
+class ArraySplit:
+    """One split in one layout: ``data`` (N, C, T, V, M) float32 (memory-mapped), ``labels``
+    int64 (N,) with -1 where unknown, ``names`` (N,) str."""
+
+    data: np.ndarray
+    labels: np.ndarray
+    names: np.ndarray
+    class_names: tuple[str, ...]
+    layout: str
+    split: str
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(len(self.labels)) and bool(np.all(self.labels >= 0))
+
+
+def load_task(task_dir: str | Path) -> TaskInfo:
+    """Read ``<task_dir>/task.json``."""
+    folder = Path(task_dir)
+    path = folder / "task.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PreparedDataError(f"{path}: not found; prepare the task first "
+                                f"(python -m training.prepare TASK)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise PreparedDataError(f"{path}: cannot read it: {err}") from None
+    if not isinstance(info, dict) or info.get("schema") != SCHEMA:
+        raise PreparedDataError(f"{path}: expected a task.json of schema {SCHEMA}; prepare the "
+                                f"task again with this version")
+    try:
+        return TaskInfo(
+            name=info["task"], folder=folder, shared=info["layouts"]["shared"],
+            specific=info["layouts"]["specific"], num_clusters=int(info["num_clusters"]),
+            channels=info["channels"],
+            source_classes=tuple(info["source"]["class_names"]),
+            target_classes=tuple(info["target"]["class_names"]),
+            counts={s: int(v["samples"]) for s, v in info["splits"].items()},
+            preprocess={lay: PreprocessConfig.model_validate(cfg)
+                        for lay, cfg in info["preprocess"].items()},
+            raw=info)
+    except (KeyError, TypeError, ValueError) as err:
+        raise PreparedDataError(f"{path}: incomplete or invalid ({err!r})") from None
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise PreparedDataError(f"{path}: not found") from None
+    except (OSError, ValueError) as err:
+        raise PreparedDataError(f"{path}: not a readable .npy file: {err}") from None
+
+
+def load_split(task_dir: str | Path, split: str, layout: str = "shared") -> ArraySplit:
+    """Memory-map one split. ``layout`` is a layout name, or ``"shared"``/``"specific"``."""
+    task = load_task(task_dir)
+    if split not in SPLITS:
+        raise PreparedDataError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+    layout = {"shared": task.shared, "specific": task.specific}.get(layout, layout)
+    folder = task.folder / split
+    available = sorted(p.name[5:-4] for p in folder.glob("data_*.npy"))
+    if layout not in available:
+        raise PreparedDataError(f"{folder}: no data in layout {layout!r}; available: "
+                                f"{', '.join(available) or 'none'}")
+    data = _load_array(folder / f"data_{layout}.npy", mmap=True)
+    labels = _load_array(folder / "labels.npy", mmap=False)
+    names = _load_array(folder / "names.npy", mmap=False)
+    expected = task.preprocess_config(layout).output_shape  # (C, T, V, M)
+    if data.ndim != 5 or data.shape[1:] != expected or data.dtype != np.float32:
+        raise PreparedDataError(f"{folder}/data_{layout}.npy: expected float32 (N, {expected}), "
+                                f"found {data.dtype} {data.shape}")
+    if labels.shape != (len(data),) or names.shape != (len(data),):
+        raise PreparedDataError(f"{folder}: {len(data)} samples but labels {labels.shape} and "
+                                f"names {names.shape}")
+    classes = task.source_classes if split.startswith("source") else task.target_classes
+    return ArraySplit(data=data, labels=labels.astype(np.int64, copy=False), names=names,
+                      class_names=classes, layout=layout, split=split)

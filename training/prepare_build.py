@@ -1,0 +1,252 @@
+"""Assembling a prepared task: per-split arrays in each layout, labels, names and ``task.json``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from codt_deploy.errors import CodtError
+from codt_deploy.layouts import can_map, get_layout
+from codt_deploy.preprocess import ChannelMode, PreprocessConfig, preprocess
+from codt_deploy.sequence import PoseSequence
+from training import catalogue as cat
+from training.prepare_io import ArrayAppender
+from training.tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("source_train", "target_train", "target_eval")
+SCHEMA = 1
+_CHANNELS = {("x", "y", "z"): "xyz", ("x", "y", "score"): "xy_score"}
+_DATASET_NAMES = {"ntu": "NTU RGB+D", "pku": "PKU-MMD", "ucla": "NW-UCLA", "msr": "MSR Action3D",
+                  "skeletics": "Skeletics-152", "finegym": "FineGym", "kinetics": "Kinetics-400",
+                  "pyskl": "pyskl pickle", "files": "pose files", "npz": "array bundle"}
+
+
+class EmptySelectionError(CodtError, ValueError):
+    """A split would be empty (e.g. a class filter left nothing); the message says what to do."""
+
+
+def channel_mode(seq: PoseSequence) -> ChannelMode:
+    try:
+        return _CHANNELS[tuple(seq.channels)]  # type: ignore[return-value]
+    except KeyError:
+        raise CodtError(f"{seq.source}: unsupported channels {seq.channels}") from None
+
+
+def default_layouts(task: TaskSpec, source_layout: str, target_layout: str) -> tuple[str, str]:
+    """(shared, specific): the task's, else the common layout / shared15, and the target's."""
+    specific = task.specific or target_layout
+    if task.shared:
+        return task.shared, specific
+    if get_layout(source_layout).name == get_layout(target_layout).name:
+        return get_layout(source_layout).name, specific
+    if can_map(source_layout, "shared15") and can_map(target_layout, "shared15"):
+        return "shared15", specific
+    raise CodtError(f"no shared layout for {source_layout!r} and {target_layout!r}: "
+                    f"set 'shared' in the task")
+
+
+def sort_keys(keys) -> list:
+    return sorted(set(keys), key=lambda k: (isinstance(k, str), k))
+
+
+class SplitWriter:
+    """One split folder: a data_<layout>.npy per layout, plus names and class keys."""
+
+    def __init__(self, folder: Path, configs: dict[str, PreprocessConfig]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.configs = configs
+        self.arrays = {layout: ArrayAppender(folder / f"data_{layout}.npy", cfg.output_shape)
+                       for layout, cfg in configs.items()}
+        self.names: list[str] = []
+        self.keys: list = []
+
+    def append(self, name: str, key, samples: dict[str, np.ndarray]) -> None:
+        for layout, sample in samples.items():
+            self.arrays[layout].append(sample)
+        self.names.append(name)
+        self.keys.append(key)
+
+    def finish(self, labels: np.ndarray) -> None:
+        for array in self.arrays.values():
+            array.finish()
+        np.save(self.folder / "labels.npy", labels.astype(np.int64))
+        np.save(self.folder / "names.npy", np.array(self.names, dtype=np.str_))
+
+
+class TaskBuilder:
+    """Streams preprocessed samples of a task into its split folders under ``folder``."""
+
+    def __init__(self, task: TaskSpec, folder: Path, *, shared: str, specific: str,
+                 channels: ChannelMode, split_sets: dict[str, set[str]] | None = None) -> None:
+        self.task, self.folder = task, folder
+        self.shared, self.specific, self.channels = shared, specific, channels
+        self.split_sets = split_sets or {}
+        self.configs = {layout: task.preprocess_config(layout, channels)
+                        for layout in dict.fromkeys((shared, specific))}
+        source_cfg = {shared: self.configs[shared]}
+        self.writers = {"source_train": SplitWriter(folder / "source_train", source_cfg),
+                        "target_train": SplitWriter(folder / "target_train", self.configs),
+                        "target_eval": SplitWriter(folder / "target_eval", self.configs)}
+        self.unassigned = Counter()
+
+    def target_parts(self, meta: dict) -> tuple[str, ...]:
+        """Which target splits a sample joins (METHOD §12; TargetSplit)."""
+        split = self.task.target_split
+        if split.mode == "all":
+            return ("target_train", "target_eval")
+        if split.mode in ("subjects", "views"):
+            value = meta.get("subject" if split.mode == "subjects" else "view")
+            if value is None:
+                return ()
+            return ("target_train",) if value in split.train else ("target_eval",)
+        if split.mode == "folders":
+            part = meta.get("part")
+            return {split.folders[0]: ("target_train",), split.folders[1]: ("target_eval",)}.get(
+                part, ())
+        video = meta.get("video")
+        if video in self.split_sets.get("train", ()):
+            return ("target_train",)
+        return ("target_eval",) if video in self.split_sets.get("val", ()) else ()
+
+    def add(self, role: str, ref: cat.SampleRef, items: list) -> None:
+        """Preprocess every item of one file first, so a failure leaves no partial sample."""
+        if role == "source":
+            layouts, parts_of = (self.shared,), (lambda item: ("source_train",))
+        else:
+            layouts, parts_of = tuple(self.configs), (lambda item: self.target_parts(item.meta))
+        staged = []
+        for item in items:
+            parts = parts_of(item)
+            if not parts:
+                self.unassigned[role] += 1
+                continue
+            samples = {lay: preprocess(item.seq, self.configs[lay]) for lay in layouts}
+            staged.append((parts, item.seq.name or ref.name, item.key, samples))
+        for parts, name, key, samples in staged:
+            for part in parts:
+                self.writers[part].append(name, key, samples)
+
+    def class_keys(self, role: str) -> list:
+        domain = getattr(self.task, role)
+        if domain.classes != "all":
+            return list(domain.classes)
+        splits = ("source_train",) if role == "source" else ("target_train", "target_eval")
+        return sort_keys(k for s in splits for k in self.writers[s].keys if k is not None)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            for array in writer.arrays.values():
+                array.close()
+
+
+def _labels(keys: list, classes: list, withheld: bool) -> np.ndarray:
+    index = {k: i for i, k in enumerate(classes)}
+    if withheld:
+        return np.full(len(keys), -1, dtype=np.int64)
+    return np.array([index.get(k, -1) for k in keys], dtype=np.int64)
+
+
+def _check_not_empty(builder: TaskBuilder, reports: dict) -> None:
+    for split in SPLITS:
+        if builder.writers[split].names:
+            continue
+        role = split.split("_")[0]
+        report = reports[role]
+        domain = getattr(builder.task, role)
+        found = ", ".join(str(k) for k in sort_keys(report.keys_found)) or "none"
+        raise EmptySelectionError(
+            f"{split} is empty: {report.files} {role} files found in {report.root}, "
+            f"filtered out: {dict(report.filtered) or 'none'}, failed: {len(report.failures)}, "
+            f"not in any target split: {builder.unassigned[role]}; classes found: {found}; "
+            f"task classes: {domain.classes if domain.classes == 'all' else len(domain.classes)}. "
+            f"Try --{role}-classes all" + (" or --source-select all" if role == "source" else
+                                           " or --target-split all"))
+
+
+def _git_sha() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, timeout=5, check=False)
+    except OSError:
+        return None
+    return result.stdout.strip() or None
+
+
+def finish_task(builder: TaskBuilder, reports: dict, raw: Path) -> dict:
+    """Finish every array, write labels/names and ``task.json``; returns that summary."""
+    _check_not_empty(builder, reports)
+    classes = {role: builder.class_keys(role) for role in ("source", "target")}
+    num_clusters = builder.task.num_clusters or len(classes["target"])
+    if num_clusters < 2:
+        raise EmptySelectionError(f"the target has {len(classes['target'])} known classes; set "
+                                  f"num_clusters (K >= 2) in the task")
+    counts = {}
+    for split, writer in builder.writers.items():
+        role = split.split("_")[0]
+        labels = _labels(writer.keys, classes[role], withheld=split == "target_train")
+        writer.finish(labels)
+        per_class = Counter(int(x) for x in _labels(writer.keys, classes[role], withheld=False))
+        counts[split] = {"samples": len(writer.names), "layouts": list(writer.configs),
+                         "labelled": split != "target_train",
+                         "per_class": [per_class.get(i, 0) for i in range(len(classes[role]))]}
+    summary = _summary(builder, reports, classes, num_clusters, counts, raw)
+    (builder.folder / "task.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _summary(builder, reports, classes, num_clusters, counts, raw) -> dict:
+    task = builder.task
+    domains = {}
+    for role in ("source", "target"):
+        domain, report = getattr(task, role), reports[role]
+        domains[role] = {
+            "dataset": domain.dataset, "dataset_name": _DATASET_NAMES[domain.dataset],
+            "root": report.root, "files": report.files,
+            "class_keys": classes[role],
+            "class_names": [cat.class_name(domain.dataset, k) for k in classes[role]],
+            "skipped": dict(report.skipped), "filtered": dict(report.filtered),
+            "failed": len(report.failures)}
+    return {
+        "schema": SCHEMA, "task": task.name, "description": task.description,
+        "layouts": {"shared": builder.shared, "specific": builder.specific},
+        "channels": builder.channels, "num_clusters": num_clusters,
+        "source": domains["source"], "target": domains["target"],
+        "splits": counts,
+        "preprocess": {lay: cfg.model_dump() for lay, cfg in builder.configs.items()},
+        "failures": [{"file": f, "reason": r} for role in ("source", "target")
+                     for f, r in reports[role].failures],
+        "task_spec": task.model_dump(mode="json"),
+        "provenance": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                       "git_sha": _git_sha(), "raw": str(raw)},
+    }
+
+
+def print_summary(summary: dict, folder: Path) -> None:
+    """The CLI's closing report: per-domain clips and classes, per-split counts, failures."""
+    for role in ("source", "target"):
+        d = summary[role]
+        clips = summary["splits"]["source_train" if role == "source" else "target_eval"]["samples"]
+        if role == "target" and summary["task_spec"]["target_split"]["mode"] != "all":
+            clips += summary["splits"]["target_train"]["samples"]
+        extra = "".join(f", {n} {why}" for why, n in d["skipped"].items())
+        print(f"{role}: {d['dataset_name']}: {clips:,} clips / {len(d['class_keys'])} classes "
+              f"({d['files']:,} files{extra}, {d['failed']} failed)")
+    for split, info in summary["splits"].items():
+        labels = "labelled" if info["labelled"] else "labels withheld"
+        layouts = ", ".join(info["layouts"])
+        print(f"  {split:<13} {info['samples']:>7,} samples  {layouts:<18} {labels}")
+    print(f"K = {summary['num_clusters']}; layouts shared={summary['layouts']['shared']} "
+          f"specific={summary['layouts']['specific']}; written to {folder}")
+    if summary["failures"]:
+        print(f"{len(summary['failures'])} file(s) failed:")
+        for failure in summary["failures"]:
+            print(f"  {failure['file']}: {failure['reason']}")
