@@ -108,7 +108,7 @@ def torch_outputs(net: nn.Module, poses: np.ndarray, batch: int = 64) -> tuple[n
     net.eval()
     probs, embs = [], []
     for start in range(0, len(poses), batch):
-        chunk = torch.from_numpy(np.ascontiguousarray(poses[start:start + batch]))  # (n, C, T, V, M)
+        chunk = torch.from_numpy(np.array(poses[start:start + batch], np.float32))  # (n,C,T,V,M)
         p, e = net(chunk)
         probs.append(p.numpy())
         embs.append(e.numpy())
@@ -169,7 +169,7 @@ def _versions() -> dict[str, str]:
 def _export_onnx(net: nn.Module, example: np.ndarray, path: Path) -> None:
     """Dynamo export with a dynamic batch axis into ``path`` (one file, no external data)."""
     wrapper = _Exportable(net).eval()
-    x = torch.from_numpy(np.ascontiguousarray(example[:2]))  # (2, C, T, V, M)
+    x = torch.from_numpy(np.array(example[:2], np.float32))  # (2, C, T, V, M)
     batch = torch.export.Dim("N", min=1, max=65536)
     with torch.no_grad():
         program = torch.onnx.export(wrapper, (x,), dynamo=True, opset_version=OPSET,
@@ -276,3 +276,109 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
     log.info("exported %s (K=%d, parity max |dp| %.1e, argmax %.0f %%)", onnx_path, k,
              parity.max_abs_probabilities, 100 * parity.argmax_agreement)
     return Exported(onnx_path, json_path, manifest, parity)
+
+
+# ------------------------------------------------------------------------------ from a run
+
+def task_dir_for(config: Any, run_dir: Path) -> Path:
+    """The prepared task folder a run trained on: ``data.prepared_dir``, else data/prepared/<task>."""
+    if config.data.prepared_dir:
+        return Path(config.data.prepared_dir)
+    return Path(__file__).resolve().parents[1] / "data" / "prepared" / config.data.task
+
+
+@torch.no_grad()
+def nearest_source_classes(model: nn.Module, shared_poses: np.ndarray, clusters: np.ndarray,
+                           source_classes: Sequence[str], k: int) -> list[str]:
+    """Per cluster, the source class C_0^s finds most likely on average over its eval samples.
+
+    ``shared_poses`` is the target eval split in the shared (B0) layout, ``clusters`` the deployed
+    model's cluster of each sample; an empty cluster gets "".
+    """
+    branch = model.shared_student.eval()
+    totals = np.zeros((k, len(source_classes)), np.float64)  # (K, source classes)
+    for start in range(0, len(shared_poses), 64):
+        x = torch.from_numpy(np.array(shared_poses[start:start + 64], np.float32))  # (n,C,T,V,M)
+        probs = torch.softmax(branch.source_head(branch.embed(x)), dim=1).numpy()  # (n, S)
+        np.add.at(totals, clusters[start:start + 64], probs)
+    return [str(source_classes[int(row.argmax())]) if row.sum() > 0 else "" for row in totals]
+
+
+def _load_run(run_dir: Path):
+    """(config, CoDTModel with the final weights, checkpoint path) of a finished run."""
+    from training.checkpoint import FINAL, checkpoint_dir, load_checkpoint, restore
+    from training.config import from_dict
+    from training.datasets import load_task
+    from training.model import build_model
+
+    path = checkpoint_dir(run_dir) / FINAL
+    payload = load_checkpoint(path)
+    config = from_dict(payload["config"], origin=str(path))
+    task = load_task(task_dir_for(config, run_dir))
+    in_channels = task.preprocess_config(task.specific).num_channels
+    model = build_model(shared_layout=task.shared, specific_layout=task.specific,
+                        in_channels=in_channels, num_source_classes=len(task.source_classes),
+                        num_clusters=config.model.num_clusters or task.num_clusters,
+                        dropout=config.model.dropout)
+    restore(payload, model=model, origin=str(path))  # strict=True
+    return config, task, model.eval(), path
+
+
+def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exported",
+               name: str | None = None, *, shared: bool = False) -> list[Exported]:
+    """Export a finished run's CoDT-B1 (and with ``shared`` CoDT-B0 as ``<name>-shared``)."""
+    from training.datasets import load_split
+    from training.model import ClusterNet
+
+    run_dir = Path(run_dir)
+    config, task, model, checkpoint = _load_run(run_dir)
+    name = name or task.name
+    ckpt_sha = sha256_file(checkpoint)
+    eval_specific = load_split(task.folder, "target_eval", task.specific)
+    eval_shared = load_split(task.folder, "target_eval", task.shared)
+    net = ClusterNet.from_codt(model, "specific")
+    clusters = torch_outputs(net, np.asarray(eval_specific.data))[0].argmax(1)
+    nearest = nearest_source_classes(model, np.asarray(eval_shared.data), clusters,
+                                     task.source_classes, model.num_clusters)
+    results = [export_network(
+        net, EvalSet(np.asarray(eval_specific.data), eval_specific.labels,
+                     eval_specific.class_names),
+        out_dir=out_dir, name=name, task=task.name, branch="specific",
+        preprocess=task.preprocess_config(task.specific), checkpoint_sha256=ckpt_sha,
+        nearest_source_classes=nearest)]
+    if shared:
+        results.append(export_network(
+            ClusterNet.from_codt(model, "shared"),
+            EvalSet(np.asarray(eval_shared.data), eval_shared.labels, eval_shared.class_names),
+            out_dir=out_dir, name=f"{name}-shared", task=task.name, branch="shared",
+            preprocess=task.preprocess_config(task.shared), checkpoint_sha256=ckpt_sha))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.export",
+                                     description="Export a finished CoDT run to ONNX + manifest.")
+    parser.add_argument("run_dir", help="the run folder (with checkpoints/final.pt)")
+    parser.add_argument("--out", default="exported", help="output folder (default: exported)")
+    parser.add_argument("--name", help="model name (default: the task name)")
+    parser.add_argument("--shared", action="store_true",
+                        help="also export the domain-shared branch (CoDT-B0) as <name>-shared")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        results = export_run(args.run_dir, args.out, args.name, shared=args.shared)
+    except CodtError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    for result in results:
+        parity, scores = result.parity, result.manifest.metrics.get("eval", {})
+        print(f"{result.onnx_path}: K={result.manifest.num_clusters}, parity on {parity.samples} "
+              f"eval samples: max |dp| {parity.max_abs_probabilities:.1e}, argmax "
+              f"{100 * parity.argmax_agreement:.0f} %"
+              + (f"; eval ACC {100 * scores['acc']:.1f} NMI {100 * scores['nmi']:.1f} "
+                 f"ARI {100 * scores['ari']:.1f}" if scores else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

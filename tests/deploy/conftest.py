@@ -42,19 +42,8 @@ def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str 
     """A random-weight F_1 -> C_1^t network ``poses -> (probabilities, embedding)``, eval mode."""
     import torch
 
+    from training.model import ClusterNet
     from training.stgcn import STGCN
-
-    try:
-        from training.model import ClusterNet
-    except ImportError:  # TEMPORARY stand-in until training.model lands
-        class ClusterNet(torch.nn.Module):
-            def __init__(self, encoder, cluster_head):
-                super().__init__()
-                self.encoder, self.cluster_head = encoder, cluster_head
-
-            def forward(self, poses):
-                embedding = self.encoder.embed(poses)
-                return torch.softmax(self.cluster_head(embedding), dim=-1), embedding
 
     torch.manual_seed(seed)
     encoder = STGCN(layout)
