@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RAW = REPO_ROOT.parent / "shared" / "data"
-DEFAULT_OUT = REPO_ROOT / "data"
+DEFAULT_OUT = REPO_ROOT / "data" / "prepared"  # where training.config looks (data.prepared_dir)
 
 
 class PrepareError(CodtError, ValueError):
@@ -357,7 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--raw", type=Path, default=DEFAULT_RAW,
                         help="folder holding the raw datasets (default: ../shared/data)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="where <task>/ is written (default: data/ in the repository)")
+                        help="where <task>/ is written (default: data/prepared/ in the "
+                             "repository, where training looks)")
     parser.add_argument("--config", type=Path, help="YAML/JSON: overrides of a built-in task, "
                                                     "or a whole task of your own")
     parser.add_argument("--target-split", help="a named target split (e.g. all, cross_subject)")

@@ -237,7 +237,7 @@ def print_summary(summary: dict, folder: Path) -> None:
         clips = summary["splits"]["source_train" if role == "source" else "target_eval"]["samples"]
         if role == "target" and summary["task_spec"]["target_split"]["mode"] != "all":
             clips += summary["splits"]["target_train"]["samples"]
-        extra = "".join(f", {n} {why}" for why, n in d["skipped"].items())
+        extra = "".join(f", {n:,} {why}" for why, n in {**d["skipped"], **d["filtered"]}.items())
         print(f"{role}: {d['dataset_name']}: {clips:,} clips / {len(d['class_keys'])} classes "
               f"({d['files']:,} files{extra}, {d['failed']} failed)")
     for split, info in summary["splits"].items():

@@ -194,3 +194,32 @@ def test_load_split_errors_name_the_problem(shared_data, tmp_path, capsys):
     (folder / "task.json").write_text("{}")
     with pytest.raises(PreparedDataError, match="schema"):
         load_task(folder)
+
+
+def test_two_d_task_from_the_kinetics_samples(shared_data, tmp_path, capsys):
+    root = shared_data / "kinetics_skeleton_samples"
+    config = tmp_path / "kin.json"
+    config.write_text(json.dumps({
+        "source": {"dataset": "kinetics", "path": str(root / "kinetics_val")},
+        "target": {"dataset": "kinetics", "path": str(root / "kinetics_train_labelidx_modified")}}))
+    code, out, _ = run(capsys, config, "--out", tmp_path / "out")
+    assert code == 0, out
+    task = load_task(tmp_path / "out" / "kin")
+    assert (task.shared, task.specific, task.channels) == ("coco18", "coco18", "xy_score")
+    assert "jumpstyle dancing" in task.source_classes and task.num_clusters == 5
+    source = load_split(tmp_path / "out" / "kin", "source_train")
+    assert source.data.shape == (7, 3, 50, 18, 2)
+    assert source.data[:, 2].min() >= 0  # the score channel is kept, not centred
+
+
+def test_config_file_overrides_a_builtin_task(shared_data, tmp_path, capsys):
+    overrides = tmp_path / "few.yaml"
+    overrides.write_text("source: {classes: [4, 5]}\nframes: 20\n")
+    code, out, _ = run(capsys, "ucla2msr", "--raw", shared_data, "--out", tmp_path,
+                       "--config", overrides, "--limit", 8)
+    assert code == 0, out
+    source = load_split(tmp_path / "ucla2msr", "source_train")
+    assert source.data.shape == (8, 3, 20, 20, 2)
+    assert source.class_names == ("walk around", "sit down")
+    assert {str(n)[:3] for n in source.names} == {"a04", "a05"}
+    assert sorted(set(source.labels)) == [0, 1]
