@@ -37,6 +37,9 @@ from codt_deploy.layouts import NeckSource, get_layout
 from codt_deploy.preprocess import ChannelMode, PreprocessConfig
 from training import catalogue as cat
 
+# ntu/pku/ucla/msr: the datasets' own files and names; skeletics/finegym: VIBE JSON in class
+# folders; kinetics: Kinetics-skeleton JSON (label inside); pyskl: an NTU RGB+D pyskl pickle;
+# files: a user's folder of pose files (any format) + labels CSV; npz: a project array bundle.
 DatasetKind = Literal["ntu", "pku", "ucla", "msr", "skeletics", "finegym", "kinetics", "pyskl",
                       "files", "npz"]
 ClassKey = int | str
