@@ -24,6 +24,7 @@ MAX_FRAMES = 100_000
 
 _TEXT_CONTROL = bytes(set(range(32)) - {9, 10, 11, 12, 13}) + b"\x7f"
 _SNIFF_BYTES = 4096
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def sample_name(source: str, suffixes: Sequence[str] = ()) -> str:
@@ -108,18 +109,20 @@ def fixed_width_rows(data: bytes, source: str, width: int, what: str) -> np.ndar
 
 def check_finite(array: np.ndarray, source: str, *, what: str = "coordinates",
                  locate: Callable[[tuple[int, ...]], dict] | None = None) -> None:
-    """Raise PoseFormatError at the first NaN or infinite value of ``array``.
+    """Raise PoseFormatError at the first NaN, infinite or float32-overflowing value of ``array``.
 
     ``locate`` maps the offending index to ``{"line": ...}`` or ``{"frame": ...}``; by default the
     first axis is the frame.
     """
-    finite = np.isfinite(array)
+    finite = np.isfinite(array) & (np.abs(array) <= _FLOAT32_MAX)  # NaN compares False
     if finite.all():
         return
     index = tuple(int(i) for i in np.argwhere(~finite)[0])
     where = locate(index) if locate is not None else {"frame": index[0]}
-    raise PoseFormatError(source, f"non-finite value {float(array[index])} in the {what}; "
-                                  f"expected finite numbers", **where)
+    value = float(array[index])
+    kind = "non-finite value" if not np.isfinite(value) else "value out of float32 range,"
+    raise PoseFormatError(source, f"{kind} {value} in the {what}; expected finite numbers",
+                          **where)
 
 
 def check_frame_index(index: int, source: str, what: str) -> None:

@@ -59,7 +59,7 @@ _TABLE = (
     Reader("ucla", "NW-UCLA JSON (kinect20)", (".json",), ucla.parse),
     Reader("crossclr", "CrosSCLR/CoDT {split}_data.npy / _position.npy (+ labels)", (".npy",),
            crossclr.parse, crossclr.read_path, frozenset({"skeleton"})),
-    Reader("penn", "Penn Action .mat (penn13; needs scipy)", (".mat",), penn.parse),
+    Reader("penn", "Penn Action .mat (penn13)", (".mat",), penn.parse),
     Reader("array", "plain .npy / .npz pose array", (".npy", ".npz"), arrays.parse,
            options=frozenset({"axes", "skeleton", "channels"})),
     Reader("pyskl", "pyskl / mmaction2 pickle (trusted local files only)", (".pkl", ".pickle"),
