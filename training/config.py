@@ -32,7 +32,7 @@ class DataConfig(_Section):
     """Which prepared task folder to train on (docs/ARCHITECTURE.md, "Prepared task folder")."""
 
     task: str = "ucla2msr"
-    prepared_dir: str | None = None  # the task folder itself; None = data/prepared/<task> in the repo
+    prepared_dir: str | None = None  # the task folder itself; None = data/<task> in the repository
     raw_dir: str | None = None  # raw datasets for training.prepare; None = ../shared/data
     source_limit: int | None = Field(None, ge=1)  # keep the first n samples (tests, smoke runs)
     target_train_limit: int | None = Field(None, ge=1)
@@ -120,7 +120,6 @@ class RuntimeConfig(_Section):
     amp: bool = False  # bfloat16 autocast for the student/teacher forward passes
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = leave as is
     num_workers: int = Field(0, ge=0)  # 0 = batches built and augmented in the main process
-    fuse_teacher_views: bool = True  # both teachers' weak views in one no-grad pass each branch
     fuse_shared_student: bool = False  # source + target through F_0 in one pass (shares BN stats)
     sync_batchnorm: bool = True  # under DDP on CUDA
     progress: bool = True

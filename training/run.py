@@ -1,0 +1,269 @@
+"""Train CoDT end to end: ``python -m training.run --task ucla2msr`` (also the ``codt-train`` script).
+
+    python -m training.run --task ucla2msr [--config FILE] [--set KEY=VALUE ...] [--run-dir DIR]
+                           [--resume] [--raw DIR] [--export-dir DIR] [--no-export]
+
+Prepares the task when its prepared folder is missing (``training.prepare``), fills the memory
+banks (D13), trains stage 1 (BM), initialises both cluster heads by k-means (§9), trains stage 2
+(BM+OCM+CCM), evaluates, prints the final table and exports CoDT-B1 to ONNX (``training.export``)
+into ``RUN_DIR/exported`` unless ``--export-dir`` says otherwise.
+
+A run folder holds ``config.yaml`` (the resolved configuration), ``metrics.jsonl`` (one line per
+epoch: every loss term, lr, timings, metrics), ``checkpoints/{last,stage1,final}.pt`` and
+``summary.json``. ``--resume`` continues from ``checkpoints/last.pt``; the data, the dropout masks
+and the augmentations of each epoch are seeded from (seed, epoch), so a resumed CPU run matches an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from codt_deploy.errors import CodtError
+from training import checkpoint as ckpt
+from training import distributed as ddp
+from training.config import TrainConfig, apply_overrides, from_dict, load_yaml, resolve_config, save_yaml, \
+    to_dict
+from training.data import TaskData, load_task_data
+from training.engine import append_jsonl, evaluate, fill_banks, kmeans_init, make_banks, train_one_epoch
+from training.model import CoDTModel, build_model
+from training.stgcn import FEATURE_DIM
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
+
+
+def task_dir(config: TrainConfig) -> Path:
+    """The prepared task folder: ``data.prepared_dir``, else ``data/<task>`` in the repository."""
+    if config.data.prepared_dir:
+        return Path(config.data.prepared_dir).resolve()
+    return REPO_ROOT / "data" / config.data.task
+
+
+def ensure_prepared(config: TrainConfig, raw: Path | None) -> Path:
+    """Prepare the task with ``training.prepare`` when its ``task.json`` is missing."""
+    folder = task_dir(config)
+    if (folder / "task.json").is_file():
+        return folder
+    from training.prepare import prepare_task
+    from training.tasks import get_task
+
+    raw = Path(raw or config.data.raw_dir or REPO_ROOT.parent / "shared" / "data")
+    log.info("prepared folder %s missing: preparing %s from %s", folder, config.data.task, raw)
+    prepare_task(get_task(config.data.task), raw, folder.parent)
+    return folder
+
+
+def choose_device(config: TrainConfig, ctx: ddp.DistContext) -> torch.device:
+    wanted = config.runtime.device
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise CodtError("runtime.device=cuda but CUDA is not available; use auto or cpu")
+    if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", ctx.local_rank)
+    return torch.device("cpu")
+
+
+def build(config: TrainConfig, data: TaskData, device: torch.device, ctx: ddp.DistContext
+          ) -> tuple[CoDTModel, torch.optim.Optimizer, dict]:
+    """Model (seeded init, D2 teachers), SGD over the students (§10), empty banks (§5)."""
+    torch.manual_seed(config.seed)
+    model = build_model(shared_layout=data.shared_layout, specific_layout=data.specific_layout,
+                        in_channels=data.in_channels, num_source_classes=data.num_source_classes,
+                        num_clusters=data.num_clusters, dropout=config.model.dropout)
+    model = ddp.prepare_model(ctx, model.to(device), device_type=device.type,
+                              sync_batchnorm=config.runtime.sync_batchnorm)
+    o = config.optim
+    optimizer = torch.optim.SGD(model.student_parameters(), lr=o.lr_stage1, momentum=o.momentum,
+                                weight_decay=o.weight_decay, nesterov=o.nesterov)
+    banks = make_banks(len(data.target_train_shared), FEATURE_DIM, device, ctx)
+    return model, optimizer, banks
+
+
+_SHAPING = ("data", "model")  # sections a checkpoint's weights depend on
+
+
+def _check_compatible(saved: dict, config: TrainConfig, origin: str) -> None:
+    for section in _SHAPING:
+        ours = to_dict(config)[section]
+        theirs = {k: v for k, v in saved.get(section, {}).items() if k != "prepared_dir"}
+        ours = {k: v for k, v in ours.items() if k != "prepared_dir"}
+        if theirs != ours:
+            raise ckpt.CheckpointError(f"{origin}: section {section!r} differs from this run's "
+                                       f"({theirs} vs {ours}); a checkpoint only resumes the same data/model")
+
+
+def _restore_from(path: Path, config: TrainConfig, model, optimizer, banks) -> int:
+    payload = ckpt.load_checkpoint(path)
+    _check_compatible(payload["config"], config, str(path))
+    ckpt.restore(payload, model=model, optimizer=optimizer,
+                 banks={name: bank.features for name, bank in banks.items()}, origin=str(path))
+    for bank in banks.values():
+        bank.filled.fill_(True)
+    log.info("restored %s: epoch %d (stage %d)", path, payload["epoch"], payload["stage"])
+    return int(payload["epoch"])
+
+
+def _eval_due(config: TrainConfig, epoch: int) -> bool:
+    return (epoch % config.eval.every == 0 or epoch == config.optim.epochs_stage1
+            or epoch == config.total_epochs)
+
+
+def _save(path: Path, config, model, optimizer, banks, epoch: int, metrics: dict) -> None:
+    ckpt.save_checkpoint(path, config=to_dict(config), model=model, optimizer=optimizer, epoch=epoch,
+                         stage=config.stage_of(epoch), metrics=metrics,
+                         banks={name: bank.features for name, bank in banks.items()})
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, init_from: Path | None = None,
+          raw: Path | None = None, ctx: ddp.DistContext = ddp.SINGLE) -> dict[str, float]:
+    """Train (or continue) one run into ``run_dir``; returns the last evaluation's metrics.
+
+    ``init_from`` starts from another run's checkpoint (e.g. a shared ``stage1.pt``) as if this
+    run had stopped there; ``resume`` continues this run's own ``last.pt``.
+    """
+    run_dir = Path(run_dir)
+    folder = ensure_prepared(config, raw) if ctx.is_main else task_dir(config)
+    ddp.barrier(ctx)
+    config = from_dict({**to_dict(config), "data": {**to_dict(config)["data"], "prepared_dir": str(folder)}})
+    if config.runtime.threads:
+        torch.set_num_threads(config.runtime.threads)
+    device = choose_device(config, ctx)
+    data = load_task_data(folder, config)
+    model, optimizer, banks = build(config, data, device, ctx)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, run_dir / "config.yaml")
+    start = _resume_point(run_dir, resume, init_from, config, model, optimizer, banks)
+    if start == 0:
+        log.info("filling memory banks: %s", fill_banks(model, banks, data, config, device, ctx))
+    metrics: dict[str, float] = {}
+    for epoch in range(start + 1, config.total_epochs + 1):
+        record = {}
+        if epoch == config.optim.epochs_stage1 + 1 and config.decisions.kmeans_init:
+            record.update(kmeans_init(model, data, config, device))
+        record.update(train_one_epoch(model, optimizer, banks, data, config, epoch=epoch,
+                                      device=device, ctx=ctx))
+        ddp.broadcast_buffers(ctx, model)
+        if ctx.is_main and _eval_due(config, epoch):
+            metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2)
+            record.update(metrics)
+        ddp.barrier(ctx)
+        if ctx.is_main:
+            _log_epoch(run_dir, record, config, model, optimizer, banks, epoch, metrics)
+    if ctx.is_main:
+        _save(ckpt.checkpoint_dir(run_dir) / ckpt.FINAL, config, model, optimizer, banks,
+              config.total_epochs, metrics)
+        (run_dir / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _resume_point(run_dir: Path, resume: bool, init_from: Path | None, config, model, optimizer,
+                  banks) -> int:
+    if resume:
+        last = ckpt.latest_checkpoint(run_dir)
+        if last is None:
+            raise ckpt.CheckpointError(f"{run_dir}: nothing to resume (no checkpoints/{ckpt.LAST})")
+        return _restore_from(last, config, model, optimizer, banks)
+    if init_from is not None:
+        return _restore_from(Path(init_from), config, model, optimizer, banks)
+    return 0
+
+
+def _log_epoch(run_dir: Path, record: dict, config, model, optimizer, banks, epoch: int,
+               metrics: dict) -> None:
+    append_jsonl(run_dir / "metrics.jsonl", {"time": dt.datetime.now().isoformat(timespec="seconds"),
+                                             **record})
+    summary = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in record.items() if k.startswith("loss/"))
+    log.info("epoch %d/%d: %s; %.1f s (%.1f target samples/s)", epoch, config.total_epochs, summary,
+             record["time_s"], record["target_samples_per_s"])
+    if epoch % config.runtime.checkpoint_every == 0 or epoch == config.total_epochs:
+        _save(ckpt.checkpoint_dir(run_dir) / ckpt.LAST, config, model, optimizer, banks, epoch, metrics)
+    if epoch == config.optim.epochs_stage1:
+        _save(ckpt.checkpoint_dir(run_dir) / ckpt.STAGE1, config, model, optimizer, banks, epoch, metrics)
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Markdown table of the final metrics: one row per branch and method (head, † k-means)."""
+    rows = ["| branch | method | ACC | NMI | ARI |", "|---|---|---|---|---|"]
+    for branch, name in (("shared", "CoDT-B0"), ("specific", "CoDT-B1")):
+        for method, label in (("head", "cluster head"), ("kmeans", "k-means †")):
+            if f"{branch}/{method}/acc" in metrics:
+                values = [metrics[f"{branch}/{method}/{m}"] for m in ("acc", "nmi", "ari")]
+                rows.append(f"| {name} | {label} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    return "\n".join(rows)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", help="a task preset (e.g. ucla2msr, ucla2msr-cpu) or a prepared "
+                                       "task name (then set data.prepared_dir)")
+    parser.add_argument("--config", type=Path, help="YAML file of config sections")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any field, e.g. --set optim.lr_stage1=0.05 (repeatable)")
+    parser.add_argument("--run-dir", type=Path, help="run folder (default: runs/<task>-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--raw", type=Path, help="raw datasets for preparing (default: ../shared/data)")
+    parser.add_argument("--export-dir", type=Path,
+                        help="where the ONNX model and manifest go (default: RUN_DIR/exported)")
+    parser.add_argument("--no-export", action="store_true", help="skip the ONNX export")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    return parser
+
+
+def _config_for(args: argparse.Namespace) -> TrainConfig:
+    if args.resume:
+        if args.run_dir is None:
+            raise CodtError("--resume needs --run-dir (the run folder to continue)")
+        values = load_yaml(args.run_dir / "config.yaml")
+        return from_dict(apply_overrides(values, args.overrides), origin=str(args.run_dir / "config.yaml"))
+    if args.task is None and args.config is None:
+        raise CodtError("give --task (e.g. --task ucla2msr) or --config FILE")
+    return resolve_config(task=args.task, config_file=args.config, overrides=args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = ddp.SINGLE
+    try:
+        config = _config_for(args)
+        if args.quiet:
+            config = from_dict(apply_overrides(to_dict(config), ["runtime.progress=false"]))
+        device_type = "cuda" if config.runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
+        ctx = ddp.init_from_env(device_type)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = args.run_dir or REPO_ROOT / "runs" / f"{config.data.task}-{stamp}"
+        metrics = train(config, run_dir, resume=args.resume, raw=args.raw, ctx=ctx)
+        if ctx.is_main:
+            print(f"\nrun folder: {run_dir}\n{format_table(metrics)}")
+            if not args.no_export:
+                _export(run_dir, args.export_dir or Path(run_dir) / "exported")
+    except CodtError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        ddp.shutdown(ctx)
+    return 0
+
+
+def _export(run_dir: Path, out_dir: Path) -> None:
+    try:
+        from training.export import export_run
+    except ImportError:
+        print("training.export is not available: skipped the ONNX export")
+        return
+    for result in export_run(run_dir, out_dir):
+        print(f"exported {result.onnx_path} (ONNX parity: {result.parity.as_dict()})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
