@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f"{path}: cannot read the checkpoint: {err}") from None
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: cannot read the checkpoint (weights-only load): "
+                              f"{first_line}") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not a checkpoint (top level is {type(payload).__name__})")
     missing = [key for key in REQUIRED_KEYS if key not in payload]

@@ -1,0 +1,156 @@
+"""``python -m training.run`` end to end on a tiny slice of real prepared data: outputs, resume,
+reproducibility on CPU, preparing a missing task folder, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import training.run as run_module
+from training import checkpoint as ckpt
+from training.config import from_dict, load_yaml
+from training.run import main, train
+
+TINY = ["model.num_clusters=6", "optim.epochs_stage1=1", "optim.epochs_stage2=1",
+        "optim.batch_source=4", "optim.batch_target=8", "eval.kmeans_seeds=2",
+        "runtime.device=cpu", "runtime.threads=1", "runtime.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def task_dir(shared_data, tmp_path_factory) -> Path:
+    from training.prepare import prepare_task
+    from training.tasks import get_task
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare_task(get_task("ucla2msr"), shared_data, out, limit=24)
+    return out / "ucla2msr"
+
+
+def _args(task_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    sets = [f"data.prepared_dir={task_dir}", *TINY, *extra]
+    return ["--task", "ucla2msr", "--run-dir", str(run_dir), "--no-export", "-q",
+            *[a for s in sets for a in ("--set", s)]]
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _final_model(run_dir: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load_checkpoint(ckpt.checkpoint_dir(run_dir) / ckpt.FINAL)["model"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(task_dir, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "a"
+    assert main(_args(task_dir, run_dir)) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_two_epoch_run_writes_metrics_checkpoints_and_config(finished_run, capsys):
+    records = _records(finished_run)
+    assert [r["epoch"] for r in records] == [1, 2] and [r["stage"] for r in records] == [1, 2]
+    assert [r["lr"] for r in records] == [0.1, 0.01]
+    stage1, stage2 = records
+    assert {"loss/supervised", "loss/reconstruction", "loss/contrastive", "loss/total"} <= set(stage1)
+    assert "loss/ocm" not in stage1 and {"loss/ocm", "loss/ccm"} <= set(stage2)
+    for record in records:
+        assert record["time_s"] > 0 and record["target_samples_per_s"] > 0
+        assert all(record[k] is not None for k in record if k.startswith("loss/"))
+    assert "specific/kmeans/acc" in stage1 and "specific/head/acc" not in stage1
+    assert {"shared/head/acc", "specific/head/nmi", "kmeans_init/time_s"} <= set(stage2)
+    for name in (ckpt.LAST, ckpt.STAGE1, ckpt.FINAL):
+        assert (ckpt.checkpoint_dir(finished_run) / name).is_file()
+    final = ckpt.load_checkpoint(ckpt.checkpoint_dir(finished_run) / ckpt.FINAL)
+    assert (final["epoch"], final["stage"]) == (2, 2)
+    assert final["metrics"]["specific/head/acc"] == stage2["specific/head/acc"]
+    assert ckpt.load_checkpoint(ckpt.checkpoint_dir(finished_run) / ckpt.STAGE1)["epoch"] == 1
+    config = from_dict(load_yaml(finished_run / "config.yaml"))
+    assert config.optim.epochs_stage1 == 1 and config.model.num_clusters == 6
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert summary["specific/head/acc"] == stage2["specific/head/acc"]
+
+
+def test_final_table_is_printed(task_dir, tmp_path, capsys):
+    assert main(_args(task_dir, tmp_path / "run", "optim.epochs_stage2=0")) == 0
+    out = capsys.readouterr().out
+    assert "| CoDT-B1 | k-means † |" in out and "| CoDT-B0 | k-means † |" in out
+
+
+@pytest.mark.slow
+def test_resume_continues_where_it_stopped(finished_run, task_dir, tmp_path, monkeypatch):
+    real_epoch = run_module.train_one_epoch
+
+    def interrupted(*args, epoch, **kwargs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, epoch=epoch, **kwargs)
+
+    run_dir = tmp_path / "b"
+    monkeypatch.setattr(run_module, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(_args(task_dir, run_dir))
+    assert ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))["epoch"] == 1
+    assert not (ckpt.checkpoint_dir(run_dir) / ckpt.FINAL).exists()
+    monkeypatch.setattr(run_module, "train_one_epoch", real_epoch)
+
+    assert main(["--resume", "--run-dir", str(run_dir), "--no-export", "-q"]) == 0
+    assert [r["epoch"] for r in _records(run_dir)] == [1, 2]
+    resumed, uninterrupted = _final_model(run_dir), _final_model(finished_run)
+    for key, value in uninterrupted.items():
+        assert torch.equal(resumed[key], value), key
+    assert _records(run_dir)[1]["loss/total"] == _records(finished_run)[1]["loss/total"]
+
+
+def _outcome(record: dict) -> dict:
+    """A metrics line without its timings: losses, lr, evaluation."""
+    return {k: v for k, v in record.items()
+            if k.startswith(("loss/", "shared/", "specific/")) or k in ("epoch", "stage", "lr")}
+
+
+@pytest.mark.slow
+def test_reproducible_on_cpu_with_a_seed(finished_run, task_dir, tmp_path):
+    assert main(_args(task_dir, tmp_path / "again")) == 0
+    again, reference = _final_model(tmp_path / "again"), _final_model(finished_run)
+    assert all(torch.equal(again[k], v) for k, v in reference.items())
+    assert [_outcome(r) for r in _records(tmp_path / "again")] == [_outcome(r) for r in _records(finished_run)]
+    assert main(_args(task_dir, tmp_path / "seed1", "seed=1")) == 0
+    other = _final_model(tmp_path / "seed1")
+    assert any(not torch.equal(other[k], v) for k, v in reference.items())
+
+
+@pytest.mark.slow
+def test_missing_prepared_folder_is_prepared(shared_data, tmp_path):
+    folder = tmp_path / "data" / "ucla2msr"
+    config = from_dict({"data": {"task": "ucla2msr", "prepared_dir": str(folder), "source_limit": 16,
+                                 "target_train_limit": 16, "target_eval_limit": 16},
+                        "model": {"num_clusters": 4},
+                        "optim": {"epochs_stage1": 1, "epochs_stage2": 0, "batch_source": 4,
+                                  "batch_target": 8},
+                        "eval": {"kmeans_seeds": 1}, "runtime": {"device": "cpu", "progress": False}})
+    metrics = train(config, tmp_path / "run", raw=shared_data)
+    assert (folder / "task.json").is_file()
+    assert json.loads((folder / "task.json").read_text())["splits"]["target_eval"]["samples"] == 557
+    assert "specific/kmeans/acc" in metrics
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "ucla2msr", "--set", "optim.lr=0.05"], "unknown key 'optim.lr'"),
+    (["--resume"], "--resume needs --run-dir"),
+    ([], "give --task"),
+])
+def test_cli_errors_are_clear(argv, message, capsys):
+    assert main([*argv, "--no-export"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_fails_clearly(task_dir, tmp_path, capsys):
+    run_dir = tmp_path / "empty"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(f"data:\n  task: ucla2msr\n  prepared_dir: {task_dir}\n")
+    assert main(["--resume", "--run-dir", str(run_dir), "--no-export", "-q"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
