@@ -7,6 +7,7 @@ message text where they differ).
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -84,18 +85,30 @@ def line_problem(line: bytes, expected: int | None) -> str | None:
     return None
 
 
+def parse_table(text: bytes, usecols: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """Whitespace-separated rows (blank lines skipped) as a 2-D float64 array, parsed by numpy's C
+    text reader; None when a row does not parse, so that the caller can diagnose line by line."""
+    if not text.strip():
+        return np.empty((0, 0 if usecols is None else len(usecols)))
+    try:
+        return np.loadtxt(io.BytesIO(text), dtype=np.float64, comments=None, ndmin=2,
+                          usecols=usecols)
+    except ValueError:
+        return None
+
+
 def fixed_width_rows(data: bytes, source: str, width: int, what: str) -> np.ndarray:
     """Parse a text file of ``width`` numbers per line into a ``(lines, width)`` float64 array.
 
-    Blank lines are skipped. The fast path parses everything at once; only when the count does not
-    add up does a line-by-line pass look for the first bad line to report.
+    Blank lines are skipped. The fast path parses everything in one C call; only when that fails
+    does a line-by-line pass look for the first bad line to report.
     """
     require_text(data, source)
-    values = fast_floats(data)
-    body = data.strip()
-    n_lines = body.count(b"\n") + 1 if body else 0
-    if values is not None and values.size == width * n_lines:
-        return values.reshape(n_lines, width)
+    rows = parse_table(data)
+    if rows is not None and rows.shape[1] == width:
+        return rows
+    if rows is not None and rows.shape[0] == 0:
+        return np.empty((0, width))
     rows = []
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
