@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from app.uploads import FileProblem, ParsedUploads
+from app.uploads import FileProblem, ParsedUploads, error_reason
 from codt_deploy.errors import CodtError, PoseFormatError
 from codt_deploy.sequence import PoseSequence
 
@@ -83,14 +83,10 @@ def _prediction_arrays(prediction) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _reason(seq: PoseSequence, exc: Exception) -> str:
-    """The error without its leading ``source:`` (the problem row names the file already)."""
-    text = str(exc)
-    for prefix in (seq.source, seq.source.rsplit("::", 1)[-1]):
-        if text.startswith(prefix + ":"):
-            text = text[len(prefix) + 1:].strip()
-            break
+    """Why the model rejected ``seq``, prefixed with its name when the file holds several."""
+    text = error_reason(seq.source, exc)
     stem = PurePosixPath(seq.source.rsplit("::", 1)[-1]).stem
-    return text if not seq.name or seq.name in (stem, seq.source) else f"{seq.name}: {text}"
+    return text if not seq.name or stem.startswith(seq.name) else f"{seq.name}: {text}"
 
 
 def _predict_each(model: Predictor, sequences: list[PoseSequence]) -> tuple[list, list]:

@@ -129,7 +129,7 @@ def _axes_layout(coords: np.ndarray, is_3d: bool) -> dict:
                                           ("x", "depth", "height"))}
         return dict(scene=dict(**axes, aspectmode="manual",
                                aspectratio=dict(x=ratio[0], y=ratio[1], z=ratio[2]),
-                               camera=dict(eye=dict(x=0.3, y=-1.9, z=0.5), up=dict(x=0, y=0, z=1))))
+                               camera=dict(eye=dict(x=0.45, y=-1.5, z=0.3), up=dict(x=0, y=0, z=1))))
     x_range, y_range = ranges
     # 2-D data is in image coordinates (y grows downwards): show it upright.
     return dict(xaxis=dict(range=x_range, zeroline=False, title="x"),
@@ -141,7 +141,9 @@ def _animation_controls(frames: list[dict], labels: list[str]) -> dict:
     play = dict(frame=dict(duration=FRAME_DURATION_MS, redraw=True), mode="immediate",
                 transition=dict(duration=0))
     jump = dict(frame=dict(duration=0, redraw=True), mode="immediate", transition=dict(duration=0))
-    buttons = [dict(label="▶ Play", method="animate", args=[frames, play]),
+    # While playing, each frame also moves the slider (frames named by inline objects do not).
+    playing = [dict(frame, layout=dict(sliders=[dict(active=i)])) for i, frame in enumerate(frames)]
+    buttons = [dict(label="▶ Play", method="animate", args=[playing, play]),
                dict(label="❚❚ Pause", method="animate", args=[[None], jump])]
     steps = [dict(label=label, method="animate", args=[[frame], jump])
              for frame, label in zip(frames, labels)]
@@ -170,7 +172,7 @@ def skeleton_figure(seq: PoseSequence, *, title: str = "", colour: str = PALETTE
     figure = go.Figure(_base_traces(frames[0]["data"], seq.num_persons, colour, seq.is_3d))
     figure.update_layout(
         title=dict(text=title, x=0.02, font=dict(color=colour, size=16)),
-        height=height, margin=dict(l=10, r=10, t=60, b=90),
+        height=height, margin=dict(l=10, r=10, t=60, b=100),
         legend=dict(orientation="h", x=0.0, y=1.0, yanchor="bottom"),
         **_axes_layout(coords[shown], seq.is_3d),
         **_animation_controls(frames, labels),

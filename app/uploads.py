@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from codt_deploy.errors import CodtError
+from codt_deploy.errors import CodtError, PoseFormatError
 from codt_deploy.sequence import PoseSequence
 from codt_deploy.sources import ArchiveLimits, is_archive, iter_archive
 
@@ -150,10 +150,17 @@ def _read_member(member: _Member, limits: UploadLimits, reader: Reader) -> list[
     return reader(member.name, data)
 
 
-def _problem_text(member: _Member, exc: Exception) -> str:
-    """The reason without a repeated ``name:`` prefix (PoseFormatError messages start with it)."""
+def error_reason(source: str, exc: Exception) -> str:
+    """An error's message for a row that already names ``source``: without a repeated file name.
+
+    :class:`PoseFormatError` keeps its line or frame (``"line 2: expected a number"``).
+    """
+    if isinstance(exc, PoseFormatError):
+        where = (f"line {exc.line}: " if exc.line is not None else
+                 f"frame {exc.frame}: " if exc.frame is not None else "")
+        return where + exc.problem
     text = str(exc)
-    for prefix in (member.name, member.name.rsplit("::", 1)[-1]):
+    for prefix in (source, source.rsplit("::", 1)[-1]):
         if text.startswith(prefix + ":"):
             return text[len(prefix) + 1:].strip()
     return text
@@ -180,7 +187,7 @@ def parse_uploads(paths: Iterable[str | os.PathLike], *, limits: UploadLimits = 
         try:
             sequences = _read_member(member, limits, reader)
         except (CodtError, ValueError) as exc:  # PoseFormatError, LayoutError, bad shapes
-            parsed.problems.append(FileProblem(member.name, _problem_text(member, exc)))
+            parsed.problems.append(FileProblem(member.name, error_reason(member.name, exc)))
             continue
         if not sequences:
             parsed.problems.append(FileProblem(member.name, "no skeleton sequence in this file"))

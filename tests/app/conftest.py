@@ -7,6 +7,7 @@ It is built with ``onnx.helper`` so the app tests do not depend on the training 
 
 from __future__ import annotations
 
+import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,16 +66,40 @@ def example_files(examples_dir: Path) -> list[Path]:
             for a in (1, 2, 3) for s in (2, 6)]
 
 
-def _tiny_onnx(path: Path, *, frames: int, joints: int, persons: int) -> None:
+def _calibration(config) -> tuple[np.ndarray, np.ndarray]:
+    """Per (channel, joint) mean and std of the preprocessed examples, shaped (1, C, 1, V, M).
+
+    Plays the part of the real network's input BatchNorm (``data_bn``), so that a random network
+    sees the differences between actions rather than the body shape they all share. MSR clips have
+    one person, so the second person slot (all zeros) is left as it is.
+    """
+    from codt_deploy.preprocess import preprocess_batch
+
+    c, _, v, m = config.output_shape
+    mean, std = np.zeros((1, c, 1, v, m), np.float32), np.ones((1, c, 1, v, m), np.float32)
+    files = sorted(EXAMPLES.glob("*_skeleton3D.txt"))
+    if files:
+        batch = preprocess_batch([read_msr_by_hand(f) for f in files], config)  # (N, C, T, V, M)
+        person0 = batch[..., 0]  # (N, C, T, V)
+        mean[0, :, 0, :, 0] = person0.mean(axis=(0, 2))  # (C, V)
+        std[0, :, 0, :, 0] = person0.std(axis=(0, 2)) + 1e-3  # (C, V)
+    return mean, std
+
+
+def _tiny_onnx(path: Path, config) -> None:
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
+    channels, frames, joints, persons = config.output_shape
     rng = np.random.default_rng(0)
-    flat = 3 * frames * joints * persons
+    mean, std = _calibration(config)
+    flat = channels * frames * joints * persons
     w_embed = (rng.standard_normal((flat, 256)) / np.sqrt(flat)).astype(np.float32)
-    w_head = (rng.standard_normal((256, TINY_CLUSTERS)) * 4.0).astype(np.float32)
+    w_head = (rng.standard_normal((256, TINY_CLUSTERS)) * 2.0).astype(np.float32)
     nodes = [
-        helper.make_node("Reshape", ["poses", "flat_shape"], ["flat"]),  # (N, C*T*V*M)
+        helper.make_node("Sub", ["poses", "mean"], ["centred"]),  # (N, C, T, V, M)
+        helper.make_node("Div", ["centred", "std"], ["normalised"]),
+        helper.make_node("Reshape", ["normalised", "flat_shape"], ["flat"]),  # (N, C*T*V*M)
         helper.make_node("MatMul", ["flat", "w_embed"], ["hidden"]),  # (N, 256)
         helper.make_node("Tanh", ["hidden"], ["embedding"]),
         helper.make_node("MatMul", ["embedding", "w_head"], ["logits"]),  # (N, K)
@@ -83,10 +108,11 @@ def _tiny_onnx(path: Path, *, frames: int, joints: int, persons: int) -> None:
     graph = helper.make_graph(
         nodes, "tiny_cluster_net",
         [helper.make_tensor_value_info("poses", TensorProto.FLOAT,
-                                       ["N", 3, frames, joints, persons])],
+                                       ["N", channels, frames, joints, persons])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", TINY_CLUSTERS]),
          helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 256])],
-        initializer=[numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape"),
+        initializer=[numpy_helper.from_array(mean, "mean"), numpy_helper.from_array(std, "std"),
+                     numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape"),
                      numpy_helper.from_array(w_embed, "w_embed"),
                      numpy_helper.from_array(w_head, "w_head")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -98,6 +124,7 @@ def _tiny_onnx(path: Path, *, frames: int, joints: int, persons: int) -> None:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path to ``tiny.onnx`` (with ``tiny.json``): layout kinect20, K = 4, random weights."""
+    pytest.importorskip("onnx")
     from codt_deploy.models import Manifest, TensorSpec, sha256_file
     from codt_deploy.preprocess import PreprocessConfig
 
@@ -105,7 +132,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     onnx_path = folder / "tiny.onnx"
     config = PreprocessConfig(layout=TINY_LAYOUT)
     c, t, v, m = config.output_shape
-    _tiny_onnx(onnx_path, frames=t, joints=v, persons=m)
+    _tiny_onnx(onnx_path, config)
     manifest = Manifest(
         name="tiny", task="test", layout=TINY_LAYOUT, joints=get_layout(TINY_LAYOUT).joints,
         input=TensorSpec(name="poses", shape=("N", c, t, v, m)),
@@ -139,3 +166,18 @@ def hand_reader():
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny_model):
+    """The app, served on a free local port for the whole session, with the tiny model."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from app.model_store import ModelStore
+    from app.ui import build_app, find_examples
+
+    demo = build_app(ModelStore(str(tiny_model)), examples=find_examples(REPO_ROOT))
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                        quiet=True, show_error=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
