@@ -74,6 +74,14 @@ class BatchResult:
         return [f"{i}: {r.name} (cluster {r.cluster})" for i, r in enumerate(self.results)]
 
 
+def cluster_names(manifest) -> tuple[str, ...] | None:
+    """The model's names for its clusters, else ``"≈ class"`` from its nearest source classes."""
+    if manifest.cluster_names:
+        return tuple(manifest.cluster_names)
+    nearest = getattr(manifest, "nearest_source_classes", None)
+    return tuple(f"≈ {name}" for name in nearest) if nearest else None
+
+
 def _prediction_arrays(prediction) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(clusters (N,), confidence (N,), embedding (N, D))`` from a ``Prediction``."""
     clusters = np.asarray(prediction.clusters, np.int64)
@@ -104,7 +112,7 @@ def analyse(parsed: ParsedUploads, model: Predictor, *, model_name: str = "") ->
     """Cluster every parsed sequence with ``model``; sequences it rejects become problems."""
     manifest = model.manifest
     batch = BatchResult(model_name=model_name or manifest.name, num_clusters=manifest.num_clusters,
-                        cluster_names=manifest.cluster_names, problems=list(parsed.problems))
+                        cluster_names=cluster_names(manifest), problems=list(parsed.problems))
     if not parsed.sequences:
         return batch
     try:

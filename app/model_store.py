@@ -18,15 +18,19 @@ class ModelStore:
     """Model choices for the picker and a cache of loaded :class:`ClusterModel` objects.
 
     ``requested`` is the model given on the command line (a name or a path to a ``.onnx`` file);
-    it is the first choice. The other choices are the models :func:`available_models` finds.
+    it is the first choice. Without one, the first choice is the model named ``default`` (the
+    shipped one), else the first model found. The other choices are the models
+    :func:`available_models` finds.
     Loading errors are :class:`codt_deploy.errors.ModelError` with the available models listed.
     """
 
     def __init__(self, requested: str | os.PathLike | None = None, *,
                  loader: Callable[[str], ClusterModel] = ClusterModel) -> None:
         found = sorted(available_models())
-        first = str(requested) if requested is not None else (
-            DEFAULT_MODEL if DEFAULT_MODEL in found or len(found) != 1 else found[0])
+        if requested is not None:
+            first = str(requested)
+        else:  # the model named "default", else the first found (the picker offers the others)
+            first = DEFAULT_MODEL if DEFAULT_MODEL in found or not found else found[0]
         self.default = first
         self.choices = [first] + [name for name in found if name != first]
         self._loader = loader

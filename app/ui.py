@@ -37,14 +37,39 @@ class ExampleSet:
 
 
 def find_examples(repo_root: Path) -> list[ExampleSet]:
-    """The MSR Action3D examples under ``examples/`` (shipped with the repository), if present."""
+    """Real MSR Action3D sequences one click away.
+
+    The attributed samples under ``examples/msr_action3d`` (with their ``labels.csv``) when the
+    repository has them; otherwise subject 2's first take of each action from the research data
+    folder ``../shared/data/msr_action3d`` next to the repository, when that exists (labels then
+    come from the file names).
+    """
     folder = repo_root / "examples" / "msr_action3d"
     files = tuple(sorted(folder.glob("*_skeleton3D.txt")))
-    if not files:
-        return []
-    labels = folder / "labels.csv"
-    return [ExampleSet(f"MSR Action3D: {len(files)} real sequences", files,
-                       labels if labels.is_file() else None)]
+    if files:
+        labels = folder / "labels.csv"
+        return [ExampleSet(f"MSR Action3D: {len(files)} real sequences", files,
+                           labels if labels.is_file() else None)]
+    shared = repo_root.parent / "shared" / "data" / "msr_action3d"
+    files = tuple(sorted(shared.glob("a??_s02_e01_skeleton3D.txt")))
+    if files:
+        return [ExampleSet(f"MSR Action3D: {len(files)} real sequences", files)]
+    return []
+
+
+def model_markdown(store: ModelStore, choice: str | None) -> str:
+    """What the chosen model is: task, skeleton layout, K, and its recorded metrics."""
+    try:
+        manifest = store.get(choice).manifest
+    except ModelError as exc:
+        return f"**Model unavailable:** {exc}"
+    text = (f"`{manifest.name}`: task `{manifest.task}`, layout `{manifest.layout}` "
+            f"({len(manifest.joints)} joints), {manifest.num_clusters} clusters")
+    scores = manifest.metrics.get("eval") or {}
+    if all(k in scores for k in ("acc", "nmi", "ari")):
+        text += (f" · on its evaluation set: ACC {scores['acc']:.1%}, NMI {scores['nmi']:.3f}, "
+                 f"ARI {scores['ari']:.3f}")
+    return text
 
 
 def _sequence_title(result: logic.SequenceResult, cluster_names) -> str:
@@ -191,6 +216,7 @@ def build_app(store: ModelStore, *, limits: UploadLimits = UploadLimits(),
             with gr.Column(scale=2, min_width=280):
                 model_choice = gr.Dropdown(store.choices, value=store.default, label="Model",
                                            interactive=len(store.choices) > 1)
+                model_info = gr.Markdown(model_markdown(store, store.default))
                 files = gr.File(label=f"Pose files or archives ({limits.describe()})",
                                 file_count="multiple", type="filepath")
                 labels_file = gr.File(label="Labels CSV (optional): file,label[,label_name]",
@@ -220,6 +246,8 @@ def build_app(store: ModelStore, *, limits: UploadLimits = UploadLimits(),
                                         label="Files that could not be used")
         outputs = [state, summary, table, csv_file, picker, skeleton, details, counts, pca,
                    metrics, confusion, problems]
+        model_choice.change(lambda choice: model_markdown(store, choice), [model_choice],
+                            [model_info], api_name=False)
         run.click(handlers.analyse, [files, labels_file, model_choice], outputs,
                   api_name="analyse")
         for button, example in example_buttons:

@@ -175,3 +175,34 @@ def test_model_store_loads_once_and_reports_missing_models(tiny_model):
     assert loads == [str(tiny_model)]
     with pytest.raises(ModelError, match="not found"):
         ModelStore("no-such-model").get()
+
+
+def test_cluster_names_fall_back_to_nearest_source_classes(model):
+    manifest = model.manifest
+    assert logic.cluster_names(manifest) == ("reach", "step", "bend", "wave")
+    nearest = manifest.model_copy(update={"cluster_names": None,
+                                          "nearest_source_classes": ("a", "b", "c", "d")})
+    assert logic.cluster_names(nearest) == ("≈ a", "≈ b", "≈ c", "≈ d")
+    bare = manifest.model_copy(update={"cluster_names": None})
+    assert logic.cluster_names(bare) is None
+
+
+def test_model_store_offers_every_available_model(tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    for name in ("alpha", "beta"):
+        shutil.copy(tiny_model, tmp_path / f"{name}.onnx")
+        shutil.copy(tiny_model.with_suffix(".json"), tmp_path / f"{name}.json")
+    monkeypatch.setenv("CODT_MODEL_DIR", str(tmp_path))
+    from codt_deploy.models import available_models
+
+    found = sorted(available_models())  # ours, and any the package ships
+    store = ModelStore()
+    assert {"alpha", "beta"} <= set(store.choices) and sorted(store.choices) == found
+    assert store.default == store.choices[0] == ("default" if "default" in found else found[0])
+    assert store.get("beta").manifest.num_clusters == 4
+    shutil.copy(tiny_model, tmp_path / "default.onnx")
+    shutil.copy(tiny_model.with_suffix(".json"), tmp_path / "default.json")
+    assert ModelStore().default == "default"
+    pinned = ModelStore("alpha")
+    assert pinned.choices[0] == "alpha" and pinned.choices.count("alpha") == 1
