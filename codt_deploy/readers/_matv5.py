@@ -82,8 +82,9 @@ def _matrix(buf: bytes, endian: str, max_values: int) -> tuple[str, Value | None
         if count == 0:
             return name, ""
         chars = values.reshape(shape, order="F")  # column-major, like every MATLAB array
-        return name, "\n".join("".join(map(chr, row)) for row in chars.reshape(shape[0], -1))
-    return name, values.astype(_CLASS_DTYPES[array_class]).reshape(shape, order="F")
+        rows = chars.reshape(shape[0], -1)  # (rows, characters per row)
+        return name, "\n".join("".join(map(chr, row)) for row in rows)
+    return name, values.astype(_CLASS_DTYPES[array_class]).reshape(shape, order="F")  # (dims)
 
 
 def _inflate(payload: bytes, budget: list[int]) -> bytes:
@@ -114,7 +115,8 @@ def _elements(buf: bytes, pos: int, endian: str, budget: list[int],
     return variables
 
 
-def read_mat_v5(data: bytes, source: str, *, max_bytes: int = 256 * 1024 * 1024) -> dict[str, Value]:
+def read_mat_v5(data: bytes, source: str, *,
+                max_bytes: int = 256 * 1024 * 1024) -> dict[str, Value]:
     """Numeric variables as numpy arrays (their MATLAB class's dtype), char variables as str."""
     if data[:8] == b"\x89HDF\r\n\x1a\n" or data[128:136] == b"\x89HDF\r\n\x1a\n":
         raise PoseFormatError(source, "MATLAB v7.3 (HDF5) files are not supported; save as v7")

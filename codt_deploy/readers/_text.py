@@ -1,7 +1,7 @@
 """Helpers every reader shares: text and JSON decoding, fast number parsing, one finiteness check.
 
-Error positions follow one convention: ``line`` is the 1-based line of the file, ``frame`` the 0-based
-frame index of the returned sequence (FORMATS.md §1 quotes datasets' own 1-based numbers in the
+Error positions follow one convention: ``line`` is the 1-based line of the file, ``frame`` the
+0-based frame index of the returned sequence (FORMATS.md §1 quotes datasets' own 1-based numbers in the
 message text where they differ).
 """
 
@@ -59,6 +59,8 @@ def load_json(data: bytes, source: str) -> object:
     except json.JSONDecodeError as exc:
         raise PoseFormatError(source, f"invalid JSON: {exc.msg} (column {exc.colno})",
                               line=exc.lineno) from None
+    except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit integer, absurd nesting
+        raise PoseFormatError(source, f"unreadable JSON: {str(exc)[:120]}") from None
 
 
 def fast_floats(text: bytes) -> np.ndarray | None:
@@ -117,7 +119,7 @@ def fixed_width_rows(data: bytes, source: str, width: int, what: str) -> np.ndar
         if problem is not None:
             raise PoseFormatError(source, f"{problem} ({what})", line=number)
         rows.append(np.fromstring(line, sep=" "))
-    return np.array(rows, dtype=np.float64).reshape(len(rows), width)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), width)  # (lines, width)
 
 
 def check_finite(array: np.ndarray, source: str, *, what: str = "coordinates",
@@ -163,7 +165,7 @@ def as_float_array(value: object, source: str, what: str, **where) -> np.ndarray
 
 
 def label_from_name(pattern: re.Pattern[str], name: str) -> int | None:
-    """The 0-based label from a dataset's 1-based class number in the file name (e.g. A011 -> 10)."""
+    """The 0-based label from a dataset's 1-based class number in a file name (A011 -> 10)."""
     match = pattern.search(name)
     if match is None:
         return None
@@ -173,7 +175,7 @@ def label_from_name(pattern: re.Pattern[str], name: str) -> int | None:
 
 def trailing_zero_trim(sample: np.ndarray) -> int:
     """Number of frames up to and including the last frame with any non-zero value. (T, ...) in."""
-    nonzero = np.flatnonzero(sample.reshape(sample.shape[0], -1).any(axis=1))
+    nonzero = np.flatnonzero(sample.reshape(sample.shape[0], -1).any(axis=1))  # (T, rest) -> (T,)
     return int(nonzero[-1]) + 1 if nonzero.size else 0
 
 

@@ -38,7 +38,7 @@ def _labels_npy(path: Path, count: int) -> list[int]:
     if labels.dtype.kind not in "iu" or labels.size != count:
         raise PoseFormatError(path, f"expected {count} integer labels, found {labels.size} of "
                                     f"dtype {labels.dtype}")
-    return [int(x) for x in labels.reshape(-1)]
+    return [int(x) for x in labels.reshape(-1)]  # (N,) or (N, 1) -> (N,)
 
 
 def _labels_pkl(path: Path, count: int) -> tuple[list[str], list[int]]:

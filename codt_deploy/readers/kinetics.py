@@ -3,7 +3,8 @@
 Follows the reference feeder (yysijie/st-gcn ``feeder/feeder_kinetics.py``) with one fix: frames are
 placed at ``frame_index - 1`` (the reference uses ``frame_index`` itself, a one-frame shift). Per
 frame it takes at most 5 persons in file order, subtracts 0.5 from x and y, zeroes x and y where the
-score is 0, ranks persons by summed score and keeps the top 2. Persons are not tracked across frames.
+score is 0, ranks persons by summed score (stable for ties) and keeps the top 2. Persons are not
+tracked across frames.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ _SCHEMA = ('{"data": [{"frame_index": 1, "skeleton": [{"pose": [x0, y0, ...], "s
 
 def _frames(obj: object, source: str) -> list[dict]:
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
-        raise PoseFormatError(source, f"wrong schema for Kinetics-skeleton JSON; expected {_SCHEMA}")
+        raise PoseFormatError(source, f"wrong schema for Kinetics-skeleton JSON; expected "
+                                      f"{_SCHEMA}")
     frames = obj["data"]
     require_frames(len(frames), source)
     for position, frame in enumerate(frames):
@@ -55,7 +57,7 @@ def _person(skeleton: object, source: str, frame: int) -> tuple[np.ndarray, np.n
         raise PoseFormatError(source, f"expected {2 * NUM_JOINTS} pose values and {NUM_JOINTS} "
                                       f"scores (coco18), found shapes {pose.shape} and "
                                       f"{score.shape}", frame=frame)
-    return pose.reshape(NUM_JOINTS, 2), score
+    return pose.reshape(NUM_JOINTS, 2), score  # (36,) x0 y0 x1 ... -> (V, 2)
 
 
 def rank_persons(poses: np.ndarray, keep: int) -> np.ndarray:

@@ -41,7 +41,7 @@ def parse(data: bytes, source: str) -> list[PoseSequence]:
     if missing:
         raise PoseFormatError(source, f"missing field(s) {', '.join(missing)}; expected a Penn "
                                       f"Action .mat with {', '.join(_FIELDS)}")
-    nframes = _numeric(mat, "nframes", source).reshape(-1)
+    nframes = _numeric(mat, "nframes", source).reshape(-1)  # (1, 1) -> (1,)
     num_frames = int(nframes[0]) if nframes.size else 0  # uint8 or uint16 in the dataset
     require_frames(num_frames, source)
     columns = [_numeric(mat, k, source).astype(np.float64) for k in ("x", "y", "visibility")]

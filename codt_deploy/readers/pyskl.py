@@ -47,8 +47,9 @@ def _keypoints(ann: dict, source: str, i: int) -> tuple[np.ndarray, tuple[str, .
     if poses.shape[-1] == 3 or score is None:
         return poses, ("x", "y", "z") if poses.shape[-1] == 3 else ("x", "y")
     if not isinstance(score, np.ndarray) or score.shape != keypoint.shape[:3]:
+        found = getattr(score, "shape", None)
         raise PoseFormatError(source, f"annotation {i}: keypoint_score must be (M, T, V) = "
-                                      f"{keypoint.shape[:3]}, found {getattr(score, 'shape', None)}")
+                                      f"{keypoint.shape[:3]}, found {found}")
     score_tmv = score.transpose(1, 0, 2)[..., None].astype(np.float32)  # (M,T,V) -> (T,M,V,1)
     return np.concatenate([poses, score_tmv], axis=-1), ("x", "y", "score")
 

@@ -1,12 +1,13 @@
 """VIBE / Skeletics-152 JSON reader (FORMATS.md §1 "VIBE / Skeletics-152 JSON").
 
-One JSON object per clip, keyed by track id; each track has ``joints3d`` (F, 49, 3) and ``frame_ids``
-(F,), 0-based and possibly non-contiguous. Other keys are ignored. Joints 0-24 of VIBE's 49 are
+One JSON object per clip, keyed by track id; each track has ``joints3d`` (F, 49, 3) and
+``frame_ids`` (F,), 0-based and possibly non-contiguous. Other keys are ignored. Joints 0-24 of VIBE's 49 are
 OpenPose BODY_25 (the project default, as in skelemoa/quovadis' Skeletics-152 README).
 
 Tracks are persons: the 2 longest are kept (ties keep file order), each placed at its ``frame_ids``;
 gaps between two observed frames a < t < b are filled by linear interpolation with the correct
-weights, ``x_t = x_a + (t - a) / (b - a) * (x_b - x_a)`` (quovadis' ``parse_vibe_data.py`` swaps them).
+weights, ``x_t = x_a + (t - a) / (b - a) * (x_b - x_a)`` (quovadis' ``parse_vibe_data.py`` swaps
+them).
 Frames outside a track's first..last observation stay zero (absent). T = last frame id + 1.
 """
 
@@ -58,9 +59,10 @@ def _track(track_id: str, value: object, source: str) -> Track | None:
         check_frame_index(int(bound), source, f"track {track_id!r} frame id")
     order = np.argsort(frame_ids, kind="stable")
     frame_ids, joints = frame_ids[order], joints[order][:, BODY25]  # (F, 25, 3)
-    if np.any(np.diff(frame_ids) == 0):
+    repeated = np.flatnonzero(np.diff(frame_ids) == 0)
+    if repeated.size:
         raise PoseFormatError(source, f"track {track_id!r}: duplicate frame id "
-                                      f"{int(frame_ids[np.flatnonzero(np.diff(frame_ids) == 0)[0]])}")
+                                      f"{int(frame_ids[repeated[0]])}")
     return track_id, frame_ids, joints
 
 

@@ -114,3 +114,27 @@ def test_check_finite_reports_the_first_bad_frame() -> None:
     with pytest.raises(PoseFormatError, match="-inf") as info:
         check_finite(data, "f")
     assert info.value.frame == 3
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 400) | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+        ["data", "frame_index", "skeleton", "pose", "score", "people", "pose_keypoints_2d",
+         "joints3d", "frame_ids", "skeletons", "label", "file_name", "1"]), inner, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["kinetics", "openpose", "vibe", "ucla"]), _JSON_VALUES)
+def test_arbitrary_json_raises_only_pose_format_errors(fmt: str, value: object) -> None:
+    try:
+        read_bytes("fuzz.json", json.dumps(value).encode(), format=fmt)
+    except PoseFormatError as exc:
+        assert exc.path == "fuzz.json"
+
+
+def test_json_limits() -> None:
+    with pytest.raises(PoseFormatError, match="unreadable JSON"):
+        read_bytes("deep.json", b"[" * 100_000 + b"]" * 100_000, format="ucla")
+    with pytest.raises(PoseFormatError, match="unreadable JSON"):
+        read_bytes("big.json", b'{"label": ' + b"9" * 5000 + b"}", format="ucla")

@@ -55,7 +55,7 @@ def test_real_samples(ntu_dir: Path, name: str) -> None:
 
 def test_two_body_file_is_ordered_by_motion_energy(ntu_dir: Path) -> None:
     [seq] = read_poses(ntu_dir / "S001C003P008R002A058.skeleton")
-    energy = [float(seq.data[:, m].var(axis=0).sum()) for m in range(seq.num_persons)]
+    energy = [float(seq.data[:, m].var(axis=0).sum()) * 70 for m in range(seq.num_persons)]
     assert energy == pytest.approx(seq.meta["motion_energy"], rel=1e-5)
     assert energy[0] > energy[1]
     assert seq.meta["frames_present"] == [70, 70]
@@ -109,3 +109,15 @@ def test_duplicate_body_in_one_frame_is_refused(fixtures_dir: Path) -> None:
     text = b"\r\n".join([b"1", b"2", *body, *body])
     with pytest.raises(PoseFormatError, match="appears twice"):
         read_bytes("dup.skeleton", text)
+
+
+def test_still_bodies_rank_by_presence_then_order(fixtures_dir: Path) -> None:
+    lines = (fixtures_dir / "ntu" / "S999C001P001R001A005.skeleton").read_bytes().split(b"\r\n")
+    body = lines[4:4 + 27]  # one body record; repeated unchanged, so its motion energy is 0
+    other = [b"72057594037999999" + body[0][17:], *body[1:]]
+    frames = [[b"1", *other], [b"2", *other, *body], [b"1", *body], [b"1", *body]]
+    text = b"\r\n".join([b"4", *[line for frame in frames for line in frame]])
+    [seq] = read_bytes("still.skeleton", text)
+    assert seq.meta["motion_energy"] == [0.0, 0.0]
+    assert seq.meta["body_ids"][0] == body[0].split()[0].decode()  # 3 frames beats 2
+    assert seq.meta["frames_present"] == [3, 2]
