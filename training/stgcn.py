@@ -9,10 +9,13 @@ then contracts with ``A ⊙ importance``:
 
     y[n,o,t,w] = sum_k sum_v (sum_c W[k,o,c] x[n,c,t,v] + b[k,o]) · A[k,v,w]
 
-Here the adjacency is applied to the (narrower) input first and a single 1×1 convolution over the
-``K·C_in`` channels follows; the bias enters as ``sum_k b[k,o] · sum_v A[k,v,w]``. The two are the
-same function of the same parameters (``weight[o, k·C_in + c] = W[k,o,c]``), but A-first contracts
-``C_in`` instead of ``C_out`` channels with the ``V×V`` graph, which is 4× less work in block 10.
+Here the adjacency is applied to the (narrower) input first, ``mixed[n,c,t,k·V+w] =
+sum_v x[n,c,t,v] A[k,v,w]`` (one matmul, no copy), and a single ``1×K`` convolution with dilation
+``V`` over that last axis does the channel mixing and the sum over ``k`` at once; the bias enters as
+``sum_k b[k,o] · sum_v A[k,v,w]``. Both are the same function of the same parameters
+(``weight[o,c,0,k] = W[k,o,c]``, pinned by a test), but this contracts ``C_in`` instead of ``C_out``
+channels with the ``V×V`` graph (4× less work in block 10) and avoids the reshuffling copies; it
+measured faster than the reference order in PyTorch training and in ONNX Runtime inference.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ class GraphConv(nn.Module):
                  edge_importance: bool) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.num_subsets = in_channels, out_channels, num_subsets
-        # weight[o, k·C_in + c] is the reference conv weight W[k·C_out + o, c].
-        self.weight = nn.Parameter(torch.empty(out_channels, num_subsets * in_channels))
+        # weight[o, c, 0, k] is the reference 1×1 conv weight W[k·C_out + o, c].
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, num_subsets))
         self.bias = nn.Parameter(torch.zeros(num_subsets, out_channels))  # b[k, o]
         shape = (num_subsets, num_joints, num_joints)
         self.edge_importance = nn.Parameter(torch.ones(shape)) if edge_importance else None
@@ -60,9 +63,9 @@ class GraphConv(nn.Module):
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
         n, c, t, v = x.shape  # (N·M, C_in, T, V)
         graph = adjacency if self.edge_importance is None else adjacency * self.edge_importance
-        mixed = torch.einsum("nctv,kvw->nkctw", x, graph)  # (N·M, K, C_in, T, V)
-        mixed = mixed.reshape(n, self.num_subsets * c, t, v)  # (N·M, K·C_in, T, V)
-        y = F.conv2d(mixed, self.weight[:, :, None, None])  # (N·M, C_out, T, V)
+        graph_cat = graph.permute(1, 0, 2).reshape(v, self.num_subsets * v)  # (V, K·V): [v, k·V+w]
+        mixed = torch.matmul(x, graph_cat)  # (N·M, C_in, T, K·V)
+        y = F.conv2d(mixed, self.weight, dilation=(1, v))  # (N·M, C_out, T, V)
         bias = torch.einsum("ko,kw->ow", self.bias, graph.sum(dim=1))  # (C_out, V)
         return y.add_(bias[None, :, None, :])  # in place: conv2d's backward does not need y
 

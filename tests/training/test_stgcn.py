@@ -18,7 +18,7 @@ def _expected_parameter_count(c: int, v: int) -> int:
     total = 2 * c * v  # data_bn γ, β
     for i, (c_in, c_out, stride) in enumerate(TABLE):
         c_in = c if i == 0 else c_in
-        total += c_out * 3 * c_in + 3 * c_out + 3 * v * v  # graph conv weight, bias, importance
+        total += c_out * c_in * 3 + 3 * c_out + 3 * v * v  # graph conv weight, bias, importance
         total += 2 * c_out + c_out * c_out * 9 + c_out + 2 * c_out  # BN, 9×1 conv, BN
         if i > 0 and (c_in != c_out or stride != 1):
             total += c_in * c_out + c_out + 2 * c_out  # residual 1×1 conv + BN
@@ -65,7 +65,7 @@ def test_eval_mode_samples_are_independent():
 def _conv_first_reference(gcn: GraphConv, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
     """The reference order: 1×1 conv to K·C_out channels, then contract with A ⊙ importance."""
     k, o, c = gcn.num_subsets, gcn.out_channels, gcn.in_channels
-    weight = gcn.weight.view(o, k, c).permute(1, 0, 2).reshape(k * o, c)  # W[k·O + o, c]
+    weight = gcn.weight[:, :, 0, :].permute(2, 0, 1).reshape(k * o, c)  # W[k·O + o, c]
     y = F.conv2d(x, weight[:, :, None, None], gcn.bias.reshape(k * o))  # (N, K·O, T, V)
     n, _, t, v = y.shape
     graph = adjacency * gcn.edge_importance
