@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -91,23 +92,18 @@ def dict_per_joint_ntu(data: bytes) -> np.ndarray:
     return out
 
 
-def reps_for(work: Callable[[], None], min_seconds: float) -> int:
-    """Repetitions of ``work`` that take at least ``min_seconds``."""
-    reps = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(reps):
-            work()
-        if time.perf_counter() - start >= min_seconds:
-            return reps
-        reps *= 2
-
-
 def timed(work: Callable[[], None], reps: int) -> float:
     start = time.perf_counter()
     for _ in range(reps):
         work()
     return time.perf_counter() - start
+
+
+def reps_for(work: Callable[[], None], min_seconds: float, tries: int = 5) -> int:
+    """Repetitions of ``work`` that take at least ``min_seconds``, from its fastest single run
+    (so that a calibration slowed down by other processes does not shrink the samples)."""
+    fastest = min(timed(work, 1) for _ in range(tries))
+    return max(1, math.ceil(min_seconds / max(fastest, 1e-9)))
 
 
 def rate(files_per_rep: int, bytes_per_rep: int, reps: int, times: list) -> dict:
@@ -150,6 +146,7 @@ def bench_ntu(folder: Path, min_seconds: float, samples: int, seed: int = 0) -> 
         ratios = [(reps["project (vectorised)"] / p) / (reps[name] / t)
                   for p, t in zip(times["project (vectorised)"], times[name])]
         results[name]["project_speedup"] = statistics.median(ratios)
+        results[name]["project_speedup_range"] = (min(ratios), max(ratios))
     return results
 
 
@@ -204,12 +201,13 @@ def main() -> None:
     env["load_average_end"] = os.getloadavg()
     print(f"{env['cpu']} | {env['cores']} cores | numpy {env['numpy']} | git {env['git_sha']} | "
           f"load {env['load_average'][0]:.2f} at start, {env['load_average_end'][0]:.2f} at end")
-    print(f"{'reader':42} {'files/s':>9} {'MB/s':>8} {'sample ms':>10} {'project x':>10}")
+    print(f"{'reader':42} {'files/s':>9} {'MB/s':>8} {'sample ms':>10}  project x (range)")
     rows = {**{f"NTU {k}": v for k, v in ntu.items()}, **others}
     for name, row in rows.items():
-        speedup = f"{row['project_speedup']:.2f}" if "project_speedup" in row else ""
+        speedup = (f"{row['project_speedup']:.2f} ({row['project_speedup_range'][0]:.2f}-"
+                   f"{row['project_speedup_range'][1]:.2f})") if "project_speedup" in row else ""
         print(f"{name:42} {row['files_per_s']:9.1f} {row['mb_per_s']:8.2f} "
-              f"{row['median_sample_s'] * 1000:10.1f} {speedup:>10}")
+              f"{row['median_sample_s'] * 1000:10.1f}  {speedup}")
     print("project x = median over paired samples of (project files/s) / (that reader's files/s)")
     if args.json:
         args.json.write_text(json.dumps({"environment": env, "ntu": ntu, "others": others},
