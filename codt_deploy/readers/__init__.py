@@ -76,12 +76,12 @@ def read_poses(path: str | Path, *, format: str | None = None, trust_pickle: boo
     else:
         raise PoseFormatError(source, "no such file or folder")
     _check_options(reader, options, source)
-    if reader.unpickles and not trust_pickle:
+    if reader.pickle_only and not trust_pickle:
         raise PoseFormatError(source, "refusing to unpickle: pickles can run code. Convert it "
                                       "to .npz once, or pass trust_pickle=True (CLI: "
                                       "--trust-pickle) for a local file you trust")
     if reader.read_path is not None:
-        if reader.name in ("pyskl", "crossclr"):
+        if reader.takes_trust:
             options = {**options, "trust_pickle": trust_pickle}
         return reader.read_path(path, **options)
     return reader.parse_bytes(path.read_bytes(), source, **options)

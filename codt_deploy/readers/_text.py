@@ -1,8 +1,8 @@
 """Helpers every reader shares: text and JSON decoding, fast number parsing, one finiteness check.
 
 Error positions follow one convention: ``line`` is the 1-based line of the file, ``frame`` the
-0-based frame index of the returned sequence (FORMATS.md §1 quotes datasets' own 1-based numbers in the
-message text where they differ).
+0-based frame index of the returned sequence; messages quote a dataset's own numbering (e.g. NTU's
+1-based frames) in their text where it differs.
 """
 
 from __future__ import annotations

@@ -173,7 +173,8 @@ def parse(data: bytes, source: str) -> list[PoseSequence]:
     slots = frames * len(body_ids) + persons
     if np.unique(slots).size != slots.size:
         dup = int(np.flatnonzero(np.bincount(slots) > 1)[0])
-        raise PoseFormatError(source, f"body {body_ids[dup % len(body_ids)].decode()} appears "
+        body = body_ids[dup % len(body_ids)].decode("ascii", "replace")
+        raise PoseFormatError(source, f"body {body} appears "
                                       f"twice in one frame", frame=dup // len(body_ids))
     poses = np.zeros((num_frames, len(body_ids), NUM_JOINTS, 3), np.float32)  # (T, P, V, C)
     poses[frames, persons] = xyz

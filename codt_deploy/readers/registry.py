@@ -40,7 +40,8 @@ class Reader:
     parse_bytes: ParseBytes | None  # None: never read from bytes (pickles)
     read_path: ReadPath | None = None
     options: frozenset[str] = frozenset()
-    unpickles: bool = False
+    pickle_only: bool = False  # the format itself is a pickle: refused unless trust_pickle
+    takes_trust: bool = False  # read_path receives trust_pickle (side pickles, e.g. label.pkl)
     reads_folders: bool = False
 
 
@@ -58,12 +59,12 @@ _TABLE = (
            utkinect.parse, utkinect.read_path, frozenset({"label_file"})),
     Reader("ucla", "NW-UCLA JSON (kinect20)", (".json",), ucla.parse),
     Reader("crossclr", "CrosSCLR/CoDT {split}_data.npy / _position.npy (+ labels)", (".npy",),
-           crossclr.parse, crossclr.read_path, frozenset({"skeleton"})),
+           crossclr.parse, crossclr.read_path, frozenset({"skeleton"}), takes_trust=True),
     Reader("penn", "Penn Action .mat (penn13)", (".mat",), penn.parse),
     Reader("array", "plain .npy / .npz pose array", (".npy", ".npz"), arrays.parse,
            options=frozenset({"axes", "skeleton", "channels"})),
     Reader("pyskl", "pyskl / mmaction2 pickle (trusted local files only)", (".pkl", ".pickle"),
-           None, pyskl.read_path, frozenset({"skeleton"}), unpickles=True),
+           None, pyskl.read_path, frozenset({"skeleton"}), pickle_only=True, takes_trust=True),
 )
 READERS: dict[str, Reader] = {reader.name: reader for reader in _TABLE}
 

@@ -1,8 +1,9 @@
 """VIBE / Skeletics-152 JSON reader (FORMATS.md §1 "VIBE / Skeletics-152 JSON").
 
 One JSON object per clip, keyed by track id; each track has ``joints3d`` (F, 49, 3) and
-``frame_ids`` (F,), 0-based and possibly non-contiguous. Other keys are ignored. Joints 0-24 of VIBE's 49 are
-OpenPose BODY_25 (the project default, as in skelemoa/quovadis' Skeletics-152 README).
+``frame_ids`` (F,), 0-based and possibly non-contiguous. Other keys are ignored. Joints 0-24 of
+VIBE's 49 are OpenPose BODY_25 (the project default, as in skelemoa/quovadis' Skeletics-152
+README).
 
 Tracks are persons: the 2 longest are kept (ties keep file order), each placed at its ``frame_ids``;
 gaps between two observed frames a < t < b are filled by linear interpolation with the correct
