@@ -218,9 +218,10 @@ def build_app(store: ModelStore, *, limits: UploadLimits = UploadLimits(),
                                            interactive=len(store.choices) > 1)
                 model_info = gr.Markdown(model_markdown(store, store.default))
                 files = gr.File(label=f"Pose files or archives ({limits.describe()})",
-                                file_count="multiple", type="filepath")
+                                file_count="multiple", type="filepath", height=170)
                 labels_file = gr.File(label="Labels CSV (optional): file,label[,label_name]",
-                                      file_count="single", type="filepath", file_types=[".csv"])
+                                      file_count="single", type="filepath", file_types=[".csv"],
+                                      height=140)
                 run = gr.Button("Cluster", variant="primary")
                 example_buttons = [(gr.Button(f"Try the examples: {ex.title}", size="sm"), ex)
                                    for ex in (examples or [])]
