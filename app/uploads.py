@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from codt_deploy.errors import CodtError, PoseFormatError
+from codt_deploy.readers.openpose import FRAME_FILE, read_frames
 from codt_deploy.sequence import PoseSequence
 from codt_deploy.sources import ArchiveLimits, is_archive, iter_archive
 
@@ -27,7 +28,8 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 PICKLE_REFUSAL = ("refused: pickle-based files can run code when loaded, so the app never opens "
                   "them; convert the file to .npz (see the README) and upload that")
 
-Reader = Callable[[str, bytes], list[PoseSequence]]
+Reader = Callable[[str, bytes], list[PoseSequence]]  # (file name, content) -> sequences
+FramesReader = Callable[[list[tuple[str, bytes]], str], list[PoseSequence]]  # (files, source)
 
 
 class UploadLimitError(CodtError, ValueError):
@@ -136,8 +138,8 @@ def _expand(paths: Iterable[str | os.PathLike], limits: UploadLimits,
     return members
 
 
-def _read_member(member: _Member, limits: UploadLimits, reader: Reader) -> list[PoseSequence]:
-    """Read one member; raises CodtError (or ValueError from a bad sequence) on bad input."""
+def _member_bytes(member: _Member, limits: UploadLimits) -> bytes:
+    """A member's content; raises CodtError when it is over the per-file limit or unreadable."""
     if member.size > limits.max_file_bytes:
         raise CodtError(f"{member.size / MiB:.1f} MB is over the limit of "
                         f"{limits.max_file_bytes // MiB} MB per file")
@@ -147,17 +149,33 @@ def _read_member(member: _Member, limits: UploadLimits, reader: Reader) -> list[
         raise CodtError(f"cannot read this file: {exc}") from exc
     if len(data) > limits.max_file_bytes:  # the file grew after it was measured
         raise CodtError(f"over the limit of {limits.max_file_bytes // MiB} MB per file")
-    return reader(member.name, data)
+    return data
+
+
+def _frame_group(member: _Member) -> str | None:
+    """For an OpenPose per-frame file, the folder (or archive) it belongs to; else None.
+
+    OpenPose writes one JSON file per frame (FORMATS.md §1), so those files are read together,
+    one group per folder, and each video in a group becomes one sequence.
+    """
+    container, _, inner = member.name.rpartition("::")
+    folder, _, base = inner.rpartition("/")
+    if not FRAME_FILE.match(base):
+        return None
+    return f"{container}::{folder}" if container and folder else container or folder
 
 
 def error_reason(source: str, exc: Exception) -> str:
     """An error's message for a row that already names ``source``: without a repeated file name.
 
-    :class:`PoseFormatError` keeps its line or frame (``"line 2: expected a number"``).
+    :class:`PoseFormatError` keeps its line or frame (``"line 2: expected a number"``), and the
+    file it names when that is not ``source`` itself (a frame file of an OpenPose group).
     """
     if isinstance(exc, PoseFormatError):
         where = (f"line {exc.line}: " if exc.line is not None else
                  f"frame {exc.frame}: " if exc.frame is not None else "")
+        if exc.path not in (source, source.rsplit("::", 1)[-1]):
+            where = f"{exc.path.rsplit('/', 1)[-1].rsplit('::', 1)[-1]}: {where}"
         return where + exc.problem
     text = str(exc)
     for prefix in (source, source.rsplit("::", 1)[-1]):
@@ -173,29 +191,47 @@ def default_reader(name: str, data: bytes) -> list[PoseSequence]:
     return read_bytes(name, data)
 
 
-def parse_uploads(paths: Iterable[str | os.PathLike], *, limits: UploadLimits = UploadLimits(),
-                  reader: Reader = default_reader) -> ParsedUploads:
-    """Read every uploaded pose file (zip archives expanded) into sequences.
+def _add(parsed: ParsedUploads, source: str, read: Callable[[], list[PoseSequence]],
+         limits: UploadLimits) -> None:
+    """Run one read; its sequences join the batch, its failure becomes a problem row."""
+    try:
+        sequences = read()
+    except (CodtError, ValueError) as exc:  # PoseFormatError, LayoutError, bad shapes
+        parsed.problems.append(FileProblem(source, error_reason(source, exc)))
+        return
+    if not sequences:
+        parsed.problems.append(FileProblem(source, "no skeleton sequence in this file"))
+        return
+    parsed.sequences.extend(sequences)
+    if len(parsed.sequences) > limits.max_sequences:
+        raise UploadLimitError(f"the upload holds more than {limits.max_sequences} "
+                               f"sequences (limit per batch); split the upload.")
 
-    Raises :class:`UploadLimitError` when the batch is over ``limits.max_files`` or
-    ``limits.max_total_bytes`` (nothing is read then). Everything else that goes wrong is per file:
-    a pickle, an over-size file or a malformed one is listed in ``problems`` with its reason.
+
+def parse_uploads(paths: Iterable[str | os.PathLike], *, limits: UploadLimits = UploadLimits(),
+                  reader: Reader = default_reader,
+                  frames_reader: FramesReader = read_frames) -> ParsedUploads:
+    """Read every uploaded pose file (zip and tar archives expanded) into sequences.
+
+    Raises :class:`UploadLimitError` when the batch is over ``limits.max_files``,
+    ``limits.max_total_bytes`` or ``limits.max_sequences``. Everything else that goes wrong is
+    per file: a pickle, an over-size file or a malformed one is listed in ``problems`` with its
+    reason. OpenPose per-frame files are read together per folder by ``frames_reader``.
     """
     parsed = ParsedUploads()
     members = _expand(paths, limits, parsed.problems)
+    frame_groups: dict[str, list[_Member]] = {}
     for member in members:
-        try:
-            sequences = _read_member(member, limits, reader)
-        except (CodtError, ValueError) as exc:  # PoseFormatError, LayoutError, bad shapes
-            parsed.problems.append(FileProblem(member.name, error_reason(member.name, exc)))
+        group = _frame_group(member)
+        if group is not None:
+            frame_groups.setdefault(group, []).append(member)
             continue
-        if not sequences:
-            parsed.problems.append(FileProblem(member.name, "no skeleton sequence in this file"))
-            continue
-        parsed.sequences.extend(sequences)
-        if len(parsed.sequences) > limits.max_sequences:
-            raise UploadLimitError(f"the upload holds more than {limits.max_sequences} "
-                                   f"sequences (limit per batch); split the upload.")
+        _add(parsed, member.name, lambda m=member: reader(m.name, _member_bytes(m, limits)),
+             limits)
+    for group, frames in frame_groups.items():
+        source = group or "uploaded OpenPose frames"
+        _add(parsed, source, lambda s=source, fs=frames: frames_reader(
+            [(f.name, _member_bytes(f, limits)) for f in fs], s), limits)
     log.info("read %d sequences from %d files, %d problems", len(parsed.sequences),
              len(members), len(parsed.problems))
     return parsed

@@ -162,3 +162,47 @@ def test_zip_bomb_member_is_refused(hand_reader, tmp_path):
     assert parsed.sequences == []
     assert parsed.problems[0].file == "bomb.zip::zeros.txt"
     assert "refused" in parsed.problems[0].reason
+
+
+def _openpose_frame(x: float, people: int = 1) -> bytes:
+    """A declared-synthetic OpenPose ``--write_json`` frame: BODY_25, every joint at (x, 2x)."""
+    import json
+
+    keypoints = [v for _ in range(25) for v in (x, 2 * x, 0.9)]
+    return json.dumps({"version": 1.3, "people": [{"person_id": [-1],
+                                                   "pose_keypoints_2d": keypoints}] * people}
+                      ).encode()
+
+
+def test_openpose_frames_are_read_together_per_folder(tmp_path):
+    archive = tmp_path / "openpose.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for frame in range(3):
+            zf.writestr(f"run/jump_{frame:012d}_keypoints.json", _openpose_frame(10.0 + frame))
+        for frame in (0, 2):  # frame 1 missing: an empty frame
+            zf.writestr(f"run/wave_{frame:012d}_keypoints.json", _openpose_frame(50.0, people=2))
+        zf.writestr("other/jump_000000000000_keypoints.json", _openpose_frame(99.0))
+    loose = tmp_path / "solo_000000000000_keypoints.json"
+    loose.write_bytes(_openpose_frame(5.0))
+    parsed = parse_uploads([archive, loose])
+    assert parsed.problems == []
+    found = {(s.source, s.name): s for s in parsed.sequences}
+    assert set(found) == {("openpose.zip::run", "jump"), ("openpose.zip::run", "wave"),
+                          ("openpose.zip::other", "jump"), ("uploaded OpenPose frames", "solo")}
+    jump = found[("openpose.zip::run", "jump")]
+    assert jump.num_frames == 3 and jump.layout == "body25"
+    assert jump.data[:, 0, 0, 0].tolist() == [10.0, 11.0, 12.0]
+    wave = found[("openpose.zip::run", "wave")]
+    assert wave.num_frames == 3 and not wave.data[1].any()  # the missing frame is empty
+
+
+def test_a_bad_openpose_frame_names_itself_in_its_group(tmp_path):
+    archive = tmp_path / "openpose.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("run/jump_000000000000_keypoints.json", _openpose_frame(1.0))
+        zf.writestr("run/jump_000000000001_keypoints.json", b'{"people": [{"pose_keypoints_2d"')
+    parsed = parse_uploads([archive])
+    assert parsed.sequences == []
+    (problem,) = parsed.problems
+    assert problem.file == "openpose.zip::run"
+    assert problem.reason.startswith("jump_000000000001_keypoints.json: ")
