@@ -95,7 +95,7 @@ def _skeleton(index: int, batch: logic.BatchResult):
                                  colour=plots.cluster_colour(result.cluster))
 
 
-def _summary(batch: logic.BatchResult, evaluation: logic.Evaluation | None) -> str:
+def _summary(batch: logic.BatchResult, evaluation: logic.Evaluation | None, note: str = "") -> str:
     parts = [f"Model **{batch.model_name}** ({batch.num_clusters} clusters): "
              f"**{len(batch.results)}** sequence(s) clustered into **{len(batch.counts())}** "
              f"cluster(s)"]
@@ -105,12 +105,15 @@ def _summary(batch: logic.BatchResult, evaluation: logic.Evaluation | None) -> s
         m = evaluation.metrics
         parts.append(f"against {evaluation.source}: ACC {m['acc']:.1%}, NMI {m['nmi']:.3f}, "
                      f"ARI {m['ari']:.3f} ({evaluation.matched}/{evaluation.total} labelled)")
+    if note:
+        parts.append(note)
     return " · ".join(parts)
 
 
 def _metrics_markdown(evaluation: logic.Evaluation | None, note: str) -> str:
     if evaluation is None:
-        return note or "No labels: upload a labels CSV (`file,label[,label_name]`) to score the clusters."
+        return note or ("No labels: upload a labels CSV (`file,label[,label_name]`) to score "
+                        "the clusters.")
     m = evaluation.metrics
     return (f"Scored against {evaluation.source} ({evaluation.matched} of {evaluation.total} "
             f"sequences labelled).\n\n| ACC | NMI | ARI |\n|---|---|---|\n"
@@ -144,6 +147,7 @@ class AppHandlers:
         self.store = store
         self.limits = limits
         self.reader = reader
+        self._workdir = tempfile.TemporaryDirectory(prefix="codt-app-")  # removed at exit
 
     def _cluster(self, paths, model_choice) -> logic.BatchResult:
         try:
@@ -164,10 +168,11 @@ class AppHandlers:
         evaluation, row_labels, note = _labels_for(batch, labels_path)
         problems = logic.problem_rows(batch)
         if not batch.results:
-            return (batch, _summary(batch, None), [], None,
+            return (batch, _summary(batch, None, note), [], None,
                     gr.update(choices=[], value=None), None, "", None, None,
                     _metrics_markdown(None, note), None, problems)
-        csv_path = logic.write_results_csv(batch, tempfile.mkdtemp(prefix="codt-app-"), row_labels)
+        folder = tempfile.mkdtemp(dir=self._workdir.name)  # one per call: the file is "clusters.csv"
+        csv_path = logic.write_results_csv(batch, folder, row_labels)
         names = batch.cluster_names
         hover = [f"{r.name}<br>confidence {r.confidence:.0%}" for r in batch.results]
         pca = plots.pca_figure(logic.pca_2d(batch.embeddings), [r.cluster for r in batch.results],
@@ -176,7 +181,7 @@ class AppHandlers:
             evaluation.confusion, evaluation.cluster_ids, evaluation.label_names,
             cluster_names=names)
         choices = batch.choices()
-        return (batch, _summary(batch, evaluation), logic.result_rows(batch), str(csv_path),
+        return (batch, _summary(batch, evaluation, note), logic.result_rows(batch), str(csv_path),
                 gr.update(choices=choices, value=choices[0]), _skeleton(0, batch),
                 _sequence_details(0, batch), plots.counts_figure(batch.counts(), cluster_names=names),
                 pca, _metrics_markdown(evaluation, note), confusion, problems)
@@ -209,7 +214,7 @@ def build_app(store: ModelStore, *, limits: UploadLimits = UploadLimits(),
     """The app's Blocks. Outputs, in order: state, summary, table, CSV, picker, skeleton, details,
     counts, PCA map, metrics, confusion, problems. ``reader`` reads one uploaded file's bytes."""
     handlers = AppHandlers(store, limits, reader)
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:  # drop uploads after 1 h
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         state = gr.State(None)
         with gr.Row():

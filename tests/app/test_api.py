@@ -97,3 +97,13 @@ def test_api_show_sequence_after_analyse(client, tiny_model, example_files):
 def test_api_empty_upload_is_a_clear_error(client, tiny_model):
     with pytest.raises(gradio_client.exceptions.AppError, match="Upload one or more pose files"):
         client.predict([], None, str(tiny_model), api_name="/analyse")
+
+
+def test_api_unusable_labels_csv_is_explained(client, tiny_model, example_files, tmp_path):
+    bad = tmp_path / "classes.csv"
+    bad.write_text("file,class\na01_s02_e01_skeleton3D.txt,0\n")
+    out = _analyse(client, tiny_model, example_files[:2], labels=bad)
+    reason = "The labels CSV was not used: classes.csv: a labels CSV needs a 'label' column"
+    assert reason in out["summary"] and reason in out["metrics"]
+    # The MSR files carry their action in their names, so the scores fall back to those labels.
+    assert "Scored against the labels in the files (2 of 2 sequences labelled)" in out["metrics"]
