@@ -40,10 +40,12 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None,
 
 def _check_batch(x: torch.Tensor) -> None:
     if x.dim() != 5:
-        raise ValueError(f"augmentations expect a batch (N, C, T, V, M), got shape {tuple(x.shape)}")
+        raise ValueError(f"augmentations expect a batch (N, C, T, V, M), "
+                         f"got shape {tuple(x.shape)}")
 
 
-def temporal_crop(x: torch.Tensor, crop_ratio: int, generator: torch.Generator | None) -> torch.Tensor:
+def temporal_crop(x: torch.Tensor, crop_ratio: int,
+                  generator: torch.Generator | None) -> torch.Tensor:
     """Pad T//γ mirrored frames at each end, then take a T-frame window per sample (§10 step 1).
 
     The padding is the first (last) T//γ frames in reverse order; the window starts uniformly in

@@ -105,7 +105,8 @@ def spherical_kmeans(x: torch.Tensor, k: int, generator: int | torch.Generator |
     Returns the unit-norm centroids (K, D) and labels (N,) from the last assignment.
     """
     if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"spherical_kmeans needs (N, D) features with N >= 1, got {tuple(x.shape)}")
+        raise ValueError(f"spherical_kmeans needs (N, D) features with N >= 1, "
+                         f"got {tuple(x.shape)}")
     if not 1 <= k <= x.shape[0]:
         raise ValueError(f"spherical_kmeans needs 1 <= k <= N = {x.shape[0]}, got k = {k}")
     if not torch.isfinite(x).all():

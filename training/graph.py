@@ -1,8 +1,8 @@
 """Skeleton graphs for the ST-GCN encoder (METHOD.md §3 "Graph", §4 layouts).
 
 The spatial-configuration partition of ST-GCN (Yan et al., AAAI 2018) splits each joint's 1-hop
-neighbourhood into three subsets, stacked as ``A[k]`` with ``A[k, v, w]`` the weight with which input
-joint ``v`` feeds output joint ``w`` (the orientation of ``einsum("nkctv,kvw->nctw")``):
+neighbourhood into three subsets, stacked as ``A[k]`` with ``A[k, v, w]`` the weight with which
+input joint ``v`` feeds output joint ``w`` (the orientation of ``einsum("nkctv,kvw->nctw")``):
 
 - ``k = 0`` root: the joint itself;
 - ``k = 1`` neighbours ``v`` at the same or a greater distance from the centre than ``w``;
@@ -26,7 +26,8 @@ from codt_deploy.layouts import Layout, get_layout
 NUM_SUBSETS = 3
 
 
-def hop_distance(num_joints: int, edges: tuple[tuple[int, int], ...], max_hop: int = 1) -> np.ndarray:
+def hop_distance(num_joints: int, edges: tuple[tuple[int, int], ...],
+                 max_hop: int = 1) -> np.ndarray:
     """(V, V) hop distances between joints, ``inf`` beyond ``max_hop`` (undirected edges)."""
     adjacency = np.eye(num_joints)
     for a, b in edges:

@@ -20,7 +20,7 @@ GatherFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tens
 
 
 class MemoryBank(nn.Module):
-    """``num_samples`` slots of ``dim`` features; ``features`` (S, D) and ``filled`` (S,) buffers."""
+    """``num_samples`` slots of ``dim`` features: buffers ``features`` (S, D), ``filled`` (S,)."""
 
     def __init__(self, num_samples: int, dim: int, *, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -77,7 +77,8 @@ class MemoryBank(nn.Module):
 
     def _check(self, ids: torch.Tensor, feats: torch.Tensor) -> None:
         if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"ids must be a 1-D integer tensor, got {ids.dtype} {tuple(ids.shape)}")
+            raise ValueError(f"ids must be a 1-D integer tensor, "
+                             f"got {ids.dtype} {tuple(ids.shape)}")
         if feats.shape != (ids.shape[0], self.dim):
             raise ValueError(f"features must be ({ids.shape[0]}, {self.dim}), "
                              f"got {tuple(feats.shape)}")

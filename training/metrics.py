@@ -15,7 +15,9 @@ ArrayLike = np.ndarray | torch.Tensor | list
 
 
 def _as_labels(values: ArrayLike, name: str) -> np.ndarray:
-    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
@@ -26,7 +28,8 @@ def _as_labels(values: ArrayLike, name: str) -> np.ndarray:
 def _pair(pred: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     pred_array, label_array = _as_labels(pred, "pred"), _as_labels(labels, "labels")
     if pred_array.shape != label_array.shape:
-        raise ValueError(f"pred and labels differ in length: {pred_array.size} vs {label_array.size}")
+        raise ValueError(f"pred and labels differ in length: "
+                         f"{pred_array.size} vs {label_array.size}")
     return pred_array, label_array
 
 

@@ -67,8 +67,9 @@ class Decoder(nn.Module):
 
     def __init__(self, out_features: int) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(FEATURE_DIM, FEATURE_DIM), nn.ReLU(inplace=True),
-                                    nn.Dropout(DECODER_DROPOUT), nn.Linear(FEATURE_DIM, out_features))
+        self.layers = nn.Sequential(
+            nn.Linear(FEATURE_DIM, FEATURE_DIM), nn.ReLU(inplace=True),
+            nn.Dropout(DECODER_DROPOUT), nn.Linear(FEATURE_DIM, out_features))
 
     def forward(self, temporal: torch.Tensor) -> torch.Tensor:
         """temporal (N, M, 256, T') → reconstruction (N, M, T', C·V)."""

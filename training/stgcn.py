@@ -53,7 +53,8 @@ class GraphConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, num_subsets: int, num_joints: int,
                  edge_importance: bool) -> None:
         super().__init__()
-        self.in_channels, self.out_channels, self.num_subsets = in_channels, out_channels, num_subsets
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.num_subsets = num_subsets
         # weight[o, c, 0, k] is the reference 1×1 conv weight W[k·C_out + o, c].
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, num_subsets))
         self.bias = nn.Parameter(torch.zeros(num_subsets, out_channels))  # b[k, o]
@@ -136,25 +137,26 @@ class STGCN(nn.Module):
             raise ValueError(f"STGCN({self.layout.name}) expects (N, {expected[0]}, T, "
                              f"{expected[1]}, M) poses, got shape {tuple(x.shape)}")
 
-    def forward(self, x: torch.Tensor) -> EncoderOutput:
-        """x: (N, C, T, V, M) → EncoderOutput(feature (N, 256), temporal (N, M, 256, T'))."""
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, T, V, M) → the last block's map (N·M, 256, T', V)."""
         self._check_input(x)
-        n, m = x.shape[0], x.shape[4]
         h = self._normalise_input(x)  # (N·M, C, T, V)
         for block in self.blocks:
             h = block(h, self.adjacency)  # (N·M, C_out, T_out, V)
-        per_person = h.mean(dim=(2, 3)).view(n, m, FEATURE_DIM)  # (N, M, 256)
-        temporal = h.mean(dim=3)  # (N·M, 256, T')
-        return EncoderOutput(feature=per_person.mean(dim=1),
-                             temporal=temporal.view(n, m, FEATURE_DIM, -1))  # (N, M, 256, T')
+        return h
+
+    def forward(self, x: torch.Tensor) -> EncoderOutput:
+        """x: (N, C, T, V, M) → EncoderOutput(feature (N, 256), temporal (N, M, 256, T'))."""
+        h = self._trunk(x)  # (N·M, 256, T', V)
+        n, m = x.shape[0], x.shape[4]
+        temporal = h.mean(dim=3).view(n, m, FEATURE_DIM, -1)  # (N, M, 256, T')
+        feature = temporal.mean(dim=3).mean(dim=1)  # (N, 256): mean over (T', V), then M
+        return EncoderOutput(feature=feature, temporal=temporal)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, T, V, M) → the pooled feature (N, 256), without the decoder map."""
-        self._check_input(x)
+        h = self._trunk(x)  # (N·M, 256, T', V)
         n, m = x.shape[0], x.shape[4]
-        h = self._normalise_input(x)  # (N·M, C, T, V)
-        for block in self.blocks:
-            h = block(h, self.adjacency)
         return h.mean(dim=(2, 3)).view(n, m, FEATURE_DIM).mean(dim=1)  # (N, 256)
 
 

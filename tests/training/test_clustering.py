@@ -89,7 +89,8 @@ def test_single_cluster_and_bad_input():
         sinkhorn(torch.zeros(0, 3))
 
 
-def _blobs(n_per: int, k: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _blobs(n_per: int, k: int, dim: int,
+           seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     centres = F.normalize(torch.randn(k, dim, generator=generator), dim=1)
     labels = torch.arange(k).repeat_interleave(n_per)

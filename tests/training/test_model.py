@@ -93,8 +93,8 @@ def _stage_two_loss(model: CoDTModel) -> torch.Tensor:
                                      reconstruction_target(x_shared, steps)))
     ocm = (ocm_loss(target.shared.cluster_logits, labels["shared"])
            + ocm_loss(target.specific.cluster_logits, labels["specific"]))
-    ccm = ccm_loss(target.shared.cluster_logits.softmax(1), target.specific.cluster_logits.softmax(1),
-                   labels["shared"], labels["specific"])
+    ccm = ccm_loss(target.shared.cluster_logits.softmax(1),
+                   target.specific.cluster_logits.softmax(1), labels["shared"], labels["specific"])
     sup = supervised_loss(source.source_logits, torch.tensor([0, 1, 2, 5]))
     return sup + 20 * decoder + contrastive + 5 * ocm + 10 * ccm
 
