@@ -84,7 +84,7 @@ def parse_item(item: InputItem, options: ParseOptions) -> ParsedFile:
     try:
         fmt = _detect(item, options)
         if item.data is not None:
-            seqs = read_bytes(item.member, item.data, format=fmt, **options.reader_options)
+            seqs = read_bytes(item.name, item.data, format=fmt, **options.reader_options)
         else:
             seqs = read_poses(item.path, format=fmt, trust_pickle=options.trust_pickle,
                               **options.reader_options)

@@ -1,0 +1,121 @@
+"""Optional Ray Data adapter: cluster pose files at cluster scale, one model per actor.
+
+:class:`ClusterActor` is a callable class for ``Dataset.map_batches``: Ray builds one per actor,
+so each actor loads the model (one ONNX Runtime session) once and then handles batch after batch.
+Nothing here imports ray; only :func:`cluster_files` does, lazily. Install with
+``pip install 'ray[data]'``.
+
+One command (raw files in, one row per sequence out)::
+
+    import ray
+    from codt_deploy.ray_adapter import ClusterActor
+
+    (ray.data.read_binary_files("poses/", include_paths=True)
+        .map_batches(ClusterActor, fn_constructor_kwargs={"model": "ucla2msr"},
+                     concurrency=4, num_cpus=1, batch_size=64)
+        .write_csv("clusters/"))
+
+or ``cluster_files("poses/", model="ucla2msr", concurrency=4).write_csv("clusters/")``.
+
+Batches with a ``poses`` column (already preprocessed ``(n, C, T, V, M)`` arrays) are clustered
+directly; batches with ``bytes`` (and ``path``) columns are parsed and preprocessed with the same
+code as ``codt-cluster``. A file that cannot be read gives one row with ``cluster = -1`` and the
+reason in ``error``; the job carries on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from codt_deploy.infer import ClusterModel
+from codt_deploy.pipeline import ParseOptions, parse_item
+from codt_deploy.sources import InputItem
+
+
+class ClusterActor:
+    """``map_batches`` callable: ``{"path", "bytes"}`` or ``{"poses"}`` batches -> cluster rows.
+
+    ``threads`` defaults to 1 ONNX Runtime thread per actor (scale with ``concurrency`` instead);
+    ``num_cpus`` in ``map_batches`` should match it, leaving CPUs free for the reading tasks.
+    """
+
+    def __init__(self, model: str | os.PathLike = "default", *, providers: Sequence[str] | None = None,
+                 threads: int | None = 1, batch_size: int = 32, pose_format: str | None = None,
+                 embeddings: bool = False) -> None:
+        self.model = ClusterModel(model, providers=providers, threads=threads,
+                                  batch_size=batch_size)
+        self.parse_options = ParseOptions(preprocess=self.model.config.model_dump(),
+                                          pose_format=pose_format)
+        self.embeddings = embeddings
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "poses" in batch:
+            return self._cluster_poses(batch)
+        if "bytes" in batch:
+            return self._cluster_files(batch)
+        raise KeyError(f"ClusterActor needs a 'poses' or a 'bytes' column; got {sorted(batch)}")
+
+    def _cluster_poses(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        poses = np.stack([np.asarray(p, np.float32) for p in batch["poses"]])  # (n, C, T, V, M)
+        prediction = self.model.predict(poses)
+        out = {k: v for k, v in batch.items() if k != "poses"}
+        out["cluster"] = prediction.clusters
+        out["confidence"] = prediction.confidence
+        if self.embeddings:
+            out["embedding"] = prediction.embedding  # (n, D)
+        return out
+
+    def _cluster_files(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths = batch.get("path", [f"item{i}" for i in range(len(batch["bytes"]))])
+        rows: list[dict[str, Any]] = []
+        samples: list[np.ndarray] = []  # each (S, C, T, V, M)
+        for path, data in zip(paths, batch["bytes"]):
+            item = InputItem(source=str(path), data=bytes(data), explicit=True)
+            parsed = parse_item(item, self.parse_options)
+            if parsed.samples is None:
+                rows.append({"path": str(path), "name": "", "segment": "",
+                             "error": parsed.error or parsed.skip or "not read"})
+                continue
+            samples.append(parsed.samples)
+            rows += [{"path": str(path), **meta, "error": ""} for meta in parsed.meta]
+        return self._rows_to_columns(rows, samples)
+
+    def _rows_to_columns(self, rows: list[dict[str, Any]],
+                         samples: list[np.ndarray]) -> dict[str, np.ndarray]:
+        ok = np.array([row["error"] == "" for row in rows], bool)
+        cluster = np.full(len(rows), -1, np.int64)
+        confidence = np.zeros(len(rows), np.float32)
+        dim = next(int(o.shape[-1]) for o in self.model.manifest.outputs if o.name == "embedding")
+        embedding = np.zeros((len(rows), dim), np.float32)
+        if samples:
+            prediction = self.model.predict(np.concatenate(samples))  # (n_ok, ...)
+            cluster[ok], confidence[ok] = prediction.clusters, prediction.confidence
+            embedding[ok] = prediction.embedding
+        out = {key: np.array([row[key] for row in rows], dtype=object)
+               for key in ("path", "name", "segment", "error")}
+        out["cluster"], out["confidence"] = cluster, confidence
+        if self.embeddings:
+            out["embedding"] = embedding
+        return out
+
+
+def cluster_files(paths: str | Sequence[str], model: str | os.PathLike = "default", *,
+                  concurrency: int = 2, batch_size: int = 64, num_cpus: float = 1.0,
+                  **actor_options: Any):
+    """``ray.data.read_binary_files(paths) -> map_batches(ClusterActor)``: a lazy Ray Dataset.
+
+    Each of the ``concurrency`` actors reserves ``num_cpus``; leave at least one CPU of the cluster
+    unreserved for the file-reading tasks, or the job waits forever for resources.
+    """
+    try:
+        import ray.data
+    except ImportError:
+        raise ImportError("the Ray adapter needs Ray Data: pip install 'ray[data]'") from None
+    dataset = ray.data.read_binary_files(paths, include_paths=True)
+    return dataset.map_batches(ClusterActor, concurrency=concurrency, batch_size=batch_size,
+                               fn_constructor_kwargs={"model": model, **actor_options},
+                               num_cpus=num_cpus)
