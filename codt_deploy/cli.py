@@ -208,18 +208,20 @@ def _progress(args: argparse.Namespace):
 def report(summary, observer: Observer, args: argparse.Namespace, model) -> None:
     """The end-of-run summary on stderr; metrics and the --show table on stdout."""
     from codt_deploy.metrics import evaluate
+    from codt_deploy.pipeline import describe_failure
     from codt_deploy.writers import columns, format_table
 
     err = sys.stderr
     print(f"codt-cluster: {summary.files} files, {summary.sequences} sequences clustered"
           + (f", {summary.resumed} files kept from the interrupted run" if summary.resumed else "")
+          + (f", {summary.duplicates} listed twice (read once)" if summary.duplicates else "")
           + (f", {len(summary.skipped)} skipped (not pose files)" if summary.skipped else "")
           + f", {len(summary.failures)} failed", file=err)
     if observer.counts and not args.quiet:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(observer.counts.items()))
         print(f"  sequences per cluster: {counts}", file=err)
     for key, reason in summary.failures:
-        print(f"  FAILED {key}: {reason}", file=err)
+        print(f"  FAILED {describe_failure(key, reason)}", file=err)
     if observer.first:
         out = sys.stdout if args.output else err
         shown = [c for c in columns(bool(model.manifest.cluster_names))

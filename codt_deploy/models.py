@@ -179,13 +179,15 @@ def _locate(name_or_path: str | os.PathLike) -> Path:
     """The ``.onnx`` path for a model name or a path (to the .onnx, the .json, or without suffix)."""
     text = str(name_or_path)
     path = Path(text)
-    looks_like_path = path.suffix in (".onnx", ".json") or os.sep in text or "/" in text
-    if looks_like_path:
+    has_dir = os.sep in text or "/" in text
+    if has_dir or path.suffix in (".onnx", ".json"):
         onnx_path = path.with_suffix(".onnx") if path.suffix in (".onnx", ".json") else \
             path.with_name(path.name + ".onnx")
         if onnx_path.is_file():
             return onnx_path
-        raise ModelError(f"model file {onnx_path} not found")
+        if has_dir:
+            raise ModelError(f"model file {onnx_path} not found")
+        text = path.stem  # "name.onnx" not in the working folder: look the name up
     models = available_models()
     if text in models:
         return models[text]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -112,7 +112,7 @@ def _segment(segment: tuple[int, int] | None) -> str:
 
 
 class RowSink(Protocol):
-    done_keys: set[str]
+    done_keys: set[str]  # inputs an interrupted earlier run already wrote (``--resume``)
 
     def write_file(self, key: str, rows: list[dict[str, Any]]) -> None: ...
 
@@ -124,6 +124,7 @@ class Summary:
     files: int = 0
     sequences: int = 0
     resumed: int = 0
+    duplicates: int = 0  # inputs listed more than once (read once)
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -207,12 +208,13 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
     executor = make_executor(options.workers, options.executor)
     limit = options.max_in_flight or 4 * max(options.workers, 1) + 4
     pending: deque[Future | ParsedFile] = deque()
+    seen: set[str] = set()
 
     def handle(entry: Future | ParsedFile) -> None:
         parsed = entry.result() if isinstance(entry, Future) else entry
         if parsed.error:
             summary.failures.append((parsed.key, parsed.error))
-            log.warning("%s: %s", parsed.key, parsed.error)
+            log.info("failed: %s", describe_failure(parsed.key, parsed.error))
         elif parsed.skip:
             summary.skipped.append((parsed.key, parsed.skip))
         else:
@@ -225,6 +227,10 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
             if item.key in sink.done_keys:
                 summary.resumed += 1
                 continue
+            if item.key in seen:
+                summary.duplicates += 1
+                continue
+            seen.add(item.key)
             if executor is None:
                 pending.append(parse_item(item, parse_options))
             else:
@@ -240,5 +246,6 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
     return summary
 
 
-def cluster_counts(clusters: Iterable[int]) -> dict[int, int]:
-    return dict(sorted(Counter(clusters).items()))
+def describe_failure(key: str, reason: str) -> str:
+    """``key: reason``, without repeating the file when the reason already starts with it."""
+    return reason if reason.startswith(key.partition("::")[0]) else f"{key}: {reason}"

@@ -89,16 +89,23 @@ class JsonlRowWriter:
         pass
 
 
+def require_pyarrow() -> None:
+    """Fail before a long run, not after it, when Parquet output cannot be written."""
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise CodtError("Parquet output needs pyarrow: pip install 'codt[parquet]'") from None
+
+
 class ParquetRowWriter:
     """Parquet via pyarrow (imported here only), written in row groups of ``group_rows``."""
 
     def __init__(self, path: Path, fieldnames: list[str], embedding_dim: int | None,
                  group_rows: int = 8192) -> None:
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise CodtError("Parquet output needs pyarrow: pip install 'codt[parquet]'") from None
+        require_pyarrow()
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         self.pa = pa
         types = {"source": pa.string(), "member": pa.string(), "name": pa.string(),
                  "segment": pa.string(), "cluster": pa.int64(), "cluster_name": pa.string(),
@@ -174,7 +181,7 @@ class StreamSink:
         cls = CsvRowWriter if fmt == "csv" else JsonlRowWriter
         self.writer = cls(self.stream, fieldnames, embedding_dim)
         self.observer = observer
-        self.done_keys: set[str] = set()
+        self.done_keys: set[str] = set()  # never resumes
 
     def write_file(self, key: str, rows: list[Row]) -> None:
         for row in rows:
@@ -199,7 +206,9 @@ class JournalSink:
         self.header = {"type": "header", **header}
         self.observer = observer
         self.fsync_every_s = fsync_every_s
-        self.done_keys: set[str] = set()
+        self.done_keys: set[str] = set()  # written by the interrupted run being resumed
+        if fmt == "parquet":
+            require_pyarrow()
         self.output.parent.mkdir(parents=True, exist_ok=True)
         if self.journal.exists() and not resume:
             raise CodtError(f"{self.journal} exists: an earlier run was interrupted; pass --resume "
@@ -246,7 +255,6 @@ class JournalSink:
         for row in rows:
             self._write_line({"type": "row", "key": key, **row})
         self._write_line({"type": "done", "key": key})
-        self.done_keys.add(key)
         self.handle.flush()
         if time.monotonic() - self.last_sync > self.fsync_every_s:
             os.fsync(self.handle.fileno())

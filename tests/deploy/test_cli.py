@@ -93,7 +93,7 @@ def test_bad_files_are_reported_and_the_rest_still_clustered(run, tmp_path):
     status, _, err = run(folder, evil, tmp_path / "missing.skeleton", "-o", out)
     assert status == 1
     assert len(_csv_rows(out)) == 3
-    assert "FAILED " + str(folder / "a05_s01_e01_skeleton3D.txt") in err
+    assert "FAILED " + str(folder / "a05_s01_e01_skeleton3D.txt") + " (line" in err
     assert "escape_skeleton3D.txt: unsafe member path" in err
     assert "missing.skeleton: no such file or directory" in err
     assert "1 skipped" in err and "3 failed" in err
@@ -120,6 +120,14 @@ def test_output_formats_with_embeddings(fmt, run, tmp_path):
         clusters = table.column("cluster").to_pylist()
         assert str(table.schema.field("confidence").type) == "float"
     assert all(0 <= c < 5 for c in clusters)
+
+
+def test_inputs_listed_twice_are_read_once(run, tmp_path):
+    folder = _examples(tmp_path, n=3)
+    out = tmp_path / "out.csv"
+    status, _, err = run(folder, folder / "a01_s02_e01_skeleton3D.txt", folder, "-o", out)
+    assert status == 0 and len(_csv_rows(out)) == 3
+    assert "3 files, 3 sequences clustered" in err and "4 listed twice (read once)" in err
 
 
 def test_stdout_output_and_format_choice(run, tmp_path):
