@@ -1,7 +1,8 @@
 """Train CoDT end to end: ``python -m training.run --task ucla2msr`` (also the ``codt-train`` script).
 
     python -m training.run --task ucla2msr [--config FILE] [--set KEY=VALUE ...] [--run-dir DIR]
-                           [--resume] [--raw DIR] [--export-dir DIR] [--no-export]
+                           [--resume | --init-from CHECKPOINT] [--raw DIR] [--export-dir DIR]
+                           [--no-export]
 
 Prepares the task when its prepared folder is missing (``training.prepare``), fills the memory
 banks (D13), trains stage 1 (BM), initialises both cluster heads by k-means (§9), trains stage 2
@@ -33,7 +34,8 @@ from training import distributed as ddp
 from training.config import TrainConfig, apply_overrides, from_dict, load_yaml, resolve_config, save_yaml, \
     to_dict
 from training.data import TaskData, load_task_data
-from training.engine import append_jsonl, evaluate, fill_banks, kmeans_init, make_banks, train_one_epoch
+from training.engine import append_jsonl, evaluate, fill_banks, kmeans_init, make_banks, train_one_epoch, \
+    use_fast_dropout
 from training.model import CoDTModel, build_model
 from training.stgcn import FEATURE_DIM
 
@@ -78,6 +80,8 @@ def build(config: TrainConfig, data: TaskData, device: torch.device, ctx: ddp.Di
     model = build_model(shared_layout=data.shared_layout, specific_layout=data.specific_layout,
                         in_channels=data.in_channels, num_source_classes=data.num_source_classes,
                         num_clusters=data.num_clusters, dropout=config.model.dropout)
+    if config.runtime.fast_dropout:
+        use_fast_dropout(model)
     model = ddp.prepare_model(ctx, model.to(device), device_type=device.type,
                               sync_batchnorm=config.runtime.sync_batchnorm)
     o = config.optim
@@ -182,8 +186,9 @@ def _log_epoch(run_dir: Path, record: dict, config, model, optimizer, banks, epo
     append_jsonl(run_dir / "metrics.jsonl", {"time": dt.datetime.now().isoformat(timespec="seconds"),
                                              **record})
     summary = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in record.items() if k.startswith("loss/"))
-    log.info("epoch %d/%d: %s; %.1f s (%.1f target samples/s)", epoch, config.total_epochs, summary,
-             record["time_s"], record["target_samples_per_s"])
+    eta_min = (config.total_epochs - epoch) * record["time_s"] / 60
+    log.info("epoch %d/%d: %s; %.1f s (%.1f target samples/s); ETA %.1f min", epoch,
+             config.total_epochs, summary, record["time_s"], record["target_samples_per_s"], eta_min)
     if epoch % config.runtime.checkpoint_every == 0 or epoch == config.total_epochs:
         _save(ckpt.checkpoint_dir(run_dir) / ckpt.LAST, config, model, optimizer, banks, epoch, metrics)
     if epoch == config.optim.epochs_stage1:
@@ -210,6 +215,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="override any field, e.g. --set optim.lr_stage1=0.05 (repeatable)")
     parser.add_argument("--run-dir", type=Path, help="run folder (default: runs/<task>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                        help="start from another run's checkpoint as if this run had stopped there "
+                             "(e.g. a shared checkpoints/stage1.pt for stage-2 variants)")
     parser.add_argument("--raw", type=Path, help="raw datasets for preparing (default: ../shared/data)")
     parser.add_argument("--export-dir", type=Path,
                         help="where the ONNX model and manifest go (default: RUN_DIR/exported)")
@@ -242,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = ddp.init_from_env(device_type)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = args.run_dir or REPO_ROOT / "runs" / f"{config.data.task}-{stamp}"
-        metrics = train(config, run_dir, resume=args.resume, raw=args.raw, ctx=ctx)
+        metrics = train(config, run_dir, resume=args.resume, init_from=args.init_from, raw=args.raw,
+                        ctx=ctx)
         if ctx.is_main:
             print(f"\nrun folder: {run_dir}\n{format_table(metrics)}")
             if not args.no_export:
