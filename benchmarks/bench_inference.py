@@ -338,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path,
                         default=REPO_ROOT / "benchmarks" / "results" / "bench_inference.json")
     args = parser.parse_args(argv)
-    results: dict = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}}
+    results: dict = {"machine": machine_info(), "args": {
+        k: os.path.relpath(v, REPO_ROOT) if isinstance(v, Path) else v
+        for k, v in vars(args).items()}}  # no absolute paths in committed results
     calib = {"gflops_1t_start": calibrate(1), "gflops_2t_start": calibrate(2)}
     poses = msr_poses(args.data, "msr20")
     net = build_network("msr20", 20, poses)

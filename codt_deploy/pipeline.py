@@ -47,6 +47,8 @@ class ParsedFile:
     """One input after reading and preprocessing: samples ``(S, C, T, V, M)`` or a reason."""
 
     key: str
+    source: str = ""
+    member: str = ""
     samples: np.ndarray | None = None  # (S, C, T, V, M) float32
     meta: list[dict[str, Any]] = field(default_factory=list)  # per sequence: name, segment
     error: str | None = None
@@ -80,7 +82,7 @@ class _Undetected(Exception):
 def parse_item(item: InputItem, options: ParseOptions) -> ParsedFile:
     """Read one input and preprocess every sequence in it; errors become ``ParsedFile.error``."""
     if item.error or item.skip:
-        return ParsedFile(item.key, error=item.error, skip=item.skip)
+        return ParsedFile(item.key, item.source, item.member, error=item.error, skip=item.skip)
     try:
         fmt = _detect(item, options)
         if item.data is not None:
@@ -89,18 +91,20 @@ def parse_item(item: InputItem, options: ParseOptions) -> ParsedFile:
             seqs = read_poses(item.path, format=fmt, trust_pickle=options.trust_pickle,
                               **options.reader_options)
         if not seqs:
-            return ParsedFile(item.key, error="no pose sequences in this file")
+            return ParsedFile(item.key, item.source, item.member,
+                              error="no pose sequences in this file")
         config = PreprocessConfig.model_validate(options.preprocess)
         samples = np.stack([prepare_sequence(seq, config) for seq in seqs])  # (S, C, T, V, M)
     except _Undetected as exc:
-        return ParsedFile(item.key, skip=str(exc))
+        return ParsedFile(item.key, item.source, item.member, skip=str(exc))
     except (CodtError, OSError, ValueError) as exc:
-        return ParsedFile(item.key, error=_reason(exc))
+        return ParsedFile(item.key, item.source, item.member, error=_reason(exc))
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a batch run
         log.exception("unexpected error reading %s", item.key)
-        return ParsedFile(item.key, error=f"unexpected {type(exc).__name__}: {exc}")
+        return ParsedFile(item.key, item.source, item.member,
+                          error=f"unexpected {type(exc).__name__}: {exc}")
     meta = [{"name": seq.name, "segment": _segment(seq.segment)} for seq in seqs]
-    return ParsedFile(item.key, samples=samples, meta=meta)
+    return ParsedFile(item.key, item.source, item.member, samples=samples, meta=meta)
 
 
 def _reason(exc: Exception) -> str:
@@ -187,9 +191,8 @@ class _Batcher:
         self.files, self.count = [], 0
 
     def _row(self, parsed: ParsedFile, i: int, n: int, prediction) -> dict[str, Any]:
-        source, _, member = parsed.key.partition("::")
         cluster = int(prediction.clusters[n])
-        row: dict[str, Any] = {"source": source, "member": member, **parsed.meta[i],
+        row: dict[str, Any] = {"source": parsed.source, "member": parsed.member, **parsed.meta[i],
                                "cluster": cluster}
         if self.cluster_names:
             row["cluster_name"] = self.cluster_names[cluster]
