@@ -191,16 +191,33 @@ def _locate(name_or_path: str | os.PathLike) -> Path:
     models = available_models()
     if text in models:
         return models[text]
-    if text == DEFAULT_MODEL and len(models) == 1:
-        return next(iter(models.values()))
+    if text == DEFAULT_MODEL:
+        chosen = _default_choice(models)
+        if chosen is not None:
+            return chosen
     where = ", ".join(str(d) for d in model_dirs())
     if text == DEFAULT_MODEL and models:
-        raise ModelError(f"no model named {DEFAULT_MODEL!r} and several are available "
+        raise ModelError(f"no model named {DEFAULT_MODEL!r} and several target-specific ones "
+                         f"are available "
                          f"({', '.join(sorted(models))}); pick one with --model NAME")
     listing = ", ".join(sorted(models)) or "none"
     raise ModelError(f"model {text!r} not found; available models = {listing} "
                      f"(searched {where}; add folders with ${MODEL_DIR_ENV} or pass a path to "
                      f"a .onnx file)")
+
+
+def _default_choice(models: dict[str, Path]) -> Path | None:
+    """Without a model named "default": the only model, else the only target-specific one."""
+    if len(models) == 1:
+        return next(iter(models.values()))
+    specific = []
+    for path in models.values():
+        try:
+            if load_manifest(path.with_suffix(".json")).branch == "specific":
+                specific.append(path)
+        except ModelError:
+            continue  # a broken model is reported when it is asked for by name
+    return specific[0] if len(specific) == 1 else None
 
 
 def resolve_model(name_or_path: str | os.PathLike, *, verify: bool = True) -> ResolvedModel:

@@ -67,19 +67,26 @@ def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str 
 
 
 @pytest.fixture(scope="session")
-def exported_tiny_model(tmp_path_factory):
-    """Export a tiny random-weight model once per session; returns training.export.Exported."""
+def tiny_torch_network():
+    """(network, the example poses it was calibrated on): the PyTorch side of the tiny model."""
     pytest.importorskip("torch")
+    poses = example_poses()
+    return tiny_network(poses), poses
+
+
+@pytest.fixture(scope="session")
+def exported_tiny_model(tiny_torch_network, tmp_path_factory):
+    """Export a tiny random-weight model once per session; returns training.export.Exported."""
     pytest.importorskip("onnx")
     from codt_deploy.preprocess import PreprocessConfig
     from training.export import EvalSet, export_network
 
-    poses = example_poses()
+    net, poses = tiny_torch_network
     labels = np.arange(len(poses)) // 2 % TINY_K  # two files per action in the examples
     evalset = EvalSet(poses=poses, labels=labels,
                       class_names=[f"class {i}" for i in range(TINY_K)])
     out = tmp_path_factory.mktemp("models")
-    return export_network(tiny_network(poses), evalset, out_dir=out, name="tiny",
+    return export_network(net, evalset, out_dir=out, name="tiny",
                           task="tiny-test", preprocess=PreprocessConfig(layout=TINY_LAYOUT),
                           checkpoint_sha256="0" * 64)
 

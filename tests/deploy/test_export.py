@@ -42,12 +42,11 @@ def test_export_writes_checked_model_with_manifest_and_hashes(exported_tiny_mode
     assert resolve_model(exported.onnx_path).manifest == manifest
 
 
-def test_exported_model_matches_torch_on_fresh_batch_sizes(exported_tiny_model):
+def test_exported_model_matches_torch_on_fresh_batch_sizes(exported_tiny_model,
+                                                           tiny_torch_network):
     from codt_deploy.infer import ClusterModel
-    from tests.deploy.conftest import example_poses, tiny_network
 
-    poses = example_poses()
-    net = tiny_network(poses)  # same seed: the exported weights
+    net, poses = tiny_torch_network
     model = ClusterModel(exported_tiny_model.onnx_path, batch_size=3)
     poses = poses[::5]  # (8, C, T, V, M), micro-batches of 3, 3, 2
     with torch.no_grad():
@@ -63,7 +62,7 @@ def test_parity_failure_is_an_export_error(tmp_path, exported_tiny_model):
     from training.export import ExportError, check_parity
     from tests.deploy.conftest import example_poses, tiny_network
 
-    poses = example_poses()
+    poses = example_poses()[::5]  # (8, C, T, V, M)
     other = tiny_network(poses, seed=1)  # different weights than the exported file
     with pytest.raises(ExportError, match="differs from PyTorch"):
         check_parity(other, exported_tiny_model.onnx_path, poses)

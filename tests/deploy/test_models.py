@@ -36,11 +36,17 @@ def test_unknown_model_lists_the_available_ones(tiny_model_env):
         resolve_model(tiny_model_env / "missing.onnx")
 
 
-def test_default_is_ambiguous_with_several_models(tiny_model_dir, tmp_path, monkeypatch):
-    _copy_model(tiny_model_dir, tmp_path, new_name="a")
-    _copy_model(tiny_model_dir, tmp_path, new_name="b")
+def test_default_is_the_only_specific_model_else_ambiguous(tiny_model_env, tmp_path,
+                                                           monkeypatch):
+    _copy_model(tiny_model_env, tmp_path, new_name="a")
+    shared = _copy_model(tiny_model_env, tmp_path, new_name="a-shared").with_suffix(".json")
+    data = json.loads(shared.read_text())
+    shared.write_text(json.dumps({**data, "branch": "shared"}))
     monkeypatch.setenv("CODT_MODEL_DIR", str(tmp_path))
-    with pytest.raises(ModelError, match="several are available .*a, b"):
+    assert resolve_model("default").name == "a"  # the shared-branch twin does not compete
+    _copy_model(tiny_model_env, tmp_path, new_name="b")
+    with pytest.raises(ModelError, match="several target-specific ones are available .*a, "
+                                         "a-shared, b"):
         resolve_model("default")
     assert resolve_model("b").name == "b"
 
