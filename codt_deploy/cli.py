@@ -78,7 +78,9 @@ def existing_file(text: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codt-cluster", description="Cluster skeleton action sequences with an exported "
-        "CoDT model (one output row per sequence).")
+        "CoDT model (one output row per sequence).",
+        epilog="exit status: 0 every input clustered; 1 some input failed (each is listed); "
+               "2 usage or setup error; 130 interrupted (rerun with --resume)")
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="pose files, folders, glob patterns, .zip or .tar(.gz) archives")
     parser.add_argument("-o", "--output", help="output file (default: standard output)")
