@@ -239,3 +239,24 @@ def test_python_dash_m_entry_point(tiny_model_env, tmp_path):
                             capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(io.StringIO(out.read_text()).readline())["name"] == "a01_s02_e01"
+
+
+def test_real_files_of_several_formats_and_layouts(run, tmp_path, shared_data):
+    """NTU (ntu25), UTKinect (kinect20, 10 labelled segments), PKU-MMD (ntu25), NW-UCLA (kinect20,
+    a 1-frame clip, read from a zip) all map onto the msr20 model; 2-D Kinetics fails by name."""
+    ucla = shared_data / "nw_ucla" / "a02_s09_e04_v02.json"
+    archive = tmp_path / "ucla.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.write(ucla, ucla.name)
+    kinetics = shared_data / "kinetics_skeleton_samples" / "kinetics_val" / "__PYrzYbzKE.json"
+    out = tmp_path / "out.csv"
+    status, _, err = run(shared_data / "ntu_rgbd_samples" / "S001C003P008R002A058.skeleton",
+                         shared_data / "utkinect_action3d" / "joints_s01_e01.txt",
+                         shared_data / "pku_mmd_sample" / "A10N08-L.txt", archive, kinetics,
+                         "-o", out)
+    rows = _csv_rows(out)
+    assert status == 1 and "4 files, 13 sequences clustered" in err
+    utk = [r for r in rows if r["source"].endswith("joints_s01_e01.txt")]
+    assert len(utk) == 10 and utk[0]["name"] == "s01_e01#walk" and utk[0]["segment"] == "252-390"
+    assert [r["member"] for r in rows if r["member"]] == [ucla.name]
+    assert f"FAILED {kinetics}: has channels ('x', 'y', 'score')" in err
