@@ -260,3 +260,20 @@ def test_real_files_of_several_formats_and_layouts(run, tmp_path, shared_data):
     assert len(utk) == 10 and utk[0]["name"] == "s01_e01#walk" and utk[0]["segment"] == "252-390"
     assert [r["member"] for r in rows if r["member"]] == [ucla.name]
     assert f"FAILED {kinetics}: has channels ('x', 'y', 'score')" in err
+
+
+def test_pickles_are_read_only_with_trust_pickle(run, tmp_path):
+    """A (synthetic) pyskl pickle of 3-D NTU-25 poses: refused by default, read when trusted."""
+    import pickle
+
+    import numpy as np
+
+    keypoint = np.random.default_rng(0).normal(size=(1, 30, 25, 3)).astype(np.float32)  # M T V C
+    path = tmp_path / "poses.pkl"
+    path.write_bytes(pickle.dumps({"split": {"all": ["clip"]}, "annotations": [
+        {"frame_dir": "clip", "total_frames": 30, "label": 3, "keypoint": keypoint}]}))
+    status, _, err = run(path, "-o", tmp_path / "refused.csv")
+    assert status == 1 and "refusing to unpickle" in err
+    status, _, err = run(path, "-o", tmp_path / "trusted.csv", "--trust-pickle")
+    assert status == 0, err
+    assert [r["name"] for r in _csv_rows(tmp_path / "trusted.csv")] == ["clip"]
