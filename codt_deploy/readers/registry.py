@@ -106,7 +106,7 @@ def _sniff_text(name: str, lower: str, head: bytes) -> str:
     by_count = {150: "pku", 61: "utkinect", 4: "msr"}
     if counts[0] in by_count:
         return by_count[counts[0]]
-    if counts[:2] == [1, 1]:
+    if counts[:2] == [1, 1] and all(line.strip().isdigit() for line in lines[:2]):
         return "ntu"  # frame count, then the first frame's body count
     raise _unknown(name, f"cannot tell the text format from its first line ({counts[0]} values)")
 

@@ -63,6 +63,8 @@ def test_detect_by_name_and_head(name: str, head: bytes, expected: str) -> None:
     ("x.txt", b"1 2 3\n", "3 values"),
     ("x.txt", b"\x00\x01\x02", "binary content"),
     ("x.txt", b"", "empty file"),
+    # A list of sample names (MSR Action3D's files_used_in_cvpr12_paper.txt) is not an NTU file.
+    ("files_used.txt", b"a01_s01_e01\na01_s01_e02\n", "1 values"),
 ])
 def test_undetectable_inputs_list_the_formats(name: str, head: bytes, problem: str) -> None:
     with pytest.raises(PoseFormatError, match=problem) as info:
