@@ -63,16 +63,14 @@ def _command(job: Job, preset: str, extra: list[str]) -> list[str]:
 
 
 def make_jobs(seeds: list[int], root: Path) -> list[Job]:
-    jobs = []
-    for seed in seeds:
-        stage1 = root / f"seed{seed}" / "stage1"
-        jobs.append(Job(f"seed{seed}/stage1", stage1, [f"seed={seed}", "optim.epochs_stage2=0"]))
-        for variant in VARIANTS:
-            jobs.append(Job(f"seed{seed}/{variant}", root / f"seed{seed}" / variant,
-                            [f"seed={seed}", f"ablation.components={variant}"],
-                            after=f"seed{seed}/stage1",
-                            init_from=stage1 / "checkpoints" / "stage1.pt"))
-    return jobs
+    """Stage-1 runs first (each unblocks two stage-2 runs), then the stage-2 variants."""
+    stage1 = [Job(f"seed{seed}/stage1", root / f"seed{seed}" / "stage1",
+                  [f"seed={seed}", "optim.epochs_stage2=0"]) for seed in seeds]
+    stage2 = [Job(f"seed{seed}/{variant}", root / f"seed{seed}" / variant,
+                  [f"seed={seed}", f"ablation.components={variant}"], after=f"seed{seed}/stage1",
+                  init_from=root / f"seed{seed}" / "stage1" / "checkpoints" / "stage1.pt")
+              for seed in seeds for variant in VARIANTS]
+    return stage1 + stage2
 
 
 def run_jobs(jobs: list[Job], preset: str, extra: list[str], parallel: int) -> None:

@@ -26,6 +26,15 @@ from training.distributed import SINGLE
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny shapes gain nothing from two threads, and stall when another process holds a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def task_dir(shared_data, tmp_path_factory) -> Path:
     """ucla2msr prepared from 24 real files per domain (evenly spread over the classes)."""
@@ -233,3 +242,26 @@ def test_b1_never_sees_the_source_without_ccm(task_dir, tmp_path):
     # control: with CCM the branches exchange relations, so B1 now depends on the source
     ccm_a, ccm_b = results["bm+ocm+ccm", "a"][1], results["bm+ocm+ccm", "b"][1]
     assert any(not torch.equal(ccm_a[k], ccm_b[k]) for k in ccm_a)
+
+
+# ---------------------------------------------------------------------- speed levers
+
+def test_fast_dropout_matches_dropout_statistics_and_keeps_checkpoints():
+    from training.engine import FastDropout, use_fast_dropout
+    from training.model import build_model
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    dropout = FastDropout(0.5).train()
+    y = dropout(x)
+    assert set(y.unique().tolist()) == {0.0, 2.0}  # inverted dropout: kept values scaled by 1/(1-p)
+    assert abs(float((y == 0).float().mean()) - 0.5) < 0.01 and abs(float(y.mean()) - 1.0) < 0.02
+    assert torch.equal(dropout.eval()(x), x)
+
+    model = build_model(shared_layout="kinect20", specific_layout="msr20", in_channels=3,
+                        num_source_classes=4, num_clusters=5, dropout=0.5)
+    keys = list(model.state_dict())
+    expected = sum(type(m) is torch.nn.Dropout for m in model.modules())
+    assert expected > 0 and use_fast_dropout(model) == expected
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())
+    assert list(model.state_dict()) == keys  # checkpoints load into either version

@@ -19,6 +19,15 @@ TINY = ["model.num_clusters=6", "optim.epochs_stage1=1", "optim.epochs_stage2=1"
         "runtime.device=cpu", "runtime.threads=1", "runtime.progress=false"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny shapes gain nothing from two threads, and stall when another process holds a core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def task_dir(shared_data, tmp_path_factory) -> Path:
     from training.prepare import prepare_task
