@@ -34,6 +34,7 @@ class DataConfig(_Section):
     task: str = "ucla2msr"
     prepared_dir: str | None = None  # the task folder itself; None = data/<task> in the repository
     raw_dir: str | None = None  # raw datasets for training.prepare; None = ../shared/data
+    task_file: str | None = None  # a user's own task (training.tasks.load_task_file), prepared if missing
     source_limit: int | None = Field(None, ge=1)  # keep the first n samples (tests, smoke runs)
     target_train_limit: int | None = Field(None, ge=1)
     target_eval_limit: int | None = Field(None, ge=1)
@@ -154,9 +155,10 @@ class TrainConfig(_Section):
             problems.append("loss.ccm > 0 needs loss.ocm > 0 (CCM exchanges OCM pseudo-labels)")
         if self.decisions.ccm_rho is not None and self.ablation.components != "bm+ocm+ccm":
             problems.append("decisions.ccm_rho is set but ablation.components has no CCM")
-        if self.data.task not in TASKS and self.data.prepared_dir is None:
+        if self.data.task not in TASKS and self.data.prepared_dir is None and self.data.task_file is None:
             problems.append(f"data.task {self.data.task!r} is not a built-in task "
-                            f"({', '.join(TASKS)}); set data.prepared_dir to its prepared folder")
+                            f"({', '.join(TASKS)}); set data.task_file to its task file or "
+                            f"data.prepared_dir to its prepared folder")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return self
@@ -326,16 +328,30 @@ def save_yaml(config: TrainConfig, path: str | Path) -> Path:
     return path
 
 
+def _task_file_name(path: Path) -> str:
+    """The ``name`` a user's task file gives itself, else its file name without the suffix."""
+    from training.tasks import read_mapping
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: task file not found")
+    name = read_mapping(path).get("name")
+    return str(name) if name else path.stem
+
+
 def resolve_config(*, task: str | None = None, config_file: str | Path | None = None,
                    overrides: list[str] | None = None) -> TrainConfig:
     """Preset (by task) ← YAML file ← ``--set`` overrides, then validation.
 
-    A task without a built-in preset is allowed when the file or overrides name its
-    ``data.prepared_dir`` (a user's own prepared task).
+    ``task`` is a preset name, or the path of a user's own task file (YAML/JSON, the format of
+    ``training.tasks.load_task_file``), which is prepared into ``data/<name>`` when missing. Any other
+    name needs ``data.prepared_dir`` (an already prepared folder) or ``data.task_file``.
     """
     values: dict[str, Any] = {}
     origin = "config"
-    if task is not None:
+    if task is not None and Path(task).suffix.lower() in (".yaml", ".yml", ".json"):
+        values = {"data": {"task": _task_file_name(Path(task)), "task_file": str(Path(task).resolve())}}
+        origin = f"task file {task}"
+    elif task is not None:
         values = preset_dict(task) if task in _PRESETS else {"data": {"task": task}}
         origin = f"task {task!r}"
     if config_file is not None:

@@ -51,16 +51,24 @@ def task_dir(config: TrainConfig) -> Path:
 
 
 def ensure_prepared(config: TrainConfig, raw: Path | None) -> Path:
-    """Prepare the task with ``training.prepare`` when its ``task.json`` is missing."""
+    """Prepare the task with ``training.prepare`` when its ``task.json`` is missing (a built-in
+    task, or the user's ``data.task_file``)."""
     folder = task_dir(config)
     if (folder / "task.json").is_file():
         return folder
     from training.prepare import prepare_task
-    from training.tasks import get_task
+    from training.tasks import get_task, load_task_file
 
+    if config.data.task_file:
+        spec = load_task_file(config.data.task_file, name=config.data.task)
+    else:
+        spec = get_task(config.data.task)
+    if spec.name != folder.name:
+        raise CodtError(f"{folder}: missing, and the task {spec.name!r} would be prepared into "
+                        f"{folder.parent / spec.name}; name the prepared folder after the task")
     raw = Path(raw or config.data.raw_dir or REPO_ROOT.parent / "shared" / "data")
-    log.info("prepared folder %s missing: preparing %s from %s", folder, config.data.task, raw)
-    prepare_task(get_task(config.data.task), raw, folder.parent)
+    log.info("prepared folder %s missing: preparing %s from %s", folder, spec.name, raw)
+    prepare_task(spec, raw, folder.parent)
     return folder
 
 
@@ -208,8 +216,8 @@ def format_table(metrics: dict[str, float]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", help="a task preset (e.g. ucla2msr, ucla2msr-cpu) or a prepared "
-                                       "task name (then set data.prepared_dir)")
+    parser.add_argument("--task", help="a task preset (e.g. ucla2msr, ucla2msr-cpu), a task file of "
+                                       "your own (YAML/JSON), or a name with data.prepared_dir set")
     parser.add_argument("--config", type=Path, help="YAML file of config sections")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any field, e.g. --set optim.lr_stage1=0.05 (repeatable)")

@@ -128,3 +128,13 @@ def test_apply_overrides_does_not_mutate_input():
 def test_unknown_preset_lists_the_available_ones():
     with pytest.raises(ConfigError, match="ucla2msr"):
         preset("nope")
+
+
+def test_a_users_task_file_names_the_task(tmp_path):
+    named = tmp_path / "walks.yaml"
+    named.write_text("name: my-walks\nsource: {path: a}\ntarget: {path: b}\n", encoding="utf-8")
+    config = resolve_config(task=str(named))
+    assert config.data.task == "my-walks" and config.data.task_file == str(named.resolve())
+    unnamed = tmp_path / "runs_only.yml"
+    unnamed.write_text("source: {path: a}\ntarget: {path: b}\n", encoding="utf-8")
+    assert resolve_config(task=str(unnamed)).data.task == "runs_only"

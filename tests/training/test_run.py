@@ -163,3 +163,33 @@ def test_resume_without_a_checkpoint_fails_clearly(task_dir, tmp_path, capsys):
     (run_dir / "config.yaml").write_text(f"data:\n  task: ucla2msr\n  prepared_dir: {task_dir}\n")
     assert main(["--resume", "--run-dir", str(run_dir), "--no-export", "-q"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_users_task_file_is_prepared_and_trained(shared_data, tmp_path, capsys):
+    import yaml
+    from training.tasks import get_task
+
+    spec = get_task("ucla2msr").model_dump(mode="json")
+    spec["name"] = "my-ucla-to-msr"
+    for side in ("source", "target"):  # the file's relative paths would resolve next to it
+        for key in ("paths", "file_list"):
+            spec[side][key] = [str(shared_data / p) for p in spec[side][key]]
+    task_file = tmp_path / "mine.yaml"
+    task_file.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    folder = tmp_path / "prepared" / "my-ucla-to-msr"
+    sets = [f"data.prepared_dir={folder}", "data.source_limit=16", "data.target_train_limit=16",
+            "data.target_eval_limit=16", "model.num_clusters=4", "optim.epochs_stage1=1",
+            "optim.epochs_stage2=0", "optim.batch_source=4", "optim.batch_target=8",
+            "eval.kmeans_seeds=1", "runtime.device=cpu"]
+    argv = ["--task", str(task_file), "--run-dir", str(tmp_path / "run"), "--no-export", "-q"]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    assert json.loads((folder / "task.json").read_text())["task"] == "my-ucla-to-msr"
+    config = from_dict(load_yaml(tmp_path / "run" / "config.yaml"))
+    assert config.data.task == "my-ucla-to-msr" and config.data.task_file == str(task_file.resolve())
+    assert "| CoDT-B1 | k-means † |" in capsys.readouterr().out
+
+
+def test_task_file_that_does_not_exist_is_named(tmp_path, capsys):
+    assert main(["--task", str(tmp_path / "nope.yaml"), "--no-export"]) == 2
+    assert "nope.yaml: task file not found" in capsys.readouterr().err
