@@ -23,11 +23,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from codt_deploy.errors import CodtError
 from training import augment as aug
 from training.config import AugmentConfig, TrainConfig
 
 # Stream ids keep the random streams of different purposes apart.
 STREAM_TARGET, STREAM_SOURCE, STREAM_AUGMENT, STREAM_FILL = 0, 1, 2, 3
+
+
+class TrainingDataError(CodtError, ValueError):
+    """The prepared data cannot feed this configuration (labels, sizes); the message says why."""
 
 
 def derive_seed(*keys: int) -> int:
@@ -116,6 +121,10 @@ def load_task_data(task_dir: str | Path, config: TrainConfig) -> TaskData:
         num_source_classes=len(task.source_class_names),
         in_channels=int(source.data.shape[1]),
     )
+    labels = data.source.labels
+    if len(labels) == 0 or labels.min() < 0 or labels.max() >= data.num_source_classes:
+        raise TrainingDataError(f"{task_dir / 'source_train' / 'labels.npy'}: the source needs a label "
+                                f"in 0..{data.num_source_classes - 1} for every sample")
     return data
 
 
@@ -198,8 +207,8 @@ class TrainBatches(IterableDataset):
         n_source = len(self.data.source)
         per_pass = n_source // (self.batch_source * self.world_size)
         if per_pass == 0:
-            raise ValueError(f"source split has {n_source} samples, fewer than one batch of "
-                             f"{self.batch_source * self.world_size}")
+            raise TrainingDataError(f"the source split has {n_source} samples, fewer than one batch "
+                                    f"of optim.batch_source={self.batch_source * self.world_size}")
         restart, position = divmod(batch_index, per_pass)
         order = torch.randperm(n_source, generator=generator(self.seed, self.epoch, STREAM_SOURCE, restart))
         shard = order[self.rank::self.world_size].numpy()
@@ -246,7 +255,7 @@ def _views(x: torch.Tensor, preset: aug.AugmentPreset, parts, rng: torch.Generat
 
 def _per_rank(batch: int, world_size: int, key: str) -> int:
     if batch % world_size:
-        raise ValueError(f"{key}={batch} is not divisible by the {world_size} processes")
+        raise TrainingDataError(f"{key}={batch} is not divisible by the {world_size} processes")
     return batch // world_size
 
 

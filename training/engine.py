@@ -28,8 +28,8 @@ from codt_deploy.errors import CodtError
 from training import losses
 from training.clustering import sinkhorn, spherical_kmeans
 from training.config import TrainConfig
-from training.data import STREAM_FILL, Split, TaskData, TrainBatch, chunks, derive_seed, generator, \
-    train_batches, weak_views
+from training.data import STREAM_FILL, Split, TaskData, TrainBatch, TrainingDataError, chunks, derive_seed, \
+    generator, train_batches, weak_views
 from training.distributed import SINGLE, DistContext, all_gather_rows, average_gradients
 from training.memory import MemoryBank
 from training.metrics import cluster_metrics, kmeans_metrics
@@ -239,7 +239,7 @@ def train_one_epoch(model: CoDTModel, optimizer: torch.optim.Optimizer, banks: d
     n_steps, batches = train_batches(data, config, epoch=epoch, stage=stage, rank=ctx.rank,
                                      world_size=ctx.world_size)
     if n_steps == 0:
-        raise ValueError(f"target train split ({len(data.target_train_shared)} samples) is smaller "
+        raise TrainingDataError(f"target train split ({len(data.target_train_shared)} samples) is smaller "
                          f"than one batch of optim.batch_target={config.optim.batch_target}")
     sums: dict[str, float] = defaultdict(float)
     timer, start = PhaseTimer(), time.perf_counter()
@@ -323,6 +323,9 @@ def evaluate(model: CoDTModel, data: TaskData, config: TrainConfig, device: torc
     start = time.perf_counter()
     splits = {"shared": data.target_eval_shared, "specific": data.target_eval_specific}
     record: dict[str, float] = {}
+    if not bool((splits["specific"].labels >= 0).all()):
+        log.warning("the target eval split has unlabelled samples: no metrics")
+        return {"eval/time_s": time.perf_counter() - start}
     for branch in BRANCHES:
         labels = splits[branch].labels
         features, logits = embed_split(model, branch, splits[branch], config, device)

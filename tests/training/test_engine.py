@@ -99,6 +99,20 @@ def test_train_batches_are_seeded_by_epoch_and_cover_the_target(task_dir):
     assert torch.equal(first.shared_student[kept], first.shared_unmasked[kept])
 
 
+def test_loader_workers_give_the_same_batches(task_dir):
+    from training.data import train_batches
+
+    direct = tiny(task_dir)
+    workers = tiny(task_dir, runtime={"num_workers": 2})
+    data = load_task_data(task_dir, direct)
+    n0, batches0 = train_batches(data, direct, epoch=3, stage=2)
+    n2, batches2 = train_batches(data, workers, epoch=3, stage=2)
+    assert n0 == n2 > 1
+    for a, b in zip(batches0, batches2, strict=True):
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.specific_student, b.specific_student)
+        assert torch.equal(a.source, b.source)
+
+
 def test_source_stream_restarts_within_an_epoch(task_dir):
     config = tiny(task_dir, optim={"batch_source": 16})
     data = load_task_data(task_dir, config)
@@ -196,6 +210,16 @@ def test_non_finite_loss_stops_with_a_clear_message(task_dir, tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 0: the loss is not finite .*supervised"):
         train_one_epoch(model, optimizer, banks, data, config, epoch=1, device=CPU)
     assert torch.equal(model.shared_student.source_head.weight, weights)  # no update happened
+
+
+def test_a_batch_larger_than_the_target_is_a_clear_error(task_dir):
+    from training.data import TrainingDataError
+
+    config = tiny(task_dir, optim={"batch_target": 64})
+    data, model, optimizer, banks = setup(config)
+    with pytest.raises(TrainingDataError, match=r"24 samples\) is smaller than one batch of "
+                                                r"optim.batch_target=64"):
+        train_one_epoch(model, optimizer, banks, data, config, epoch=1, device=CPU)
 
 
 # ---------------------------------------------------------------------- METHOD §12 invariance
