@@ -239,7 +239,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # evaluation only at the end of each stage.
     "ucla2msr-cpu": {
         "data": {"task": "ucla2msr"},
-        "optim": {"epochs_stage1": 20, "epochs_stage2": 10, "batch_source": 32, "batch_target": 32},
+        "optim": {"epochs_stage1": 30, "epochs_stage2": 20, "batch_source": 32, "batch_target": 32},
         "constants": {"ema_momentum": 0.99},
         "eval": {"every": 1000},
         "runtime": {"device": "cpu", "amp": True, "threads": 2},

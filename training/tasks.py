@@ -185,8 +185,12 @@ _PRESETS: dict[str, dict] = {
         "target": {"dataset": "msr", "paths": ("msr_action3d",), "layout": "msr20",
                    "format": "msr", "file_list": ("msr_action3d/files_used_in_cvpr12_paper.txt",)},
         "shared": "kinect20", "specific": "msr20",
+        # Both datasets film one person; a second, all-zero person slot would double the
+        # encoder's work and average an empty-body feature into every embedding.
+        "persons": 1,
         "notes": ("Local benchmark: all 1,484 NW-UCLA clips, labelled; the 557 standard MSR "
-                  "Action3D clips are target_train (unlabelled) and target_eval (labelled)",),
+                  "Action3D clips are target_train (unlabelled) and target_eval (labelled)",
+                  "[D] M = 1: NW-UCLA and MSR Action3D are single-person datasets"),
     },
     "ntu2pku": {
         "description": "NTU-60+ (NTU-120 A61-A120, xsub train) -> PKU-MMD xsub, 41 classes",

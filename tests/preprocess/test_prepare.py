@@ -29,10 +29,10 @@ def test_ucla2msr_subset(shared_data, tmp_path, capsys):
     task = load_task(tmp_path / "ucla2msr")
     assert (task.shared, task.specific, task.channels) == ("kinect20", "msr20", "xyz")
     assert task.layouts == {"shared": "kinect20", "specific": "msr20"}
-    assert task.preprocess_config("msr20").output_shape == (3, 50, 20, 2)
+    assert task.preprocess_config("msr20").output_shape == (3, 50, 20, 1)
     assert task.counts == {"source_train": 30, "target_train": 30, "target_eval": 30}
     source = load_split(tmp_path / "ucla2msr", "source_train")
-    assert source.data.shape == (30, 3, 50, 20, 2) and source.layout == "kinect20"
+    assert source.data.shape == (30, 3, 50, 20, 1) and source.layout == "kinect20"
     assert isinstance(source.data, np.memmap) and source.labelled
     assert set(source.labels) <= set(range(10)) and len(set(source.labels)) == 10
     assert np.all(np.isfinite(source.data))
@@ -40,7 +40,7 @@ def test_ucla2msr_subset(shared_data, tmp_path, capsys):
     # The two target layouts hold the same joints (kinect20 and msr20 share all 20 names).
     shared = load_split(tmp_path / "ucla2msr", "target_eval", "shared")
     specific = load_split(tmp_path / "ucla2msr", "target_eval", "specific")
-    assert specific.layout == "msr20" and specific.data.shape == (30, 3, 50, 20, 2)
+    assert specific.layout == "msr20" and specific.data.shape == (30, 3, 50, 20, 1)
     assert np.allclose(np.sort(shared.data, axis=3), np.sort(specific.data, axis=3))
     train = load_split(tmp_path / "ucla2msr", "target_train", "msr20")
     assert np.all(train.labels == -1) and not train.labelled
