@@ -32,7 +32,7 @@ class DataConfig(_Section):
     """Which prepared task folder to train on (docs/ARCHITECTURE.md, "Prepared task folder")."""
 
     task: str = "ucla2msr"
-    prepared_dir: str | None = None  # the task folder itself; None = data/<task> in the repository
+    prepared_dir: str | None = None  # the task folder itself; None = data/prepared/<task> in the repository
     raw_dir: str | None = None  # raw datasets for training.prepare; None = ../shared/data
     task_file: str | None = None  # a user's own task (training.tasks.load_task_file), prepared if missing
     source_limit: int | None = Field(None, ge=1)  # keep the first n samples (tests, smoke runs)

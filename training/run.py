@@ -44,10 +44,11 @@ log = logging.getLogger(__name__)
 
 
 def task_dir(config: TrainConfig) -> Path:
-    """The prepared task folder: ``data.prepared_dir``, else ``data/<task>`` in the repository."""
+    """The prepared task folder: ``data.prepared_dir``, else ``data/prepared/<task>`` in the repository
+    (where ``training.prepare`` writes by default)."""
     if config.data.prepared_dir:
         return Path(config.data.prepared_dir).resolve()
-    return REPO_ROOT / "data" / config.data.task
+    return REPO_ROOT / "data" / "prepared" / config.data.task
 
 
 def ensure_prepared(config: TrainConfig, raw: Path | None) -> Path:
