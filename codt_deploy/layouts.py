@@ -2,7 +2,7 @@
 
 Every layout names its joints in one canonical vocabulary (``l_shoulder``, ``pelvis``, ...), so that
 mapping one layout onto another is a lookup by name rather than a hand-written table per dataset pair.
-Indices are 0-based. Tables: ``docs/LAYOUTS.md`` (from the project's FORMATS and METHOD references).
+Indices are 0-based. Tables: ``docs/LAYOUTS.md``.
 
 Canonical names worth knowing:
 
