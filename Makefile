@@ -48,7 +48,7 @@ prepare: $(VENV)/.dev
 	$(PY) -m training.prepare ucla2msr
 
 train: $(VENV)/.dev
-	$(PY) -m training.run --task ucla2msr
+	$(PY) -m training.run --task ucla2msr-cpu
 
 benchmark: $(VENV)/.dev
 	$(PY) benchmarks/ucla2msr.py
