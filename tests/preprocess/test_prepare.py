@@ -219,7 +219,7 @@ def test_config_file_overrides_a_builtin_task(shared_data, tmp_path, capsys):
                        "--config", overrides, "--limit", 8)
     assert code == 0, out
     source = load_split(tmp_path / "ucla2msr", "source_train")
-    assert source.data.shape == (8, 3, 20, 20, 2)
+    assert source.data.shape == (8, 3, 20, 20, 1)  # ucla2msr keeps one person slot
     assert source.class_names == ("walk around", "sit down")
     assert {str(n)[:3] for n in source.names} == {"a04", "a05"}
     assert sorted(set(source.labels)) == [0, 1]
