@@ -7,8 +7,10 @@ What it measures (docs PERFORMANCE.md, "How to benchmark"):
 
 1. The machine: CPU model and flags, cores, library versions, threads, load average, git SHA, and a
    2048² fp32 matmul calibration (1 and 2 threads) at the start and at the end.
-2. The deployed network shape of the ``ucla2msr`` task: F_1 -> C_1^t on msr20 (V = 20), K = 20,
-   random weights with BatchNorm calibrated on real MSR Action3D poses, exported with the project's
+2. The deployed network of the ``ucla2msr`` task: F_1 -> C_1^t on msr20 (V = 20), K = 20, with two
+   person slots (M = 2, the general case and PERFORMANCE.md's; the shipped ``ucla2msr`` model has
+   M = 1 since both its datasets are single-person, which halves the cost per sequence), random
+   weights with BatchNorm calibrated on real MSR Action3D poses, exported with the project's
    exporter (checker and parity asserted before anything is timed).
 3. FLOPs per sequence, counted with ``torch.utils.flop_counter`` on the model as exported, for
    msr20 and for the ntu25 / K = 51 configuration whose 1.225 GFLOP figure PERFORMANCE.md quotes.
