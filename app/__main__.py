@@ -10,29 +10,14 @@ from pathlib import Path
 from app.model_store import ModelStore
 from app.ui import build_app, find_examples
 from app.uploads import UploadLimits
+from codt_deploy.argtypes import port_number, positive_int
 from codt_deploy.errors import ModelError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be an integer, got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {port}")
-    return port
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,12 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "file; default: the shipped model")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=_port, default=7860, help="port (default 7860; 0: any)")
-    parser.add_argument("--max-files", type=_positive, default=UploadLimits.max_files,
+    parser.add_argument("--port", type=port_number, default=7860, help="port (default 7860; 0: any)")
+    parser.add_argument("--max-files", type=positive_int, default=UploadLimits.max_files,
                         help="most files per upload, archive members included")
-    parser.add_argument("--max-file-mb", type=_positive,
+    parser.add_argument("--max-file-mb", type=positive_int,
                         default=UploadLimits.max_file_bytes >> 20, help="most MB per file")
-    parser.add_argument("--max-total-mb", type=_positive,
+    parser.add_argument("--max-total-mb", type=positive_int,
                         default=UploadLimits.max_total_bytes >> 20, help="most MB per upload")
     parser.add_argument("--examples", type=Path, default=REPO_ROOT,
                         help="folder holding examples/msr_action3d (default: the repository)")

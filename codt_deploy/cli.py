@@ -21,29 +21,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from codt_deploy.argtypes import non_negative_int, positive_int
 from codt_deploy.errors import CodtError
 
 log = logging.getLogger("codt_deploy.cli")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def providers_list(text: str) -> list[str]:

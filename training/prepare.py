@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codt_deploy.argtypes import positive_int
 from codt_deploy.errors import CodtError
 from codt_deploy.preprocess import preprocess
 from codt_deploy.readers import read_poses
@@ -369,7 +370,7 @@ def _parser() -> argparse.ArgumentParser:
                              "(--source-classes still applies)")
     parser.add_argument("--source-labels", help="labels CSV or PKU label folder of the source")
     parser.add_argument("--target-labels", help="labels CSV or PKU label folder of the target")
-    parser.add_argument("--limit", type=_positive, help="at most N files per domain, evenly "
+    parser.add_argument("--limit", type=positive_int, help="at most N files per domain, evenly "
                                                         "spread (tests and smoke runs)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow pickle inputs (pyskl); pickles can run code: trusted data only")
@@ -377,14 +378,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

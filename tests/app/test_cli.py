@@ -18,9 +18,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--port", "http"], "port must be an integer"),
-    (["--port", "70000"], "port must be in 0..65535"),
-    (["--max-files", "0"], "expected a positive integer"),
+    (["--port", "http"], "expected a whole number from 0 to 65535, got 'http'"),
+    (["--port", "70000"], "expected a whole number from 0 to 65535, got 70000"),
+    (["--max-files", "0"], "expected a whole number of at least 1, got 0"),
 ])
 def test_bad_arguments_are_explained(argv, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -212,7 +212,7 @@ def test_process_workers_give_the_same_rows(run, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["x", "--batch-size", "0"], "must be at least 1"),
+    (["x", "--batch-size", "0"], "expected a whole number of at least 1, got 0"),
     (["x", "--workers", "many"], "expected a whole number"),
     (["x", "--providers", "TPUExecutionProvider"], "unknown execution provider"),
     (["x", "--pose-format", "mp4"], "unknown pose format 'mp4'"),
