@@ -22,7 +22,7 @@ $(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
 # first so that the package's torch range does not pull a multi-GB CUDA build.
 $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install --quiet "$(TORCH_CPU)"; fi
-	$(PIP) install --quiet -e ".[cpu,train,app,parquet,mat,dev]"
+	$(PIP) install --quiet -e ".[cpu,train,app,parquet,dev]"
 	touch $@ $(VENV)/.runtime
 
 install-runtime: $(VENV)/.runtime
