@@ -234,7 +234,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "kinetics2ntu": {"data": {"task": "kinetics2ntu"}},
     "ucla2msr": {"data": {"task": "ucla2msr"}},
     # A schedule that fits a 2-core CPU (benchmarks/README.md): batches of 32 give 17 steps per
-    # epoch on the 557-sample target (510 in all instead of the paper's 44k), so the teachers'
+    # epoch on the 557-sample target (850 in all instead of the paper's 44k), so the teachers'
     # EMA horizon shrinks with it (α 0.99: ~100 steps, as 0.999 is ~1000 of 44k); bf16 autocast;
     # evaluation only at the end of each stage.
     "ucla2msr-cpu": {
