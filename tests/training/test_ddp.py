@@ -57,16 +57,6 @@ WORKER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def task_dir(shared_data, tmp_path_factory) -> Path:
-    from training.prepare import prepare_task
-    from training.tasks import get_task
-
-    out = tmp_path_factory.mktemp("prepared")
-    prepare_task(get_task("ucla2msr"), shared_data, out, limit=24)
-    return out / "ucla2msr"
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,28 +14,11 @@ from training import checkpoint as ckpt
 from training.config import from_dict, load_yaml
 from training.run import main, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = ["model.num_clusters=6", "optim.epochs_stage1=1", "optim.epochs_stage2=1",
         "optim.batch_source=4", "optim.batch_target=8", "eval.kmeans_seeds=2",
         "runtime.device=cpu", "runtime.threads=1", "runtime.progress=false"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes gain nothing from two threads, and stall when another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def task_dir(shared_data, tmp_path_factory) -> Path:
-    from training.prepare import prepare_task
-    from training.tasks import get_task
-
-    out = tmp_path_factory.mktemp("prepared")
-    prepare_task(get_task("ucla2msr"), shared_data, out, limit=24)
-    return out / "ucla2msr"
 
 
 def _args(task_dir: Path, run_dir: Path, *extra: str) -> list[str]:
