@@ -110,24 +110,27 @@ def iter_inputs(args: list[str], limits: ArchiveLimits = ArchiveLimits()) -> Ite
     """Expand command-line inputs into items, in argument order, each folder walked sorted."""
     for arg in args:
         path = Path(arg)
-        if path.is_dir():
-            for file in _walk(path):
-                yield from _file_items(file, explicit=False, limits=limits)
-        elif path.is_file():
-            yield from _file_items(path, explicit=True, limits=limits)
+        if path.exists():
+            yield from _path_items(path, explicit=True, limits=limits)
         elif _has_glob(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             if not matches:
                 yield InputItem(source=arg, explicit=True, error="no files match this pattern")
             for match in matches:
-                match_path = Path(match)
-                if match_path.is_dir():
-                    for file in _walk(match_path):
-                        yield from _file_items(file, explicit=False, limits=limits)
-                elif match_path.is_file():
-                    yield from _file_items(match_path, explicit=False, limits=limits)
+                yield from _path_items(Path(match), explicit=False, limits=limits)
         else:
             yield InputItem(source=arg, explicit=True, error="no such file or directory")
+
+
+def _path_items(path: Path, *, explicit: bool, limits: ArchiveLimits) -> Iterator[InputItem]:
+    """A folder's files (found by a walk, so never explicit), or one file."""
+    if path.is_dir():
+        for file in _walk(path):
+            yield from _file_items(file, explicit=False, limits=limits)
+    elif path.is_file():
+        yield from _file_items(path, explicit=explicit, limits=limits)
+    elif explicit:
+        yield InputItem(source=str(path), explicit=True, error="not a regular file or folder")
 
 
 def _file_items(path: Path, *, explicit: bool, limits: ArchiveLimits) -> Iterator[InputItem]:

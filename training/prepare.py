@@ -131,16 +131,23 @@ def select_refs(domain: DomainSpec, root: Path, raw: Path, report: DomainReport,
         if ref.name in skip:
             report.skipped[f"listed in {skip_files[0].name}"] += 1
     refs = [r for r in refs if r.name not in skip]
+    kept = _select(refs, domain, report, lambda ref: ref.class_key)
+    return evenly_spaced(kept, limit)
+
+
+def _select(entries, domain, report, key_of, count_keys=lambda entry: True) -> list:
+    """The entries inside the domain's class/subject selection; counts keys and filter reasons."""
     kept = []
-    for ref in refs:
-        if ref.class_key is not None:
-            report.keys_found[ref.class_key] += 1
-        reason = outside_selection(domain, ref.meta, ref.class_key)
+    for entry in entries:
+        key = key_of(entry)
+        if key is not None and count_keys(entry):
+            report.keys_found[key] += 1
+        reason = outside_selection(domain, entry.meta, key)
         if reason is None:
-            kept.append(ref)
+            kept.append(entry)
         else:
             report.filtered[reason] += 1
-    return evenly_spaced(kept, limit)
+    return kept
 
 
 def evenly_spaced(refs: list, limit: int | None) -> list:
@@ -219,16 +226,8 @@ def iter_items(domain: DomainSpec, refs: list[cat.SampleRef], raw: Path, report:
             report.failures.append((str(ref.path), str(err)))
             logger.warning("skipped %s: %s", ref.path, err)
             continue
-        kept = []
-        for item in items:
-            if ref.class_key is None and item.key is not None:
-                report.keys_found[item.key] += 1
-            reason = outside_selection(domain, item.meta, item.key)
-            if reason is None:
-                kept.append(item)
-            else:
-                report.filtered[reason] += 1
-        yield ref, kept
+        yield ref, _select(items, domain, report, lambda item: item.key,
+                           count_keys=lambda item: ref.class_key is None)
 
 
 # ------------------------------------------------------------------------------ the driver
