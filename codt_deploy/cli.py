@@ -194,7 +194,7 @@ def _progress(args: argparse.Namespace):
 
 def report(summary, observer: Observer, args: argparse.Namespace, model) -> None:
     """The end-of-run summary on stderr; metrics and the --show table on stdout."""
-    from codt_deploy.metrics import evaluate
+    from codt_deploy.metrics import cluster_balance, collapse_warning, evaluate
     from codt_deploy.pipeline import describe_failure
     from codt_deploy.writers import columns, format_table
 
@@ -207,6 +207,12 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
     if observer.counts and not args.quiet:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(observer.counts.items()))
         print(f"  sequences per cluster: {counts}", file=err)
+    if observer.counts:
+        warning = collapse_warning(cluster_balance(
+            [c for c, n in observer.counts.items() for _ in range(n)], model.num_clusters),
+            model.num_clusters, "the clustering")
+        if warning:
+            print(f"  WARNING: {warning}", file=err)
     for key, reason in summary.failures:
         print(f"  FAILED {describe_failure(key, reason)}", file=err)
     if observer.first:

@@ -131,3 +131,29 @@ def evaluate(labels_true: Sequence, labels_pred: Sequence) -> dict[str, float]:
     """``{"acc", "nmi", "ari", "n"}``: the three METHOD.md §10 metrics as fractions."""
     return {"acc": cluster_acc(labels_true, labels_pred), "nmi": nmi(labels_true, labels_pred),
             "ari": ari(labels_true, labels_pred), "n": int(len(labels_true))}
+
+
+# A head that puts more than this share of its inputs into one cluster, or uses fewer than this
+# share of its K clusters, is reported as (nearly) collapsed.
+COLLAPSE_LARGEST_SHARE = 0.5
+COLLAPSE_MIN_USED_SHARE = 0.5
+
+
+def cluster_balance(labels_pred: Sequence, num_clusters: int) -> dict[str, float]:
+    """Label-free health of a clustering: ``clusters_used`` (of K), ``largest_share`` (fraction in
+    the biggest cluster) and ``collapsed`` (1.0 past the thresholds above, else 0.0)."""
+    pred = np.asarray(labels_pred)
+    if pred.size == 0:
+        return {"clusters_used": 0.0, "largest_share": 0.0, "collapsed": 0.0}
+    _, counts = np.unique(pred, return_counts=True)
+    used, largest = float(len(counts)), float(counts.max() / pred.size)
+    collapsed = largest > COLLAPSE_LARGEST_SHARE or used < COLLAPSE_MIN_USED_SHARE * min(num_clusters, pred.size)
+    return {"clusters_used": used, "largest_share": largest, "collapsed": float(collapsed)}
+
+
+def collapse_warning(balance: dict[str, float], num_clusters: int, what: str) -> str | None:
+    """A one-line warning for a collapsed clustering (see :func:`cluster_balance`), else None."""
+    if not balance["collapsed"]:
+        return None
+    return (f"{what} looks collapsed: {int(balance['clusters_used'])} of {num_clusters} clusters "
+            f"used, the largest holds {100 * balance['largest_share']:.0f} % of the sequences")

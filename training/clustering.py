@@ -121,3 +121,38 @@ def spherical_kmeans(x: torch.Tensor, k: int, generator: int | torch.Generator |
             break
         labels = new_labels
     return centroids, labels
+
+
+SPECTRAL_NEIGHBOURS = 10
+
+
+def knn_affinity(points, n_neighbors: int = SPECTRAL_NEIGHBOURS):
+    """The symmetrised kNN connectivity graph of ``points`` (N, D): a sparse (N, N) matrix with
+    ½(A + Aᵀ), A_ij = 1 when j is among the ``n_neighbors`` nearest (Euclidean) of i, i itself
+    included."""
+    import numpy as np
+    from sklearn.neighbors import kneighbors_graph
+
+    points = np.asarray(points, dtype=np.float64)
+    # include_self=True: what scikit-learn's SpectralClustering(affinity="nearest_neighbors") does
+    graph = kneighbors_graph(points, min(n_neighbors, points.shape[0]), mode="connectivity",
+                             include_self=True)
+    return 0.5 * (graph + graph.T)
+
+
+def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_NEIGHBOURS):
+    """Spectral clustering (scikit-learn) into ``k`` clusters of the sum of the kNN graphs
+    (:func:`knn_affinity`) of one feature matrix ``points`` (N, D) or of several views of the same
+    N samples (a list of matrices), METHOD §15.3–§15.4: labels (N,) int64 as a numpy array."""
+    import numpy as np
+    from sklearn.cluster import SpectralClustering
+
+    views = points if isinstance(points, (list, tuple)) else [points]
+    n = int(np.asarray(views[0]).shape[0])
+    if not 1 <= k <= n:
+        raise ValueError(f"spectral_labels needs 1 <= k <= N = {n}, got k = {k}")
+    if any(np.asarray(v).shape[0] != n for v in views):
+        raise ValueError("spectral_labels: every view needs the same number of samples")
+    affinity = sum(knn_affinity(view, n_neighbors) for view in views)
+    model = SpectralClustering(k, affinity="precomputed", assign_labels="kmeans", random_state=seed)
+    return model.fit_predict(affinity).astype(np.int64)

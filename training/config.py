@@ -45,6 +45,8 @@ class ModelConfig(_Section):
 
     num_clusters: int | None = Field(None, ge=2)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    head: Literal["linear", "cosine"] = "linear"  # §15.3: cosine prototypes; "linear" = the paper
+    head_temperature: float = Field(0.1, gt=0.0)  # τ of the cosine head
 
 
 class OptimConfig(_Section):
@@ -55,6 +57,11 @@ class OptimConfig(_Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     nesterov: bool = False
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # §15.4; "sgd" is the paper
+    # §15.4: "constant" is the paper (one lr per stage); "cosine" warms up linearly over
+    # ``warmup_fraction`` of each stage's steps, then decays to 0 by the stage's end.
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     epochs_stage1: int = Field(150, ge=0)
     epochs_stage2: int = Field(150, ge=0)
     batch_source: int = Field(128, ge=2)  # global, split across DDP ranks
@@ -70,6 +77,8 @@ class LossWeights(_Section):
     contrastive: float = Field(1.0, ge=0.0)
     ocm: float = Field(5.0, ge=0.0)
     ccm: float = Field(10.0, ge=0.0)
+    neighbour: float = Field(0.0, ge=0.0)  # §15.2 neighbour consistency (stage 2); 0 = the paper
+    anchor: float = Field(0.0, ge=0.0)  # §15.4 CE to the anchor partition (stage 2); 0 = the paper
 
 
 class Constants(_Section):
@@ -97,6 +106,40 @@ class DecisionConfig(_Section):
     kmeans_init: bool = True  # D1: spherical k-means into both cluster heads between the stages
     bank_init: bool = True  # D13: fill the banks with one teacher pass before epoch 1
     ccm_rho: float | None = Field(None, gt=0.0)  # D8: P̄_ij = softmax_j(ρ p_i·p_j) when set
+    # §15.3: how the heads are initialised between the stages from the students' features:
+    # spherical k-means (the paper) or spectral clustering of their kNN graph.
+    head_init: Literal["kmeans", "spectral"] = "kmeans"
+    # §15.5: re-estimate the students' BatchNorm running statistics on the clean target train set
+    # before the head initialisation, each evaluation and the final checkpoint (what is exported).
+    recalibrate_bn: bool = False
+
+
+class AnchorConfig(_Section):
+    """METHOD §15.4: a label-free anchor partition that the stage-2 heads learn to predict.
+
+    ``spectral``: spectral clustering of the summed kNN graphs of both teacher banks and (with
+    ``raw_graph``) of the flattened preprocessed target poses, recomputed every ``every`` stage-2
+    epochs and aligned to the B1 teacher head's current clusters; the heads are initialised from
+    it between the stages. ``none`` is the paper.
+    """
+
+    mode: Literal["none", "spectral"] = "none"
+    raw_graph: bool = True
+    every: int = Field(1, ge=1)
+
+
+class NeighbourConfig(_Section):
+    """METHOD §15: the label-free k-nearest neighbours of each target train sample.
+
+    ``k`` = 0 (the paper) turns the neighbours off. Stage 1 always takes them from the flattened
+    preprocessed poses (B1 layout); ``stage2_space`` = ``features`` recomputes them from the B1
+    student's features when stage 2 starts. ``contrastive`` makes them extra positives of L_cont
+    (§15.1); ``loss.neighbour`` > 0 adds the consistency loss of §15.2 in stage 2.
+    """
+
+    k: int = Field(0, ge=0)
+    contrastive: bool = True
+    stage2_space: Literal["raw", "features"] = "raw"
 
 
 class AblationConfig(_Section):
@@ -138,6 +181,8 @@ class TrainConfig(_Section):
     constants: Constants = Constants()
     augment: AugmentConfig = AugmentConfig()
     decisions: DecisionConfig = DecisionConfig()
+    neighbours: NeighbourConfig = NeighbourConfig()
+    anchors: AnchorConfig = AnchorConfig()
     ablation: AblationConfig = AblationConfig()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
@@ -159,6 +204,10 @@ class TrainConfig(_Section):
             problems.append(f"data.task {self.data.task!r} is not a built-in task "
                             f"({', '.join(TASKS)}); set data.task_file to its task file or "
                             f"data.prepared_dir to its prepared folder")
+        if self.loss.neighbour > 0 and self.neighbours.k == 0:
+            problems.append("loss.neighbour > 0 needs neighbours.k > 0 (the neighbours to agree with)")
+        if self.loss.anchor > 0 and self.anchors.mode == "none":
+            problems.append("loss.anchor > 0 needs anchors.mode (the partition to predict)")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return self
@@ -339,8 +388,10 @@ def _task_file_name(path: Path) -> str:
 
 
 def resolve_config(*, task: str | None = None, config_file: str | Path | None = None,
-                   overrides: list[str] | None = None) -> TrainConfig:
-    """Preset (by task) ← YAML file ← ``--set`` overrides, then validation.
+                   overrides: list[str] | None = None,
+                   recipe: dict[str, Any] | None = None) -> TrainConfig:
+    """Preset (by task) ← YAML file ← ``recipe`` (training.recipes) ← ``--set`` overrides, then
+    validation.
 
     ``task`` is a preset name, or the path of a user's own task file (YAML/JSON, the format of
     ``training.tasks.load_task_file``), which is prepared into ``data/<name>`` when missing. Any other
@@ -357,6 +408,9 @@ def resolve_config(*, task: str | None = None, config_file: str | Path | None = 
     if config_file is not None:
         values = _merge(values, load_yaml(config_file))
         origin = str(config_file)
+    if recipe:
+        values = _merge(values, recipe)
+        origin += " with a recipe"
     if overrides:
         values = apply_overrides(values, overrides)
         origin += " with --set overrides"

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from codt_deploy.errors import CodtError
 from training import losses
-from training.clustering import sinkhorn, spherical_kmeans
+from training.clustering import sinkhorn, spectral_labels, spherical_kmeans, update_centroids
 from training.config import TrainConfig
 from training.data import STREAM_FILL, Split, TaskData, TrainBatch, TrainingDataError, chunks, derive_seed, \
     generator, train_batches, weak_views
@@ -169,9 +169,23 @@ def _pseudo_labels(model: CoDTModel, bank: MemoryBank, branch: str, ids: torch.T
     return labels[ids]
 
 
+def _neighbour_probabilities(model: CoDTModel, bank: MemoryBank, branch: str,
+                             neighbour_ids: torch.Tensor) -> torch.Tensor:
+    """Teacher softmax Ĉ_b^t over the bank features of each sample's neighbours (n, k, K)."""
+    n, k = neighbour_ids.shape
+    features = bank.read()[neighbour_ids.reshape(-1)]  # (n·k, 256)
+    logits = model.teacher_cluster_logits(features, branch).float()  # (n·k, K)
+    return logits.softmax(dim=1).view(n, k, -1)  # (n, k, K)
+
+
 def step_losses(model: CoDTModel, banks: dict[str, MemoryBank], batch: TrainBatch,
-                config: TrainConfig, stage: int, timer: PhaseTimer) -> dict[str, torch.Tensor]:
-    """The loss terms of one iteration, in METHOD §13 order (stage 1: steps 2–6)."""
+                config: TrainConfig, stage: int, timer: PhaseTimer,
+                neighbours: torch.Tensor | None = None, anchors: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+    """The loss terms of one iteration, in METHOD §13 order (stage 1: steps 2–6).
+
+    ``neighbours`` (N_train, k): the label-free neighbour table of §15.1; ``anchors`` (N_train,):
+    the anchor partition of §15.4; None (the paper) switches each off."""
     device = batch.ids.device
     with autocast(device, config.runtime.amp):
         source, shared = _shared_student(model, batch, config.runtime.fuse_shared_student)
@@ -186,9 +200,14 @@ def step_losses(model: CoDTModel, banks: dict[str, MemoryBank], batch: TrainBatc
         teacher = model.forward_teachers(batch.shared_teacher, batch.specific_teacher)
     timer.lap("teacher_forward")
     bank_keys = model.teacher_bank_keys(banks["specific"].read())  # step 6, (S, 128)
-    terms["contrastive"] = losses.contrastive_loss(
-        specific.query.float(), teacher.key.float(), bank_keys.float(), batch.ids,
-        config.constants.temperature)
+    if neighbours is not None and config.neighbours.contrastive:
+        terms["contrastive"] = losses.neighbour_contrastive_loss(
+            specific.query.float(), teacher.key.float(), bank_keys.float(), batch.ids,
+            neighbours[batch.ids], config.constants.temperature)
+    else:
+        terms["contrastive"] = losses.contrastive_loss(
+            specific.query.float(), teacher.key.float(), bank_keys.float(), batch.ids,
+            config.constants.temperature)
     banks["specific"].write(batch.ids, teacher.specific_feature.float())
     banks["shared"].write(batch.ids, teacher.shared_feature.float())
     timer.lap("contrastive_bank")
@@ -200,6 +219,16 @@ def step_losses(model: CoDTModel, banks: dict[str, MemoryBank], batch: TrainBatc
         if config.uses_ccm:
             terms["ccm"] = losses.ccm_loss(logits_0.softmax(dim=1), logits_1.softmax(dim=1),
                                            labels_0, labels_1, config.decisions.ccm_rho)
+        if neighbours is not None and config.loss.neighbour > 0:
+            ids = neighbours[batch.ids]  # (n, k)
+            terms["neighbour"] = (
+                losses.neighbour_consistency_loss(
+                    logits_0, _neighbour_probabilities(model, banks["shared"], "shared", ids))
+                + losses.neighbour_consistency_loss(
+                    logits_1, _neighbour_probabilities(model, banks["specific"], "specific", ids)))
+        if anchors is not None and config.loss.anchor > 0:
+            target = anchors[batch.ids]  # (n,)
+            terms["anchor"] = F.cross_entropy(logits_0, target) + F.cross_entropy(logits_1, target)
         timer.lap("clustering")
     return terms
 
@@ -207,7 +236,8 @@ def step_losses(model: CoDTModel, banks: dict[str, MemoryBank], batch: TrainBatc
 def weighted_total(terms: dict[str, torch.Tensor], config: TrainConfig) -> torch.Tensor:
     """L_base or L_all (METHOD §6) from the terms present."""
     weights = {"supervised": config.loss.supervised, "reconstruction": config.reconstruction_weight,
-               "contrastive": config.loss.contrastive, "ocm": config.loss.ocm, "ccm": config.loss.ccm}
+               "contrastive": config.loss.contrastive, "ocm": config.loss.ocm, "ccm": config.loss.ccm,
+               "neighbour": config.loss.neighbour, "anchor": config.loss.anchor}
     return sum(weights[name] * value for name, value in terms.items())
 
 
@@ -227,10 +257,24 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def scheduled_lr(config: TrainConfig, stage: int, progress: float) -> float:
+    """The learning rate at ``progress`` ∈ [0, 1) through ``stage`` (§15.4 ``optim.schedule``)."""
+    base = config.lr(stage)
+    if config.optim.schedule == "constant":
+        return base
+    warmup = config.optim.warmup_fraction
+    if progress < warmup:
+        return base * (progress + 1e-3) / warmup
+    return base * 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / (1.0 - warmup)))
+
+
 def train_one_epoch(model: CoDTModel, optimizer: torch.optim.Optimizer, banks: dict[str, MemoryBank],
                     data: TaskData, config: TrainConfig, *, epoch: int, device: torch.device,
-                    ctx: DistContext = SINGLE) -> dict[str, float]:
-    """One pass over the target train set (METHOD §10 "epoch"); returns mean terms and timings."""
+                    ctx: DistContext = SINGLE, neighbours: torch.Tensor | None = None,
+                    anchors: torch.Tensor | None = None) -> dict[str, float]:
+    """One pass over the target train set (METHOD §10 "epoch"); returns mean terms and timings.
+
+    ``neighbours`` (N_train, k) and ``anchors`` (N_train,) on ``device``: see :func:`step_losses`."""
     stage = config.stage_of(epoch)
     set_learning_rate(optimizer, config.lr(stage))
     torch.manual_seed(derive_seed(config.seed, epoch, ctx.rank, 7))  # dropout: resumable
@@ -245,8 +289,12 @@ def train_one_epoch(model: CoDTModel, optimizer: torch.optim.Optimizer, banks: d
     timer, start = PhaseTimer(), time.perf_counter()
     bar = tqdm(total=n_steps, desc=f"epoch {epoch} (stage {stage})", leave=False,
                disable=not (config.runtime.progress and ctx.is_main))
+    first_epoch = 1 if stage == 1 else config.optim.epochs_stage1 + 1
+    stage_epochs = config.optim.epochs_stage1 if stage == 1 else config.optim.epochs_stage2
     for step, batch in enumerate(_on_device(batches, device, timer)):
-        terms = step_losses(model, banks, batch, config, stage, timer)
+        progress = ((epoch - first_epoch) * n_steps + step) / max(1, stage_epochs * n_steps)
+        set_learning_rate(optimizer, scheduled_lr(config, stage, progress))
+        terms = step_losses(model, banks, batch, config, stage, timer, neighbours, anchors)
         total = weighted_total(terms, config)
         _check_finite(terms, total, epoch, step)
         optimizer.zero_grad(set_to_none=True)
@@ -281,6 +329,34 @@ def _on_device(batches: Iterator[TrainBatch], device: torch.device, timer: Phase
 # ---------------------------------------------------------------------- k-means and evaluation
 
 @torch.no_grad()
+def recalibrate_batchnorm(model: CoDTModel, data: TaskData, config: TrainConfig,
+                          device: torch.device) -> dict[str, float]:
+    """§15.5 (precise BatchNorm): reset every student BatchNorm and re-estimate its running
+    mean/variance as the exact average over the clean (unaugmented) target train set, dropout off.
+
+    In training the students' running statistics follow strongly augmented views (and, for B0,
+    the source domain too), so eval-mode features of clean target clips are shifted; that shift
+    can put every clip into one cluster. Label-free; the weights are unchanged."""
+    start = time.perf_counter()
+    splits = {"shared": data.target_train_shared, "specific": data.target_train_specific}
+    for branch, student in model.students().items():
+        norms = [m for m in student.encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        student.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all batches
+            m.train()
+        for rows in chunks(len(splits[branch]), config.eval.batch_size):
+            with autocast(device, config.runtime.amp):
+                student.embed(splits[branch].take(rows).to(device))
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+    model.eval()
+    return {"recalibrate_bn/time_s": time.perf_counter() - start}
+
+
+@torch.no_grad()
 def embed_split(model: CoDTModel, branch: str, split: Split, config: TrainConfig,
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Student features (N, 256) and cluster logits (N, K), eval mode, unaugmented (D20)."""
@@ -295,19 +371,57 @@ def embed_split(model: CoDTModel, branch: str, split: Split, config: TrainConfig
     return torch.cat(features).cpu(), torch.cat(logits).cpu()
 
 
+def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """Rename the clusters of ``labels`` (N,) to best match ``reference`` (N,) (Hungarian on the
+    K×K overlap), so a recomputed partition keeps the cluster ids the heads already use."""
+    from codt_deploy.metrics import hungarian
+
+    overlap = np.zeros((k, k), dtype=np.int64)
+    np.add.at(overlap, (labels, reference), 1)  # (K new, K reference)
+    rows, cols = hungarian(-overlap)
+    mapping = np.arange(k)
+    mapping[rows] = cols
+    return mapping[labels]
+
+
 @torch.no_grad()
-def kmeans_init(model: CoDTModel, data: TaskData, config: TrainConfig, device: torch.device
-                ) -> dict[str, float]:
+def anchor_partition(views: list[torch.Tensor | np.ndarray], raw_rows: np.ndarray | None,
+                     config: TrainConfig, k: int, seed: int) -> np.ndarray:
+    """§15.4: spectral labels (N,) of the summed kNN graphs of the feature ``views`` (each
+    (N, D), L2-normalised here) and, when given, of the raw pose rows (N, C·T·V·M)."""
+    matrices = [F.normalize(torch.as_tensor(v).float(), dim=1).cpu().numpy() for v in views]
+    if raw_rows is not None:
+        matrices.append(raw_rows)
+    return spectral_labels(matrices, k, seed=seed % 2**31)
+
+
+@torch.no_grad()
+def kmeans_init(model: CoDTModel, data: TaskData, config: TrainConfig, device: torch.device,
+                raw_rows: np.ndarray | None = None) -> dict[str, float]:
     """§9: per branch, spherical k-means of the students' target-train features into C_b^t and
     Ĉ_b^t (bias 0); then teachers := students (D2). Deterministic given the weights and seed."""
     start = time.perf_counter()
     splits = {"shared": data.target_train_shared, "specific": data.target_train_specific}
     record = {}
+    features = {branch: embed_split(model, branch, splits[branch], config, device)[0]
+                for branch in BRANCHES}  # (N, 256) each
+    anchors = None
+    if config.anchors.mode == "spectral":  # §15.4: one partition initialises both heads
+        anchors = torch.from_numpy(anchor_partition(
+            list(features.values()), raw_rows if config.anchors.raw_graph else None, config,
+            model.num_clusters, derive_seed(config.seed, 13)))
     for i, branch in enumerate(BRANCHES):
-        features, _ = embed_split(model, branch, splits[branch], config, device)
-        centroids, labels = spherical_kmeans(F.normalize(features, dim=1), model.num_clusters,
+        points = F.normalize(features[branch], dim=1)  # (N, 256)
+        centroids, labels = spherical_kmeans(points, model.num_clusters,
                                              generator=derive_seed(config.seed, 11, i),
                                              n_iter=config.constants.kmeans_iters)
+        if anchors is not None:
+            labels = anchors
+            centroids = update_centroids(points, labels, centroids)  # (K, 256)
+        elif config.decisions.head_init == "spectral":
+            labels = torch.from_numpy(spectral_labels(points.numpy(), model.num_clusters,
+                                                      seed=derive_seed(config.seed, 12, i) % 2**31))
+            centroids = update_centroids(points, labels, centroids)  # (K, 256)
         model.init_cluster_heads(branch, centroids.to(device))
         record[f"kmeans_init/{branch}/clusters_used"] = float(labels.unique().numel())
     model.copy_students_to_teachers()
@@ -319,25 +433,48 @@ def kmeans_init(model: CoDTModel, data: TaskData, config: TrainConfig, device: t
 def evaluate(model: CoDTModel, data: TaskData, config: TrainConfig, device: torch.device, *,
              heads: bool) -> dict[str, float]:
     """Target eval metrics ×100 per branch: ``<branch>/kmeans/*`` (†, mean of seeds) and, when
-    ``heads`` (after the k-means init), ``<branch>/head/*`` from argmax C_b^t (METHOD §10)."""
+    ``heads`` (after the k-means init), ``<branch>/head/*`` from argmax C_b^t (METHOD §10).
+
+    The heads' label-free balance (``<branch>/head/clusters_used``, ``largest_share``) is recorded
+    even when the eval split is unlabelled, and a collapsed head is logged as a warning."""
     start = time.perf_counter()
     splits = {"shared": data.target_eval_shared, "specific": data.target_eval_specific}
     record: dict[str, float] = {}
-    if not bool((splits["specific"].labels >= 0).all()):
+    labelled = bool((splits["specific"].labels >= 0).all())
+    if not labelled:
         log.warning("the target eval split has unlabelled samples: no metrics")
-        return {"eval/time_s": time.perf_counter() - start}
+        if not heads:
+            return {"eval/time_s": time.perf_counter() - start}
     for branch in BRANCHES:
         labels = splits[branch].labels
         features, logits = embed_split(model, branch, splits[branch], config, device)
+        if heads:
+            pred = logits.argmax(dim=1).numpy()
+            _record_balance(record, f"{branch}/head", pred, model.num_clusters)
+        if not labelled:
+            continue
         k = min(model.num_clusters, len(labels))
         for key, value in kmeans_metrics(features, labels, k, seeds=config.eval.kmeans_seeds,
                                          n_iter=config.constants.kmeans_iters).items():
             record[f"{branch}/kmeans/{key}"] = value
         if heads:
-            for key, value in cluster_metrics(logits.argmax(dim=1).numpy(), labels).items():
+            for key, value in cluster_metrics(pred, labels).items():
                 record[f"{branch}/head/{key}"] = value
     record["eval/time_s"] = time.perf_counter() - start
     return record
+
+
+def _record_balance(record: dict[str, float], prefix: str, pred: np.ndarray, k: int) -> None:
+    """Label-free collapse figures of one head (``clusters_used``, ``largest_share``), with a
+    logged warning when the head looks collapsed (codt_deploy.metrics.cluster_balance)."""
+    from codt_deploy.metrics import cluster_balance, collapse_warning
+
+    balance = cluster_balance(pred, k)
+    record[f"{prefix}/clusters_used"] = balance["clusters_used"]
+    record[f"{prefix}/largest_share"] = balance["largest_share"]
+    warning = collapse_warning(balance, k, f"the {prefix.split('/')[0]} cluster head")
+    if warning:
+        log.warning(warning)
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:

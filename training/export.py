@@ -39,7 +39,7 @@ from torch import nn
 
 from codt_deploy.errors import CodtError
 from codt_deploy.infer import session_options
-from codt_deploy.metrics import evaluate, hungarian
+from codt_deploy.metrics import cluster_balance, collapse_warning, evaluate, hungarian
 from codt_deploy.models import METADATA_KEY, Manifest, TensorSpec, sha256_file
 from codt_deploy.preprocess import PreprocessConfig
 
@@ -247,11 +247,16 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         parity = check_parity(net, tmp, poses[:PARITY_SAMPLES])
         probs, emb = onnx_outputs(tmp, poses, 64)  # (N, K), (N, D)
         predicted = probs.argmax(1)
-        metrics: dict[str, Any] = {"parity": parity.as_dict(), "eval_samples": int(len(poses))}
+        k = int(probs.shape[1])
+        balance = cluster_balance(predicted, k)  # label-free: is the head collapsed?
+        metrics: dict[str, Any] = {"parity": parity.as_dict(), "eval_samples": int(len(poses)),
+                                   "balance": balance}
+        warning = collapse_warning(balance, k, f"the exported head {name!r}")
+        if warning:
+            log.warning(warning)
         if evalset.labels is not None and (np.asarray(evalset.labels) >= 0).any():
             known = np.asarray(evalset.labels) >= 0
             metrics["eval"] = evaluate(np.asarray(evalset.labels)[known], predicted[known])
-        k = int(probs.shape[1])
         c, t, v, m = preprocess.output_shape
         manifest = Manifest(
             name=name, task=task, branch=branch, layout=preprocess.layout,
@@ -319,7 +324,8 @@ def _load_run(run_dir: Path):
     model = build_model(shared_layout=task.shared, specific_layout=task.specific,
                         in_channels=in_channels, num_source_classes=len(task.source_classes),
                         num_clusters=config.model.num_clusters or task.num_clusters,
-                        dropout=config.model.dropout)
+                        dropout=config.model.dropout,
+                        head=config.model.head, head_temperature=config.model.head_temperature)
     restore(payload, model=model, origin=str(path))  # strict=True
     return config, task, model.eval(), path
 

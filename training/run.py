@@ -26,17 +26,23 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from codt_deploy.errors import CodtError
 from training import checkpoint as ckpt
+from training import recipes
 from training import distributed as ddp
 from training.config import TrainConfig, apply_overrides, from_dict, load_yaml, resolve_config, save_yaml, \
     to_dict
-from training.data import TaskData, load_task_data
-from training.engine import append_jsonl, evaluate, fill_banks, kmeans_init, make_banks, train_one_epoch, \
+from training.data import TaskData, derive_seed, load_task_data
+from training.baselines import flattened_poses
+from training.engine import aligned_labels, anchor_partition, append_jsonl, embed_split, evaluate, \
+    fill_banks, kmeans_init, make_banks, recalibrate_batchnorm, train_one_epoch, \
     use_fast_dropout
 from training.model import CoDTModel, build_model
+from training.recipes import RECIPES
+from training.neighbours import knn_table, pose_features
 from training.stgcn import FEATURE_DIM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -88,14 +94,19 @@ def build(config: TrainConfig, data: TaskData, device: torch.device, ctx: ddp.Di
     torch.manual_seed(config.seed)
     model = build_model(shared_layout=data.shared_layout, specific_layout=data.specific_layout,
                         in_channels=data.in_channels, num_source_classes=data.num_source_classes,
-                        num_clusters=data.num_clusters, dropout=config.model.dropout)
+                        num_clusters=data.num_clusters, dropout=config.model.dropout,
+                        head=config.model.head, head_temperature=config.model.head_temperature)
     if config.runtime.fast_dropout:
         use_fast_dropout(model)
     model = ddp.prepare_model(ctx, model.to(device), device_type=device.type,
                               sync_batchnorm=config.runtime.sync_batchnorm)
     o = config.optim
-    optimizer = torch.optim.SGD(model.student_parameters(), lr=o.lr_stage1, momentum=o.momentum,
-                                weight_decay=o.weight_decay, nesterov=o.nesterov)
+    if o.optimizer == "adamw":  # §15.4: converges in far fewer steps than SGD on a CPU budget
+        optimizer = torch.optim.AdamW(model.student_parameters(), lr=o.lr_stage1,
+                                      weight_decay=o.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.student_parameters(), lr=o.lr_stage1, momentum=o.momentum,
+                                    weight_decay=o.weight_decay, nesterov=o.nesterov)
     banks = make_banks(len(data.target_train_shared), FEATURE_DIM, device, ctx)
     return model, optimizer, banks
 
@@ -158,13 +169,22 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
     if start == 0:
         log.info("filling memory banks: %s", fill_banks(model, banks, data, config, device, ctx))
     metrics: dict[str, float] = {}
+    neighbour_tables: dict[str, torch.Tensor] = {}
     for epoch in range(start + 1, config.total_epochs + 1):
         record = {}
         if epoch == config.optim.epochs_stage1 + 1 and config.decisions.kmeans_init:
-            record.update(kmeans_init(model, data, config, device))
+            if config.decisions.recalibrate_bn:
+                record.update(recalibrate_batchnorm(model, data, config, device))
+            record.update(kmeans_init(model, data, config, device, raw_pose_rows(data, config)))
+        anchors = anchor_labels(model, banks, data, config, epoch, device)
+        neighbours = neighbour_table(model, data, config, device, stage=config.stage_of(epoch),
+                                     cache=neighbour_tables)
         record.update(train_one_epoch(model, optimizer, banks, data, config, epoch=epoch,
-                                      device=device, ctx=ctx))
+                                      device=device, ctx=ctx, neighbours=neighbours,
+                                      anchors=anchors))
         ddp.broadcast_buffers(ctx, model)
+        if config.decisions.recalibrate_bn and (_eval_due(config, epoch) or epoch == config.total_epochs):
+            record.update(recalibrate_batchnorm(model, data, config, device))  # every rank alike
         if ctx.is_main and _eval_due(config, epoch):
             metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2)
             record.update(metrics)
@@ -176,6 +196,52 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
               config.total_epochs, metrics)
         (run_dir / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
+
+
+def neighbour_table(model, data, config: TrainConfig, device: torch.device, *, stage: int,
+                    cache: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The §15 neighbour table (N_train, k) for an epoch of ``stage``, or None when switched off.
+
+    Raw-pose neighbours are computed once per run; with ``neighbours.stage2_space = features``,
+    stage 2 uses the B1 student's features when stage 2 first needs them (so a resumed run
+    recomputes them from the resumed weights). ``cache`` holds the tables of this run."""
+    k = config.neighbours.k
+    if k == 0:
+        return None
+    space = "features" if stage == 2 and config.neighbours.stage2_space == "features" else "raw"
+    if space not in cache:
+        if space == "raw":
+            features = pose_features(data.target_train_specific.data)  # (N, C·T·V·M)
+        else:
+            features, _ = embed_split(model, "specific", data.target_train_specific, config, device)
+        cache[space] = knn_table(features, min(k, len(features) - 1)).to(device)  # (N, k)
+    return cache[space]
+
+
+def raw_pose_rows(data, config: TrainConfig) -> np.ndarray | None:
+    """The flattened, L2-normalised target train poses (B1 layout) for the §15.4 raw-pose graph;
+    None when the anchors do not use it."""
+    if config.anchors.mode == "none" or not config.anchors.raw_graph:
+        return None
+    return flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
+
+
+def anchor_labels(model, banks, data, config: TrainConfig, epoch: int, device: torch.device
+                  ) -> torch.Tensor | None:
+    """§15.4: the anchor partition (N_train,) for a stage-2 ``epoch``, recomputed from both
+    teacher banks (and the raw poses) every ``anchors.every`` epochs and aligned to the B1 teacher
+    head's current clusters; None in stage 1 or when switched off. Stateless, so resumable."""
+    first = config.optim.epochs_stage1 + 1
+    if config.anchors.mode == "none" or epoch < first:
+        return None
+    due = epoch - (epoch - first) % config.anchors.every  # the epoch the partition is from
+    k = model.num_clusters
+    with torch.no_grad():
+        views = [banks[branch].read().float().cpu() for branch in ("shared", "specific")]
+        labels = anchor_partition(views, raw_pose_rows(data, config), config, k,
+                                  derive_seed(config.seed, 14, due))
+        current = model.teacher_cluster_logits(banks["specific"].read(), "specific").argmax(1)
+    return torch.from_numpy(aligned_labels(labels, current.cpu().numpy(), k)).to(device)
 
 
 def _resume_point(run_dir: Path, resume: bool, init_from: Path | None, config, model, optimizer,
@@ -222,6 +288,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML file of config sections")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any field, e.g. --set optim.lr_stage1=0.05 (repeatable)")
+    parser.add_argument("--recipe", choices=RECIPES,
+                        help="a schedule sized from the prepared data: 'cpu' is the measured 2-core "
+                             "CPU recipe with the label-free improvements (training/recipes.py); "
+                             "--set still overrides it")
     parser.add_argument("--run-dir", type=Path, help="run folder (default: runs/<task>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
@@ -243,7 +313,38 @@ def _config_for(args: argparse.Namespace) -> TrainConfig:
         return from_dict(apply_overrides(values, args.overrides), origin=str(args.run_dir / "config.yaml"))
     if args.task is None and args.config is None:
         raise CodtError("give --task (e.g. --task ucla2msr) or --config FILE")
-    return resolve_config(task=args.task, config_file=args.config, overrides=args.overrides)
+    config = resolve_config(task=args.task, config_file=args.config, overrides=args.overrides)
+    if args.recipe is None:
+        return config
+    return with_recipe(args, config)
+
+
+# Seconds per step of 32 source + 32 target samples, V = 20 joints, M = 1, one thread, bf16, on
+# the development machine (benchmarks/README.md); the estimate scales it by batch·V·M / threads.
+_REFERENCE_STEP_S = 1.25
+
+
+def with_recipe(args: argparse.Namespace, config: TrainConfig) -> TrainConfig:
+    """Prepare the task if needed, size ``--recipe`` from it, and print the schedule and an
+    estimate of its wall time before anything trains."""
+    from training.datasets import load_split, load_task
+
+    folder = ensure_prepared(config, args.raw)
+    task = load_task(folder)
+    n_target = len(load_split(folder, "target_train", task.specific).labels)
+    n_source = len(load_split(folder, "source_train", task.shared).labels)
+    values = recipes.cpu_recipe(n_target, n_source)
+    config = resolve_config(task=args.task, config_file=args.config, overrides=args.overrides,
+                            recipe=values)
+    steps = config.total_epochs * (n_target // config.optim.batch_target)
+    target = load_split(folder, "target_train", task.specific)
+    size = config.optim.batch_target * target.data.shape[3] * target.data.shape[4] / (32 * 20)
+    threads = config.runtime.threads or 1
+    estimate_min = steps * _REFERENCE_STEP_S * size / threads ** 0.7 / 60
+    print(f"{recipes.describe(config, n_target)}\nestimated wall time: {estimate_min:.0f} min "
+          f"({steps} steps on {threads} thread(s) of a CPU like the development machine's; the "
+          f"epoch log prints the real ETA)", flush=True)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -320,11 +320,19 @@ def read_mapping(path: Path) -> dict:
 
 
 def _absolute(paths: Any, folder: Path) -> Any:
+    """Candidates for each path: relative to the task file's folder first, then (unchanged, so
+    looked up under ``--raw``) relative to the raw-data folder."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not isinstance(paths, (list, tuple)):
         return paths
-    return [str(p if Path(p).is_absolute() else folder / p) for p in paths]
+    out: list[str] = []
+    for p in paths:
+        if Path(p).is_absolute():
+            out.append(str(p))
+        else:
+            out += [str(folder.resolve() / p), str(p)]
+    return out
 
 
 def load_task_file(path: str | Path, *, name: str | None = None) -> TaskSpec:

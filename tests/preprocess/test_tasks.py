@@ -80,8 +80,9 @@ def test_user_task_file_resolves_paths_relative_to_itself(tmp_path):
     task = load_task_file(path)
     assert task.name == "mine"
     assert task.source.dataset == "files"
-    assert task.source.paths == (str(tmp_path / "cfg" / "../src"),)
-    assert task.source.labels == (str(tmp_path / "cfg" / "../src/labels.csv"),)
+    # first relative to the task file's folder, then (unchanged) relative to the raw-data folder
+    assert task.source.paths == (str(tmp_path / "cfg" / "../src"), "../src")
+    assert task.source.labels == (str(tmp_path / "cfg" / "../src/labels.csv"), "../src/labels.csv")
     assert task.target.paths == ("/elsewhere/tgt.npz",)
     assert task.shared is None and task.num_clusters == 3
 

@@ -1,0 +1,78 @@
+"""Named training recipes: config overrides sized from the prepared task (METHOD §15.5).
+
+``--recipe cpu`` (``python -m training.run --task ucla2msr --recipe cpu``, or any task file) is
+the schedule this project measured to work on a 2-core CPU; its values are derived from the data,
+so a user's own task gets the same treatment as the benchmarks:
+
+- batches: ``min(32, N_target / 4)`` target samples (even, at least 8) and as many source samples;
+- a fixed number of optimisation *steps* per stage, turned into epochs for this target size;
+- the teachers' EMA horizon in steps (α = 1 − 1/horizon), a fixed fraction of all steps;
+- evaluation only at the end of each stage;
+- the label-free improvements of METHOD §15: no dropout, raw-pose neighbours as extra
+  contrastive positives and as the stage-2 consistency loss, spectral head initialisation.
+
+Precedence: preset ← ``--config`` file ← recipe ← ``--set``; so ``--set`` always wins.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from training.config import ConfigError
+
+RECIPES = ("cpu",)
+
+
+@dataclass(frozen=True)
+class CpuRecipe:
+    """The constants of ``--recipe cpu`` (benchmarks/README.md has the measurements behind them)."""
+
+    stage1_steps: int = 510
+    stage2_steps: int = 340
+    max_batch: int = 32
+    min_batch: int = 8
+    ema_horizon_fraction: float = 0.12  # horizon = 12 % of all steps (≈ 100 of 850: α 0.99)
+    neighbours: int = 3
+    neighbour_weight: float = 1.0
+
+
+def _even(value: float) -> int:
+    return max(2, int(value) // 2 * 2)
+
+
+def cpu_recipe(n_target_train: int, n_source: int, *, threads: int | None = None,
+               constants: CpuRecipe = CpuRecipe()) -> dict[str, Any]:
+    """The ``--recipe cpu`` overrides (a nested dict of config sections) for a task's sizes."""
+    if n_target_train < 4 or n_source < 2:
+        raise ConfigError(f"--recipe cpu needs at least 4 target and 2 source training samples, "
+                          f"got {n_target_train} and {n_source}")
+    batch = min(constants.max_batch, max(constants.min_batch, _even(n_target_train / 4)))
+    batch = min(batch, _even(n_target_train), _even(n_source))
+    steps_per_epoch = n_target_train // batch
+    epochs_1 = max(1, math.ceil(constants.stage1_steps / steps_per_epoch))
+    epochs_2 = max(1, math.ceil(constants.stage2_steps / steps_per_epoch))
+    total_steps = (epochs_1 + epochs_2) * steps_per_epoch
+    horizon = max(10.0, constants.ema_horizon_fraction * total_steps)
+    return {
+        "model": {"dropout": 0.0},
+        "optim": {"epochs_stage1": epochs_1, "epochs_stage2": epochs_2,
+                  "batch_source": batch, "batch_target": batch},
+        "constants": {"ema_momentum": round(1.0 - 1.0 / horizon, 6)},
+        "loss": {"neighbour": constants.neighbour_weight},
+        "neighbours": {"k": min(constants.neighbours, n_target_train - 1)},
+        "decisions": {"head_init": "spectral"},
+        "eval": {"every": epochs_1 + epochs_2 + 1},
+        "runtime": {"device": "auto", "amp": True, "threads": threads or os.cpu_count() or 1},
+    }
+
+
+def describe(config, n_target_train: int) -> str:
+    """One line for the log: the schedule a recipe (and any ``--set``) chose."""
+    o, n = config.optim, config.neighbours
+    return (f"recipe cpu: {o.epochs_stage1} + {o.epochs_stage2} epochs of "
+            f"{n_target_train // o.batch_target} steps (batch {o.batch_source} source + "
+            f"{o.batch_target} target), EMA α {config.constants.ema_momentum:.4f}, dropout "
+            f"{config.model.dropout}, {n.k} neighbours, {config.decisions.head_init} head init")
