@@ -23,6 +23,7 @@ from typing import Any
 
 from codt_deploy.argtypes import non_negative_int, positive_int
 from codt_deploy.errors import CodtError
+from codt_deploy.readers.arrays import AXES
 
 log = logging.getLogger("codt_deploy.cli")
 
@@ -41,6 +42,16 @@ def providers_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"unknown execution provider(s) {', '.join(unknown) or text!r}"
                                          f"; available here: {', '.join(available)}")
     return names
+
+
+def layout_name(text: str) -> str:
+    """argparse type: a known joint layout name (or alias), as its canonical name."""
+    from codt_deploy.layouts import get_layout
+
+    try:
+        return get_layout(text).name
+    except (KeyError, ValueError, CodtError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def pose_format(text: str) -> str:
@@ -90,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "else CPU)")
     parser.add_argument("--pose-format", type=pose_format,
                         help="read every input as this format instead of detecting it")
+    parser.add_argument("--axes", type=str.upper, choices=AXES,
+                        help="axis order of plain .npy/.npz arrays (e.g. TVC for one person's "
+                             "frames x joints x xyz); other formats ignore it")
+    parser.add_argument("--layout", type=layout_name,
+                        help="joint layout of plain .npy/.npz arrays (e.g. msr20, ntu25, coco17); "
+                             "other formats ignore it")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow .pkl/.pickle/.joblib inputs (unpickling runs code: only for "
                              "files you trust)")
@@ -180,7 +197,7 @@ def _make_sink(args: argparse.Namespace, model, observer: Observer):
         return StreamSink(fmt, fieldnames, emb_dim, observer)
     header = {"model": model.manifest.name, "onnx_sha256": model.manifest.onnx_sha256,
               "format": fmt, "embeddings": bool(args.embeddings),
-              "pose_format": args.pose_format}
+              "pose_format": args.pose_format, "axes": args.axes, "layout": args.layout}
     return JournalSink(args.output, fmt, fieldnames, emb_dim, header, observer,
                        resume=args.resume)
 
@@ -243,8 +260,11 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size)
     observer = Observer(labels, args.show)
     sink = _make_sink(args, model, observer)
+    array_options = {key: value for key, value in (("axes", args.axes), ("skeleton", args.layout))
+                     if value is not None}
     parse_options = ParseOptions(preprocess=model.config.model_dump(),
-                                 pose_format=args.pose_format, trust_pickle=args.trust_pickle)
+                                 pose_format=args.pose_format, trust_pickle=args.trust_pickle,
+                                 array_options=array_options)
     options = PipelineOptions(workers=args.workers, executor=args.executor,
                               batch_size=args.batch_size, embeddings=args.embeddings)
     bar = _progress(args)

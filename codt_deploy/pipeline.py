@@ -40,6 +40,8 @@ class ParseOptions:
     pose_format: str | None = None
     trust_pickle: bool = False
     reader_options: dict[str, Any] = field(default_factory=dict)
+    # ``axes``/``skeleton`` for plain .npy/.npz arrays only (codt-cluster --axes/--layout)
+    array_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,11 +87,16 @@ def parse_item(item: InputItem, options: ParseOptions) -> ParsedFile:
         return ParsedFile(item.key, item.source, item.member, error=item.error, skip=item.skip)
     try:
         fmt = _detect(item, options)
+        reader_options = dict(options.reader_options)
+        if options.array_options and (fmt == "array" or (
+                fmt is None and item.name.lower().endswith((".npy", ".npz")))):
+            fmt = "array"
+            reader_options.update(options.array_options)
         if item.data is not None:
-            seqs = read_bytes(item.name, item.data, format=fmt, **options.reader_options)
+            seqs = read_bytes(item.name, item.data, format=fmt, **reader_options)
         else:
             seqs = read_poses(item.path, format=fmt, trust_pickle=options.trust_pickle,
-                              **options.reader_options)
+                              **reader_options)
         if not seqs:
             return ParsedFile(item.key, item.source, item.member,
                               error="no pose sequences in this file")

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -288,7 +289,7 @@ def train_one_epoch(model: CoDTModel, optimizer: torch.optim.Optimizer, banks: d
     sums: dict[str, float] = defaultdict(float)
     timer, start = PhaseTimer(), time.perf_counter()
     bar = tqdm(total=n_steps, desc=f"epoch {epoch} (stage {stage})", leave=False,
-               disable=not (config.runtime.progress and ctx.is_main))
+               disable=not (config.runtime.progress and ctx.is_main and sys.stderr.isatty()))
     first_epoch = 1 if stage == 1 else config.optim.epochs_stage1 + 1
     stage_epochs = config.optim.epochs_stage1 if stage == 1 else config.optim.epochs_stage2
     for step, batch in enumerate(_on_device(batches, device, timer)):

@@ -11,6 +11,7 @@ import sys
 import tarfile
 import zipfile
 
+import numpy as np
 import pytest
 
 from codt_deploy import cli, metrics
@@ -277,3 +278,41 @@ def test_pickles_are_read_only_with_trust_pickle(run, tmp_path):
     status, _, err = run(path, "-o", tmp_path / "trusted.csv", "--trust-pickle")
     assert status == 0, err
     assert [r["name"] for r in _csv_rows(tmp_path / "trusted.csv")] == ["clip"]
+
+
+def _plain_arrays(tmp_path, n=6):
+    """The first n MSR examples as plain (T, V, C) .npy arrays, with a labels CSV keyed name.npy."""
+    from codt_deploy.readers import read_poses
+
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    rows = ["file,label"]
+    for path in example_paths()[:n]:
+        seq = read_poses(path)[0]
+        name = path.name.replace("_skeleton3D.txt", ".npy")
+        np.save(folder / name, seq.data[:, 0])  # (T, M, V, C) -> (T, V, C)
+        rows.append(f"{name},{name[:3]}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_plain_arrays_with_layout_and_axes(run, tmp_path):
+    folder = _plain_arrays(tmp_path)
+    status, out, err = run(folder, "--layout", "msr20", "--axes", "tvc", "--labels",
+                           folder / "labels.csv", "-o", tmp_path / "out.csv")
+    assert status == 0, err
+    assert "6 sequences clustered" in err and "0 failed" in err
+    assert "labels: 6 of 6 sequences labelled" in out
+    assert len(_csv_rows(tmp_path / "out.csv")) == 6
+
+
+def test_plain_arrays_without_axes_fail_each_with_the_reason(run, tmp_path):
+    status, _, err = run(_plain_arrays(tmp_path, n=2))
+    assert status == 1
+    assert err.count("FAILED") == 2 and "needs axes" in err
+
+
+def test_unknown_layout_is_refused_by_name(run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(_plain_arrays(tmp_path, n=1), "--layout", "nosuchlayout")
+    assert "nosuchlayout" in capsys.readouterr().err
