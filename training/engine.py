@@ -333,7 +333,8 @@ def _on_device(batches: Iterator[TrainBatch], device: torch.device, timer: Phase
 def recalibrate_batchnorm(model: CoDTModel, data: TaskData, config: TrainConfig,
                           device: torch.device) -> dict[str, float]:
     """§15.5 (precise BatchNorm): reset every student BatchNorm and re-estimate its running
-    mean/variance as the exact average over the clean (unaugmented) target train set, dropout off.
+    mean/variance as the average of its batch statistics over the clean (unaugmented) target
+    train set (batches of ``eval.batch_size``), dropout off.
 
     In training the students' running statistics follow strongly augmented views (and, for B0,
     the source domain too), so eval-mode features of clean target clips are shifted; that shift

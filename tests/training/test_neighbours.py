@@ -174,3 +174,42 @@ def test_raw_pose_baselines_find_separated_clusters():
     for name in ("ward", "spectral"):
         assert result[name]["acc"] == pytest.approx(100.0)
     assert np.allclose(np.linalg.norm(flattened_poses(poses), axis=1), 1.0)
+
+
+def test_aligned_labels_undo_a_renaming():
+    from training.engine import aligned_labels
+
+    reference = np.array([0, 0, 1, 1, 2, 2, 3])
+    renamed = np.array([2, 2, 0, 0, 3, 3, 1])  # the same partition under other ids
+    assert np.array_equal(aligned_labels(renamed, reference, 4), reference)
+    noisy = renamed.copy()
+    noisy[0] = 1  # one sample moved: the ids still follow the bulk
+    assert np.array_equal(aligned_labels(noisy, reference, 4)[1:], reference[1:])
+
+
+def test_spectral_labels_of_several_views_need_equal_sizes():
+    points, _ = _blobs(k=3)
+    both = spectral_labels([points.numpy(), points.numpy()[:, ::-1]], 3, n_neighbors=5)
+    assert both.shape == (36,)
+    with pytest.raises(ValueError, match="same number of samples"):
+        spectral_labels([points.numpy(), points.numpy()[:5]], 3)
+
+
+def test_batchnorm_recalibration_sets_the_clean_data_statistics(task_dir):
+    from training.data import load_task_data
+    from training.engine import recalibrate_batchnorm
+
+    config = from_dict({"data": {"prepared_dir": str(task_dir)}, "model": {"num_clusters": 4},
+                        "eval": {"batch_size": 1000}})
+    data = load_task_data(task_dir, config)
+    torch.manual_seed(0)
+    model = build_model(shared_layout=data.shared_layout, specific_layout=data.specific_layout,
+                        in_channels=3, num_source_classes=data.num_source_classes, num_clusters=4)
+    bn = model.specific_student.encoder.data_bn
+    bn.running_mean.fill_(123.0)  # stale statistics, as after training on augmented views
+    recalibrate_batchnorm(model, data, config, torch.device("cpu"))
+    x = torch.from_numpy(np.asarray(data.target_train_specific.data, dtype=np.float32))
+    n, c, t, v, m = x.shape
+    expected = x.permute(0, 4, 3, 1, 2).reshape(n * m, v * c, t).mean(dim=(0, 2))  # (V·C,)
+    assert torch.allclose(bn.running_mean, expected, atol=1e-4)
+    assert bn.momentum == 0.1 and not model.specific_student.training

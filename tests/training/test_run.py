@@ -176,3 +176,23 @@ def test_a_users_task_file_is_prepared_and_trained(shared_data, tmp_path, capsys
 def test_task_file_that_does_not_exist_is_named(tmp_path, capsys):
     assert main(["--task", str(tmp_path / "nope.yaml"), "--no-export"]) == 2
     assert "nope.yaml: task file not found" in capsys.readouterr().err
+
+
+def test_anchor_partition_and_batchnorm_recalibration_run_end_to_end(task_dir, tmp_path):
+    """§15.4/§15.5: the anchor term appears in stage 2, heads are evaluated without collapse
+    figures missing, and the recalibrated running statistics are what the final checkpoint holds."""
+    run_dir = tmp_path / "anchors"
+    assert main(_args(task_dir, run_dir, "anchors.mode=spectral", "loss.anchor=5",
+                      "decisions.recalibrate_bn=true", "optim.optimizer=adamw",
+                      "optim.lr_stage1=0.001", "optim.lr_stage2=0.0001",
+                      "optim.schedule=cosine")) == 0
+    stage1, stage2 = _records(run_dir)
+    assert "loss/anchor" not in stage1 and stage2["loss/anchor"] > 0
+    assert "recalibrate_bn/time_s" in stage2
+    for branch in ("shared", "specific"):
+        assert 1 <= stage2[f"{branch}/head/clusters_used"] <= 6
+        assert 0 < stage2[f"{branch}/head/largest_share"] <= 1
+    assert stage1["lr"] == 0.001 and stage2["lr"] == 0.0001  # the stage's base rate is logged
+    weights = _final_model(run_dir)
+    bn = "specific_student.encoder.data_bn.running_mean"
+    assert torch.isfinite(weights[bn]).all() and weights[bn].abs().sum() > 0
