@@ -140,10 +140,11 @@ def knn_affinity(points, n_neighbors: int = SPECTRAL_NEIGHBOURS):
     return 0.5 * (graph + graph.T)
 
 
-def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_NEIGHBOURS):
-    """Spectral clustering (scikit-learn) into ``k`` clusters of the sum of the kNN graphs
-    (:func:`knn_affinity`) of one feature matrix ``points`` (N, D) or of several views of the same
-    N samples (a list of matrices), METHOD §15.3–§15.4: labels (N,) int64 as a numpy array."""
+def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_NEIGHBOURS,
+                    weights=None):
+    """Spectral clustering (scikit-learn) into ``k`` clusters of the (``weights``-weighted) sum of
+    the kNN graphs (:func:`knn_affinity`) of one feature matrix ``points`` (N, D) or of several
+    views of the same N samples (a list of matrices), METHOD §15.3–§15.4: labels (N,) int64."""
     import numpy as np
     from sklearn.cluster import SpectralClustering
 
@@ -153,6 +154,9 @@ def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_N
         raise ValueError(f"spectral_labels needs 1 <= k <= N = {n}, got k = {k}")
     if any(np.asarray(v).shape[0] != n for v in views):
         raise ValueError("spectral_labels: every view needs the same number of samples")
-    affinity = sum(knn_affinity(view, n_neighbors) for view in views)
+    weights = [1.0] * len(views) if weights is None else list(weights)
+    if len(weights) != len(views) or not any(w > 0 for w in weights):
+        raise ValueError("spectral_labels: one non-negative weight per view, not all zero")
+    affinity = sum(w * knn_affinity(view, n_neighbors) for view, w in zip(views, weights) if w > 0)
     model = SpectralClustering(k, affinity="precomputed", assign_labels="kmeans", random_state=seed)
     return model.fit_predict(affinity).astype(np.int64)

@@ -125,6 +125,7 @@ class AnchorConfig(_Section):
 
     mode: Literal["none", "spectral"] = "none"
     raw_graph: bool = True
+    feature_weight: float = Field(1.0, ge=0.0)  # weight of each bank's graph (raw graph: 1)
     every: int = Field(1, ge=1)
 
 
@@ -206,6 +207,8 @@ class TrainConfig(_Section):
                             f"data.prepared_dir to its prepared folder")
         if self.loss.neighbour > 0 and self.neighbours.k == 0:
             problems.append("loss.neighbour > 0 needs neighbours.k > 0 (the neighbours to agree with)")
+        if self.anchors.mode != "none" and self.anchors.feature_weight == 0 and not self.anchors.raw_graph:
+            problems.append("anchors need a graph: anchors.feature_weight > 0 or anchors.raw_graph")
         if self.loss.anchor > 0 and self.anchors.mode == "none":
             problems.append("loss.anchor > 0 needs anchors.mode (the partition to predict)")
         if problems:

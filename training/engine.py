@@ -390,11 +390,14 @@ def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndar
 def anchor_partition(views: list[torch.Tensor | np.ndarray], raw_rows: np.ndarray | None,
                      config: TrainConfig, k: int, seed: int) -> np.ndarray:
     """§15.4: spectral labels (N,) of the summed kNN graphs of the feature ``views`` (each
-    (N, D), L2-normalised here) and, when given, of the raw pose rows (N, C·T·V·M)."""
+    (N, D), L2-normalised here; weight ``anchors.feature_weight``) and, when given, of the raw
+    pose rows (N, C·T·V·M; weight 1)."""
     matrices = [F.normalize(torch.as_tensor(v).float(), dim=1).cpu().numpy() for v in views]
+    weights = [config.anchors.feature_weight] * len(matrices)
     if raw_rows is not None:
         matrices.append(raw_rows)
-    return spectral_labels(matrices, k, seed=seed % 2**31)
+        weights.append(1.0)
+    return spectral_labels(matrices, k, seed=seed % 2**31, weights=weights)
 
 
 @torch.no_grad()

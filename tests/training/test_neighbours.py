@@ -208,7 +208,7 @@ def test_batchnorm_recalibration_sets_the_clean_data_statistics(task_dir):
     bn = model.specific_student.encoder.data_bn
     bn.running_mean.fill_(123.0)  # stale statistics, as after training on augmented views
     recalibrate_batchnorm(model, data, config, torch.device("cpu"))
-    x = torch.from_numpy(np.asarray(data.target_train_specific.data, dtype=np.float32))
+    x = torch.from_numpy(np.array(data.target_train_specific.data, dtype=np.float32))
     n, c, t, v, m = x.shape
     expected = x.permute(0, 4, 3, 1, 2).reshape(n * m, v * c, t).mean(dim=(0, 2))  # (V·C,)
     assert torch.allclose(bn.running_mean, expected, atol=1e-4)
