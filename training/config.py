@@ -126,6 +126,9 @@ class AnchorConfig(_Section):
     mode: Literal["none", "spectral"] = "none"
     raw_graph: bool = True
     feature_weight: float = Field(1.0, ge=0.0)  # weight of each bank's graph (raw graph: 1)
+    # also in stage 1: both heads learn the anchors from epoch 1 and keep what they learnt
+    # (no k-means re-initialisation between the stages)
+    stage1: bool = False
     every: int = Field(1, ge=1)
 
 

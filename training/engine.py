@@ -227,10 +227,11 @@ def step_losses(model: CoDTModel, banks: dict[str, MemoryBank], batch: TrainBatc
                     logits_0, _neighbour_probabilities(model, banks["shared"], "shared", ids))
                 + losses.neighbour_consistency_loss(
                     logits_1, _neighbour_probabilities(model, banks["specific"], "specific", ids)))
-        if anchors is not None and config.loss.anchor > 0:
-            target = anchors[batch.ids]  # (n,)
-            terms["anchor"] = F.cross_entropy(logits_0, target) + F.cross_entropy(logits_1, target)
         timer.lap("clustering")
+    if anchors is not None and config.loss.anchor > 0:  # §15.4, stage 2 (and 1 with anchors.stage1)
+        target = anchors[batch.ids]  # (n,)
+        terms["anchor"] = (F.cross_entropy(shared.cluster_logits.float(), target)
+                           + F.cross_entropy(specific.cluster_logits.float(), target))
     return terms
 
 
@@ -411,6 +412,9 @@ def kmeans_init(model: CoDTModel, data: TaskData, config: TrainConfig, device: t
     features = {branch: embed_split(model, branch, splits[branch], config, device)[0]
                 for branch in BRANCHES}  # (N, 256) each
     anchors = None
+    if config.anchors.stage1:  # §15.4: the heads learnt the anchors in stage 1; keep them
+        model.copy_students_to_teachers()
+        return {"kmeans_init/time_s": time.perf_counter() - start, "kmeans_init/skipped": 1.0}
     if config.anchors.mode == "spectral":  # §15.4: one partition initialises both heads
         anchors = torch.from_numpy(anchor_partition(
             list(features.values()), raw_rows if config.anchors.raw_graph else None, config,

@@ -162,6 +162,8 @@ def evenly_spaced(refs: list, limit: int | None) -> list:
 
 def reader_options(ref: cat.SampleRef, domain: DomainSpec, raw: Path) -> dict:
     options = dict(domain.options)
+    if domain.layout and ref.path.suffix.lower() in (".npy", ".npz") and "skeleton" not in options:
+        options["skeleton"] = domain.layout  # plain arrays: the domain's layout is their skeleton
     if domain.dataset == "pku" and domain.labels:
         for folder in (find_first((c,), raw) for c in domain.labels):
             if folder is None or not folder.is_dir():

@@ -228,10 +228,11 @@ def raw_pose_rows(data, config: TrainConfig) -> np.ndarray | None:
 
 def anchor_labels(model, banks, data, config: TrainConfig, epoch: int, device: torch.device
                   ) -> torch.Tensor | None:
-    """§15.4: the anchor partition (N_train,) for a stage-2 ``epoch``, recomputed from both
+    """§15.4: the anchor partition (N_train,) for a stage-2 ``epoch`` (any epoch with
+    ``anchors.stage1``), recomputed from both
     teacher banks (and the raw poses) every ``anchors.every`` epochs and aligned to the B1 teacher
     head's current clusters; None in stage 1 or when switched off. Stateless, so resumable."""
-    first = config.optim.epochs_stage1 + 1
+    first = 1 if config.anchors.stage1 else config.optim.epochs_stage1 + 1
     if config.anchors.mode == "none" or epoch < first:
         return None
     due = epoch - (epoch - first) % config.anchors.every  # the epoch the partition is from

@@ -196,3 +196,41 @@ def test_anchor_partition_and_batchnorm_recalibration_run_end_to_end(task_dir, t
     weights = _final_model(run_dir)
     bn = "specific_student.encoder.data_bn.running_mean"
     assert torch.isfinite(weights[bn]).all() and weights[bn].abs().sum() > 0
+
+
+def test_plain_array_target_from_a_minimal_task_file_with_the_cpu_recipe(shared_data, tmp_path, capsys):
+    """The README's plain-array example: a folder of (T, V, C) .npy files with a labels CSV keyed
+    name.npy, layout and axes given once in the task file, relative paths next to the file."""
+    import numpy as np
+
+    from codt_deploy.readers import read_poses
+
+    arrays = tmp_path / "my_target"
+    arrays.mkdir()
+    rows = ["file,label"]
+    for path in sorted((shared_data / "msr_action3d").glob("a0[1-4]_s0[12]_e01_skeleton3D.txt")):
+        name = path.name.replace("_skeleton3D.txt", ".npy")
+        np.save(arrays / name, read_poses(path)[0].data[:, 0])  # (T, V, C)
+        rows.append(f"{name},{name[:3]}")
+    (arrays / "labels.csv").write_text("\n".join(rows) + "\n")
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(
+        "name: my-arrays\n"
+        f"source: {{dataset: ucla, path: {shared_data / 'nw_ucla'}, layout: kinect20}}\n"
+        "target: {path: my_target, labels: my_target/labels.csv, layout: msr20,\n"
+        "         options: {axes: TVC}}\n"
+        "persons: 1\n", encoding="utf-8")
+    folder = tmp_path / "prepared" / "my-arrays"
+    sets = [f"data.prepared_dir={folder}", "data.source_limit=16", "optim.epochs_stage1=1",
+            "optim.epochs_stage2=1", "eval.kmeans_seeds=1", "runtime.device=cpu",
+            "runtime.threads=1", "runtime.amp=false"]
+    argv = ["--task", str(task_file), "--recipe", "cpu", "--run-dir", str(tmp_path / "run"),
+            "--no-export", "-q"]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    out = capsys.readouterr().out
+    assert "recipe cpu:" in out and "estimated wall time" in out
+    info = json.loads((folder / "task.json").read_text())
+    assert info["num_clusters"] == 4 and info["layouts"]["specific"] == "msr20"
+    config = from_dict(load_yaml(tmp_path / "run" / "config.yaml"))
+    assert config.optim.batch_target == 8 and config.neighbours.k == 3  # sized from 16 clips
+    assert "| CoDT-B1 | cluster head |" in out
