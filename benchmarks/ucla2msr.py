@@ -36,7 +36,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "cpu"
 # The paper's method on the same schedule: every METHOD §15 switch back to the paper's value.
-PAPER = ["model.dropout=0.5", "neighbours.k=0", "loss.neighbour=0", "decisions.head_init=kmeans"]
+PAPER = ["model.dropout=0.5", "anchors.mode=none", "anchors.stage1=false", "loss.anchor=0",
+         "decisions.recalibrate_bn=false"]
 SMOKE = ["data.source_limit=64", "data.target_train_limit=64", "data.target_eval_limit=64",
          "optim.epochs_stage1=1", "optim.epochs_stage2=1", "optim.batch_source=16",
          "optim.batch_target=16", "eval.kmeans_seeds=2"]

@@ -170,13 +170,14 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
         log.info("filling memory banks: %s", fill_banks(model, banks, data, config, device, ctx))
     metrics: dict[str, float] = {}
     neighbour_tables: dict[str, torch.Tensor] = {}
+    anchors: torch.Tensor | None = None  # §15.4 partition of the previous epoch
     for epoch in range(start + 1, config.total_epochs + 1):
         record = {}
         if epoch == config.optim.epochs_stage1 + 1 and config.decisions.kmeans_init:
             if config.decisions.recalibrate_bn:
                 record.update(recalibrate_batchnorm(model, data, config, device))
             record.update(kmeans_init(model, data, config, device, raw_pose_rows(data, config)))
-        anchors = anchor_labels(model, banks, data, config, epoch, device)
+        anchors = anchor_labels(model, banks, data, config, epoch, device, previous=anchors)
         neighbours = neighbour_table(model, data, config, device, stage=config.stage_of(epoch),
                                      cache=neighbour_tables)
         record.update(train_one_epoch(model, optimizer, banks, data, config, epoch=epoch,
@@ -186,7 +187,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
         if config.decisions.recalibrate_bn and (_eval_due(config, epoch) or epoch == config.total_epochs):
             record.update(recalibrate_batchnorm(model, data, config, device))  # every rank alike
         if ctx.is_main and _eval_due(config, epoch):
-            metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2)
+            metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2
+                               or config.anchors.stage1)
             record.update(metrics)
         ddp.barrier(ctx)
         if ctx.is_main:
@@ -226,12 +228,14 @@ def raw_pose_rows(data, config: TrainConfig) -> np.ndarray | None:
     return flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
 
 
-def anchor_labels(model, banks, data, config: TrainConfig, epoch: int, device: torch.device
-                  ) -> torch.Tensor | None:
+def anchor_labels(model, banks, data, config: TrainConfig, epoch: int, device: torch.device,
+                  previous: torch.Tensor | None = None) -> torch.Tensor | None:
     """§15.4: the anchor partition (N_train,) for a stage-2 ``epoch`` (any epoch with
     ``anchors.stage1``), recomputed from both
-    teacher banks (and the raw poses) every ``anchors.every`` epochs and aligned to the B1 teacher
-    head's current clusters; None in stage 1 or when switched off. Stateless, so resumable."""
+    teacher banks (and the raw poses) every ``anchors.every`` epochs; None in stage 1 or when
+    switched off. Cluster ids are aligned to the ``previous`` partition when there is one (ids stay
+    put while the heads learn them), else (first epoch, or a resumed run) to the B1 teacher head's
+    current clusters. The spectral seed is fixed per run, so only the features move the partition."""
     first = 1 if config.anchors.stage1 else config.optim.epochs_stage1 + 1
     if config.anchors.mode == "none" or epoch < first:
         return None
@@ -239,10 +243,16 @@ def anchor_labels(model, banks, data, config: TrainConfig, epoch: int, device: t
     k = model.num_clusters
     with torch.no_grad():
         views = [banks[branch].read().float().cpu() for branch in ("shared", "specific")]
+        if previous is not None and due != epoch:
+            return previous  # not due: keep the partition of epoch ``due``
         labels = anchor_partition(views, raw_pose_rows(data, config), config, k,
-                                  derive_seed(config.seed, 14, due))
-        current = model.teacher_cluster_logits(banks["specific"].read(), "specific").argmax(1)
-    return torch.from_numpy(aligned_labels(labels, current.cpu().numpy(), k)).to(device)
+                                  derive_seed(config.seed, 14))
+        if previous is not None:
+            reference = previous.cpu().numpy()
+        else:
+            reference = model.teacher_cluster_logits(banks["specific"].read(), "specific").argmax(1)
+            reference = reference.cpu().numpy()
+    return torch.from_numpy(aligned_labels(labels, reference, k)).to(device)
 
 
 def _resume_point(run_dir: Path, resume: bool, init_from: Path | None, config, model, optimizer,

@@ -150,13 +150,13 @@ def test_cpu_recipe_is_sized_from_the_data(n_target, batch, epochs_1):
     assert horizon == pytest.approx(max(10.0, 0.12 * steps), rel=1e-3)
     assert values["eval"]["every"] > optim["epochs_stage1"] + optim["epochs_stage2"]
     config = resolve_config(task="ucla2msr", recipe=values)
-    assert config.neighbours.k == 3 and config.model.dropout == 0.0
+    assert config.anchors.mode == "spectral" and config.model.dropout == 0.0
 
 
 def test_cpu_recipe_yields_to_set_overrides_and_refuses_tiny_sets():
     config = resolve_config(task="ucla2msr", recipe=cpu_recipe(557, 1484),
-                            overrides=["optim.batch_target=16", "neighbours.k=0", "loss.neighbour=0"])
-    assert config.optim.batch_target == 16 and config.neighbours.k == 0
+                            overrides=["optim.batch_target=16", "anchors.mode=none", "loss.anchor=0"])
+    assert config.optim.batch_target == 16 and config.anchors.mode == "none"
     with pytest.raises(ConfigError, match="at least 4 target"):
         cpu_recipe(3, 100)
 

@@ -232,5 +232,6 @@ def test_plain_array_target_from_a_minimal_task_file_with_the_cpu_recipe(shared_
     info = json.loads((folder / "task.json").read_text())
     assert info["num_clusters"] == 4 and info["layouts"]["specific"] == "msr20"
     config = from_dict(load_yaml(tmp_path / "run" / "config.yaml"))
-    assert config.optim.batch_target == 8 and config.neighbours.k == 3  # sized from 16 clips
+    assert config.optim.batch_target == 8  # sized from 16 clips
+    assert config.anchors.stage1 and config.decisions.recalibrate_bn and config.model.dropout == 0
     assert "| CoDT-B1 | cluster head |" in out
