@@ -21,6 +21,7 @@ Steps (STYLE guidelines 11-12; docs/ARCHITECTURE.md "Exported model"):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.metadata
 import logging
@@ -28,6 +29,7 @@ import os
 import platform
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,12 +168,33 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+# Loggers of the exporter that print routine notes (optional torchvision ops skipped, graph
+# passes applied) which are not problems of the export; errors still get through.
+_NOISY_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's informational log lines and its FutureWarnings for one export."""
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def _export_onnx(net: nn.Module, example: np.ndarray, path: Path) -> None:
     """Dynamo export with a dynamic batch axis into ``path`` (one file, no external data)."""
     wrapper = _Exportable(net).eval()
     x = torch.from_numpy(np.array(example[:2], np.float32))  # (2, C, T, V, M)
     batch = torch.export.Dim("N", min=1, max=65536)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(wrapper, (x,), dynamo=True, opset_version=OPSET,
                                     input_names=["poses"],
                                     output_names=["probabilities", "embedding"],

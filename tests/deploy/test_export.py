@@ -66,3 +66,18 @@ def test_parity_failure_is_an_export_error(tmp_path, exported_tiny_model):
     other = tiny_network(poses, seed=1)  # different weights than the exported file
     with pytest.raises(ExportError, match="differs from PyTorch"):
         check_parity(other, exported_tiny_model.onnx_path, poses)
+
+
+def test_the_exporter_notes_are_silenced_for_one_export_only():
+    import logging
+    import warnings
+
+    from training.export import _NOISY_LOGGERS, _quiet_exporter
+
+    before = [logging.getLogger(name).level for name in _NOISY_LOGGERS]
+    with _quiet_exporter():
+        assert all(logging.getLogger(n).level == logging.ERROR for n in _NOISY_LOGGERS)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.warn("deprecated", FutureWarning)
+        assert not caught or all(w.category is not FutureWarning for w in caught)
+    assert [logging.getLogger(name).level for name in _NOISY_LOGGERS] == before
