@@ -211,7 +211,7 @@ def _progress(args: argparse.Namespace):
 
 def report(summary, observer: Observer, args: argparse.Namespace, model) -> None:
     """The end-of-run summary on stderr; metrics and the --show table on stdout."""
-    from codt_deploy.metrics import cluster_balance, collapse_warning, evaluate
+    from codt_deploy.metrics import balance_of_counts, collapse_warning, evaluate
     from codt_deploy.pipeline import describe_failure
     from codt_deploy.writers import columns, format_table
 
@@ -225,9 +225,9 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(observer.counts.items()))
         print(f"  sequences per cluster: {counts}", file=err)
     if observer.counts:
-        warning = collapse_warning(cluster_balance(
-            [c for c, n in observer.counts.items() for _ in range(n)], model.num_clusters),
-            model.num_clusters, "the clustering")
+        k = model.num_clusters
+        warning = collapse_warning(balance_of_counts(list(observer.counts.values()), k), k,
+                                   "the clustering")
         if warning:
             print(f"  WARNING: {warning}", file=err)
     for key, reason in summary.failures:

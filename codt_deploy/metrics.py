@@ -142,12 +142,19 @@ COLLAPSE_MIN_USED_SHARE = 0.5
 def cluster_balance(labels_pred: Sequence, num_clusters: int) -> dict[str, float]:
     """Label-free health of a clustering: ``clusters_used`` (of K), ``largest_share`` (fraction in
     the biggest cluster) and ``collapsed`` (1.0 past the thresholds above, else 0.0)."""
-    pred = np.asarray(labels_pred)
-    if pred.size == 0:
+    _, counts = np.unique(np.asarray(labels_pred), return_counts=True)
+    return balance_of_counts(counts, num_clusters)
+
+
+def balance_of_counts(counts: Sequence[int], num_clusters: int) -> dict[str, float]:
+    """:func:`cluster_balance` from the member counts of the non-empty clusters."""
+    sizes = np.asarray([c for c in counts if c > 0], dtype=np.int64)
+    total = int(sizes.sum())
+    if total == 0:
         return {"clusters_used": 0.0, "largest_share": 0.0, "collapsed": 0.0}
-    _, counts = np.unique(pred, return_counts=True)
-    used, largest = float(len(counts)), float(counts.max() / pred.size)
-    collapsed = largest > COLLAPSE_LARGEST_SHARE or used < COLLAPSE_MIN_USED_SHARE * min(num_clusters, pred.size)
+    used, largest = float(len(sizes)), float(sizes.max() / total)
+    too_few = used < COLLAPSE_MIN_USED_SHARE * min(num_clusters, total)
+    collapsed = largest > COLLAPSE_LARGEST_SHARE or too_few
     return {"clusters_used": used, "largest_share": largest, "collapsed": float(collapsed)}
 
 

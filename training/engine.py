@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from codt_deploy.errors import CodtError
+from codt_deploy.metrics import cluster_balance, collapse_warning, hungarian
 from training import losses
 from training.clustering import sinkhorn, spectral_labels, spherical_kmeans, update_centroids
 from training.config import TrainConfig
@@ -260,7 +261,7 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def scheduled_lr(config: TrainConfig, stage: int, progress: float) -> float:
-    """The learning rate at ``progress`` ∈ [0, 1) through ``stage`` (§15.4 ``optim.schedule``)."""
+    """The learning rate at ``progress`` ∈ [0, 1) through ``stage`` (§15.6 ``optim.schedule``)."""
     base = config.lr(stage)
     if config.optim.schedule == "constant":
         return base
@@ -377,8 +378,6 @@ def embed_split(model: CoDTModel, branch: str, split: Split, config: TrainConfig
 def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
     """Rename the clusters of ``labels`` (N,) to best match ``reference`` (N,) (Hungarian on the
     K×K overlap), so a recomputed partition keeps the cluster ids the heads already use."""
-    from codt_deploy.metrics import hungarian
-
     overlap = np.zeros((k, k), dtype=np.int64)
     np.add.at(overlap, (labels, reference), 1)  # (K new, K reference)
     rows, cols = hungarian(-overlap)
@@ -393,8 +392,10 @@ def anchor_partition(views: list[torch.Tensor | np.ndarray], raw_rows: np.ndarra
     """§15.4: spectral labels (N,) of the summed kNN graphs of the feature ``views`` (each
     (N, D), L2-normalised here; weight ``anchors.feature_weight``) and, when given, of the raw
     pose rows (N, C·T·V·M; weight 1)."""
-    matrices = [F.normalize(torch.as_tensor(v).float(), dim=1).cpu().numpy() for v in views]
-    weights = [config.anchors.feature_weight] * len(matrices)
+    weight = config.anchors.feature_weight
+    matrices = [F.normalize(torch.as_tensor(v).float(), dim=1).cpu().numpy()
+                for v in views] if weight > 0 else []  # a zero-weight graph is never built
+    weights = [weight] * len(matrices)
     if raw_rows is not None:
         matrices.append(raw_rows)
         weights.append(1.0)
@@ -407,14 +408,14 @@ def kmeans_init(model: CoDTModel, data: TaskData, config: TrainConfig, device: t
     """§9: per branch, spherical k-means of the students' target-train features into C_b^t and
     Ĉ_b^t (bias 0); then teachers := students (D2). Deterministic given the weights and seed."""
     start = time.perf_counter()
+    if config.anchors.stage1:  # §15.4: the heads learnt the anchors in stage 1; keep them
+        model.copy_students_to_teachers()
+        return {"kmeans_init/time_s": time.perf_counter() - start, "kmeans_init/skipped": 1.0}
     splits = {"shared": data.target_train_shared, "specific": data.target_train_specific}
     record = {}
     features = {branch: embed_split(model, branch, splits[branch], config, device)[0]
                 for branch in BRANCHES}  # (N, 256) each
     anchors = None
-    if config.anchors.stage1:  # §15.4: the heads learnt the anchors in stage 1; keep them
-        model.copy_students_to_teachers()
-        return {"kmeans_init/time_s": time.perf_counter() - start, "kmeans_init/skipped": 1.0}
     if config.anchors.mode == "spectral":  # §15.4: one partition initialises both heads
         anchors = torch.from_numpy(anchor_partition(
             list(features.values()), raw_rows if config.anchors.raw_graph else None, config,
@@ -476,8 +477,6 @@ def evaluate(model: CoDTModel, data: TaskData, config: TrainConfig, device: torc
 def _record_balance(record: dict[str, float], prefix: str, pred: np.ndarray, k: int) -> None:
     """Label-free collapse figures of one head (``clusters_used``, ``largest_share``), with a
     logged warning when the head looks collapsed (codt_deploy.metrics.cluster_balance)."""
-    from codt_deploy.metrics import cluster_balance, collapse_warning
-
     balance = cluster_balance(pred, k)
     record[f"{prefix}/clusters_used"] = balance["clusters_used"]
     record[f"{prefix}/largest_share"] = balance["largest_share"]

@@ -31,7 +31,6 @@ import torch
 
 from codt_deploy.errors import CodtError
 from training import checkpoint as ckpt
-from training import recipes
 from training import distributed as ddp
 from training.config import TrainConfig, apply_overrides, from_dict, load_yaml, resolve_config, save_yaml, \
     to_dict
@@ -41,7 +40,7 @@ from training.engine import aligned_labels, anchor_partition, append_jsonl, embe
     fill_banks, kmeans_init, make_banks, recalibrate_batchnorm, train_one_epoch, \
     use_fast_dropout
 from training.model import CoDTModel, build_model
-from training.recipes import RECIPES
+from training.recipes import RECIPES, cpu_recipe, describe
 from training.neighbours import knn_table, pose_features
 from training.stgcn import FEATURE_DIM
 
@@ -101,7 +100,7 @@ def build(config: TrainConfig, data: TaskData, device: torch.device, ctx: ddp.Di
     model = ddp.prepare_model(ctx, model.to(device), device_type=device.type,
                               sync_batchnorm=config.runtime.sync_batchnorm)
     o = config.optim
-    if o.optimizer == "adamw":  # §15.4: converges in far fewer steps than SGD on a CPU budget
+    if o.optimizer == "adamw":  # §15.6: converges in far fewer steps than SGD on a CPU budget
         optimizer = torch.optim.AdamW(model.student_parameters(), lr=o.lr_stage1,
                                       weight_decay=o.weight_decay)
     else:
@@ -171,13 +170,14 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
     metrics: dict[str, float] = {}
     neighbour_tables: dict[str, torch.Tensor] = {}
     anchors: torch.Tensor | None = None  # §15.4 partition of the previous epoch
+    raw_rows = raw_pose_rows(data, config)  # (N_train, C·T·V·M) or None, once per run
     for epoch in range(start + 1, config.total_epochs + 1):
         record = {}
         if epoch == config.optim.epochs_stage1 + 1 and config.decisions.kmeans_init:
             if config.decisions.recalibrate_bn:
                 record.update(recalibrate_batchnorm(model, data, config, device))
-            record.update(kmeans_init(model, data, config, device, raw_pose_rows(data, config)))
-        anchors = anchor_labels(model, banks, data, config, epoch, device, previous=anchors)
+            record.update(kmeans_init(model, data, config, device, raw_rows))
+        anchors = anchor_labels(model, banks, config, epoch, device, raw_rows, previous=anchors)
         neighbours = neighbour_table(model, data, config, device, stage=config.stage_of(epoch),
                                      cache=neighbour_tables)
         record.update(train_one_epoch(model, optimizer, banks, data, config, epoch=epoch,
@@ -228,25 +228,26 @@ def raw_pose_rows(data, config: TrainConfig) -> np.ndarray | None:
     return flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
 
 
-def anchor_labels(model, banks, data, config: TrainConfig, epoch: int, device: torch.device,
-                  previous: torch.Tensor | None = None) -> torch.Tensor | None:
+def anchor_labels(model, banks, config: TrainConfig, epoch: int, device: torch.device,
+                  raw_rows: np.ndarray | None, previous: torch.Tensor | None = None
+                  ) -> torch.Tensor | None:
     """§15.4: the anchor partition (N_train,) for a stage-2 ``epoch`` (any epoch with
-    ``anchors.stage1``), recomputed from both
-    teacher banks (and the raw poses) every ``anchors.every`` epochs; None in stage 1 or when
-    switched off. Cluster ids are aligned to the ``previous`` partition when there is one (ids stay
-    put while the heads learn them), else (first epoch, or a resumed run) to the B1 teacher head's
-    current clusters. The spectral seed is fixed per run, so only the features move the partition."""
+    ``anchors.stage1``), recomputed from both teacher banks and ``raw_rows`` (the raw poses, from
+    :func:`raw_pose_rows`) every ``anchors.every`` epochs; None in stage 1 or when switched off.
+    Cluster ids are aligned to the ``previous`` partition when there is one (ids stay put while the
+    heads learn them), else (first epoch, or a resumed run) to the B1 teacher head's current
+    clusters. The spectral seed is fixed per run, so only the features move the partition: without
+    them (``anchors.feature_weight`` 0) the previous partition is kept as it is."""
     first = 1 if config.anchors.stage1 else config.optim.epochs_stage1 + 1
     if config.anchors.mode == "none" or epoch < first:
         return None
-    due = epoch - (epoch - first) % config.anchors.every  # the epoch the partition is from
+    if previous is not None and (config.anchors.feature_weight == 0
+                                 or (epoch - first) % config.anchors.every):
+        return previous  # not due, or nothing that could move it has changed
     k = model.num_clusters
     with torch.no_grad():
-        views = [banks[branch].read().float().cpu() for branch in ("shared", "specific")]
-        if previous is not None and due != epoch:
-            return previous  # not due: keep the partition of epoch ``due``
-        labels = anchor_partition(views, raw_pose_rows(data, config), config, k,
-                                  derive_seed(config.seed, 14))
+        views = [banks[branch].read() for branch in ("shared", "specific")]
+        labels = anchor_partition(views, raw_rows, config, k, derive_seed(config.seed, 14))
         if previous is not None:
             reference = previous.cpu().numpy()
         else:
@@ -342,17 +343,17 @@ def with_recipe(args: argparse.Namespace, config: TrainConfig) -> TrainConfig:
 
     folder = ensure_prepared(config, args.raw)
     task = load_task(folder)
-    n_target = len(load_split(folder, "target_train", task.specific).labels)
+    target = load_split(folder, "target_train", task.specific)  # memory-mapped: shapes only
+    n_target = len(target.labels)
     n_source = len(load_split(folder, "source_train", task.shared).labels)
-    values = recipes.cpu_recipe(n_target, n_source)
+    values = cpu_recipe(n_target, n_source)
     config = resolve_config(task=args.task, config_file=args.config, overrides=args.overrides,
                             recipe=values)
     steps = config.total_epochs * (n_target // config.optim.batch_target)
-    target = load_split(folder, "target_train", task.specific)
     size = config.optim.batch_target * target.data.shape[3] * target.data.shape[4] / (32 * 20)
     threads = config.runtime.threads or 1
     estimate_min = steps * _REFERENCE_STEP_S * size / threads ** 0.7 / 60
-    print(f"{recipes.describe(config, n_target)}\nestimated wall time: {estimate_min:.0f} min "
+    print(f"{describe(config, n_target)}\nestimated wall time: {estimate_min:.0f} min "
           f"({steps} steps on {threads} thread(s) of a CPU like the development machine's; the "
           f"epoch log prints the real ETA)", flush=True)
     return config
