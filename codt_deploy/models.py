@@ -32,6 +32,7 @@ MANIFEST_SCHEMA = 1
 METADATA_KEY = "codt_manifest"  # ONNX metadata_props key holding the manifest JSON
 MODEL_DIR_ENV = "CODT_MODEL_DIR"
 DEFAULT_MODEL = "default"
+PRECISIONS = ("fp32", "int8")
 
 
 class TensorSpec(BaseModel):
@@ -49,6 +50,11 @@ class Manifest(BaseModel):
     ``input.shape`` is ``("N", C, T, V, M)``; outputs are ``probabilities`` ``(N, K)`` and
     ``embedding`` ``(N, 256)``. ``onnx_sha256`` is the hash of the ``.onnx`` file; it is absent from
     the copy inside the ONNX metadata (a file cannot contain its own hash).
+
+    ``precision`` is ``"fp32"`` for an exported network and ``"int8"`` for its statically quantised
+    twin (``python -m training.export MODEL --int8``), whose ``quantization`` records the recipe,
+    the calibration data, the fp32 model it was made from (name and SHA-256) and its agreement
+    with that model.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -72,6 +78,8 @@ class Manifest(BaseModel):
     onnx_sha256: str | None = None
     created: str
     versions: dict[str, str] = Field(default_factory=dict)
+    precision: str = "fp32"
+    quantization: dict[str, Any] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -92,6 +100,10 @@ class Manifest(BaseModel):
         for needed in ("probabilities", "embedding"):
             if needed not in names:
                 problems.append(f"no {needed!r} output (outputs: {names})")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        elif (self.precision == "int8") != (self.quantization is not None):
+            problems.append("an int8 model needs its quantization record, an fp32 one has none")
         for field in ("cluster_names", "nearest_source_classes"):
             value = getattr(self, field)
             if value is not None and len(value) != self.num_clusters:
@@ -207,13 +219,15 @@ def _locate(name_or_path: str | os.PathLike) -> Path:
 
 
 def _default_choice(models: dict[str, Path]) -> Path | None:
-    """Without a model named "default": the only model, else the only target-specific one."""
+    """Without a model named "default": the only model, else the only target-specific fp32 one
+    (an int8 twin is chosen by name only)."""
     if len(models) == 1:
         return next(iter(models.values()))
     specific = []
     for path in models.values():
         try:
-            if load_manifest(path.with_suffix(".json")).branch == "specific":
+            manifest = load_manifest(path.with_suffix(".json"))
+            if manifest.branch == "specific" and manifest.precision == "fp32":
                 specific.append(path)
         except ModelError:
             continue  # a broken model is reported when it is asked for by name
