@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import lzma
+import struct
+import tarfile
+import zipfile
+import zlib
+
 
 class CodtError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -33,3 +39,19 @@ class LayoutError(CodtError, ValueError):
 
 class ModelError(CodtError, RuntimeError):
     """An exported model cannot be found, fails its hash check, or has a bad manifest."""
+
+
+class UnforeseenInputError(PoseFormatError):
+    """A reader failed on an input in a way its own checks did not foresee.
+
+    ``read_poses``/``read_bytes`` turn any other exception a reader raises into this error, so that
+    the input is still reported as one file's failure; each occurrence is a reader bug to fix (the
+    fuzz test in tests/readers asserts there are none).
+    """
+
+
+#: What the standard library's archive and compression modules raise on corrupt or hostile input
+#: (an encrypted member, an unsupported method, a broken deflate/bzip2/LZMA stream, bad headers).
+ARCHIVE_READ_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, tarfile.TarError,
+                       RuntimeError, NotImplementedError, EOFError, OSError, ValueError,
+                       OverflowError, struct.error)

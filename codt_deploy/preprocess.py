@@ -30,8 +30,10 @@ Steps, in order:
 (and resampled); a joint whose score is 0 keeps x = y = 0 after centring; there is no rotation, as
 a 2-D pose has no depth to rotate about the vertical axis.
 
-The output is always finite: an all-zero sequence gives zeros. Non-finite input is rejected with a
-:class:`~codt_deploy.errors.PoseFormatError` naming the file. Everything here is numpy, vectorised
+The output is always finite: an all-zero sequence gives zeros. Non-finite input, and values beyond
+±``MAX_ABS_VALUE`` (1e6: no metres, millimetres, pixels or scores come near it, while ±3e38, finite
+in float32, would overflow centring and rotation), are rejected with a
+:class:`~codt_deploy.errors.PoseFormatError` naming the file and the frame, so the file fails alone. Everything here is numpy, vectorised
 over frames, persons and joints.
 """
 
@@ -52,6 +54,7 @@ ChannelMode = Literal["xyz", "xy_score"]
 _CHANNEL_NAMES: dict[str, tuple[str, ...]] = {"xyz": ("x", "y", "z"),
                                                "xy_score": ("x", "y", "score")}
 _ALIGN_EPS = 1e-4  # METHOD §2 step 4: θ = arccos(v_x / (‖v‖ + 1e-4))
+MAX_ABS_VALUE = 1e6  # larger input values are refused (see the module docstring)
 
 
 class PreprocessConfig(BaseModel):
@@ -207,6 +210,13 @@ def _check_input(seq: PoseSequence, cfg: PreprocessConfig) -> None:
     if not np.all(np.isfinite(seq.data)):
         bad = np.argwhere(~np.isfinite(seq.data))[0]
         raise PoseFormatError(seq.source, "contains NaN or infinite coordinates", frame=int(bad[0]))
+    too_large = np.abs(seq.data) > MAX_ABS_VALUE  # (T, M, V, C)
+    if too_large.any():
+        bad = tuple(np.argwhere(too_large)[0])
+        raise PoseFormatError(seq.source, f"value {float(seq.data[bad]):g} is beyond "
+                                          f"±{MAX_ABS_VALUE:g}; expected metres, millimetres, "
+                                          f"pixels or normalised coordinates",
+                              frame=int(bad[0]))
 
 
 @lru_cache(maxsize=256)

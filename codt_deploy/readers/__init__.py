@@ -7,14 +7,17 @@
 
 ``read_poses`` reads local files (and OpenPose folders); ``read_bytes`` reads uploads and archive
 members with the same parsers and never unpickles. Every problem with the input raises
-``PoseFormatError`` naming the file, the line or frame where known, and what was expected.
+``PoseFormatError`` naming the file, the line or frame where known, and what was expected; a failure
+a reader did not foresee still leaves as a PoseFormatError (``UnforeseenInputError``, a bug to fix).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
-from codt_deploy.errors import PoseFormatError
+from codt_deploy.errors import CodtError, PoseFormatError, UnforeseenInputError
 from codt_deploy.readers.arrays import save_npz
 from codt_deploy.readers.registry import Reader, available_formats, detect_format, get_reader
 from codt_deploy.sequence import PoseSequence
@@ -26,6 +29,24 @@ __all__ = ["MAX_FILE_BYTES", "PoseFormatError", "PoseSequence", "available_forma
 #: ``max_bytes=`` to one call.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 _HEAD_BYTES = 64 * 1024
+log = logging.getLogger(__name__)
+
+
+def _guarded(source: str, read: Callable[[], list[PoseSequence]]) -> list[PoseSequence]:
+    """Run one read so that every failure is a PoseFormatError naming ``source``: an OSError
+    says why the file cannot be read; anything else a reader did not foresee becomes an
+    :class:`UnforeseenInputError` with the original type (a bug to fix, logged with its traceback
+    at debug level)."""
+    try:
+        return read()
+    except CodtError:
+        raise
+    except OSError as exc:
+        raise PoseFormatError(source, f"cannot read: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the readers' contract: only PoseFormatError leaves
+        log.debug("unforeseen reader failure on %s", source, exc_info=True)
+        raise UnforeseenInputError(source, f"unreadable ({type(exc).__name__}: "
+                                           f"{str(exc)[:160]})") from exc
 
 
 def _check_options(reader: Reader, options: dict, source: str) -> None:
@@ -64,6 +85,11 @@ def read_poses(path: str | Path, *, format: str | None = None, trust_pickle: boo
     ``label_file=`` (pku, utkinect), ``image_size=`` (openpose), ``axes=``/``skeleton=`` (array).
     """
     path = Path(path)
+    return _guarded(str(path), lambda: _read_path(path, format, trust_pickle, max_bytes, options))
+
+
+def _read_path(path: Path, format: str | None, trust_pickle: bool, max_bytes: int | None,
+               options: dict) -> list[PoseSequence]:
     source = str(path)
     if path.is_dir():
         reader = _folder_reader(path, format, max_bytes)
@@ -73,6 +99,8 @@ def read_poses(path: str | Path, *, format: str | None = None, trust_pickle: boo
             with path.open("rb") as stream:
                 format = detect_format(path.name, stream.read(_HEAD_BYTES))
         reader = get_reader(format)
+    elif path.exists():
+        raise PoseFormatError(source, "not a regular file (a FIFO, socket or device); not read")
     else:
         raise PoseFormatError(source, "no such file or folder")
     _check_options(reader, options, source)
@@ -91,6 +119,11 @@ def read_bytes(name: str, data: bytes, *, format: str | None = None,
                max_bytes: int | None = None, **options: object) -> list[PoseSequence]:
     """Read an upload or archive member held in memory; ``name`` (e.g. ``"clips.zip::a.json"``)
     is used for detection, naming and messages. Never unpickles: pickle formats are refused."""
+    return _guarded(name, lambda: _read_bytes(name, data, format, max_bytes, options))
+
+
+def _read_bytes(name: str, data: bytes, format: str | None, max_bytes: int | None,
+                options: dict) -> list[PoseSequence]:
     _check_size(len(data), max_bytes, name)
     reader = get_reader(format or detect_format(name, bytes(data[:_HEAD_BYTES])))
     _check_options(reader, options, name)

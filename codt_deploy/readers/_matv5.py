@@ -18,6 +18,7 @@ import zlib
 import numpy as np
 
 from codt_deploy.errors import PoseFormatError
+from codt_deploy.readers._text import DENSE_FLOOR_BYTES, MAX_AMPLIFICATION
 
 _MI_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8",
               13: "u8", 16: "u1", 17: "u2", 18: "u4"}  # 16-18: UTF-8/16/32 text
@@ -117,13 +118,18 @@ def _elements(buf: bytes, pos: int, endian: str, budget: list[int],
 
 def read_mat_v5(data: bytes, source: str, *,
                 max_bytes: int = 256 * 1024 * 1024) -> dict[str, Value]:
-    """Numeric variables as numpy arrays (their MATLAB class's dtype), char variables as str."""
+    """Numeric variables as numpy arrays (their MATLAB class's dtype), char variables as str.
+
+    Compressed elements inflate to at most ``max_bytes`` in all, and to no more than a real file
+    of this size can hold (``_text.check_dense_size``'s bound), so a small hostile file cannot
+    claim hundreds of megabytes."""
     if data[:8] == b"\x89HDF\r\n\x1a\n" or data[128:136] == b"\x89HDF\r\n\x1a\n":
         raise PoseFormatError(source, "MATLAB v7.3 (HDF5) files are not supported; save as v7")
     if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
         raise PoseFormatError(source, "not a MATLAB v5 .mat file (no 128-byte v5 header)")
     endian = "<" if data[126:128] == b"IM" else ">"
+    budget = min(max_bytes, DENSE_FLOOR_BYTES + MAX_AMPLIFICATION * len(data))
     try:
-        return _elements(data, 128, endian, [max_bytes])
+        return _elements(data, 128, endian, [budget])
     except (_Bad, ValueError, zlib.error, struct.error) as exc:
         raise PoseFormatError(source, f"malformed MATLAB v5 file: {exc}") from None

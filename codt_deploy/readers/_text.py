@@ -23,6 +23,19 @@ from codt_deploy.errors import PoseFormatError
 #: cannot allocate gigabytes. 100,000 frames is about 55 minutes at 30 FPS.
 MAX_FRAMES = 100_000
 
+#: A reader refuses to allocate a dense pose array larger than this floor plus
+#: ``MAX_AMPLIFICATION`` times the size of the file: a real file holds its poses (an NTU body-frame
+#: takes ~2 KB of text for 300 bytes of float32), so only a hostile one asks for more, e.g. an NTU
+#: file with 1,000 one-frame bodies or a Kinetics ``frame_index`` of 99999 in a 1.5 KB file.
+DENSE_FLOOR_BYTES = 32 << 20
+MAX_AMPLIFICATION = 16
+
+#: Compressed containers inside one pose file (an ``.npz``) inflate to at most this many bytes,
+#: the size limit of a plain file (``readers.MAX_FILE_BYTES``).
+MAX_INFLATED_BYTES = 256 << 20
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
 _TEXT_CONTROL = bytes(set(range(32)) - {9, 10, 11, 12, 13}) + b"\x7f"
 _SNIFF_BYTES = 4096
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -37,12 +50,20 @@ def sample_name(source: str, suffixes: Sequence[str] = ()) -> str:
     return name
 
 
-def require_text(data: bytes, source: str, *, allow_utf8: bool = False) -> None:
-    """Refuse binary content (NUL or other control bytes, or non-ASCII in numeric text files)."""
+def strip_bom(data: bytes) -> bytes:
+    """``data`` without a leading UTF-8 byte order mark (editors on Windows add one)."""
+    return data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
+
+
+def text_content(data: bytes, source: str, *, allow_utf8: bool = False) -> bytes:
+    """The text of a numeric text file, a leading UTF-8 BOM removed; binary content (NUL or
+    other control bytes, or non-ASCII) is refused."""
+    data = strip_bom(data)
     head = data[:_SNIFF_BYTES]
     if head.translate(None, _TEXT_CONTROL) != head or (not allow_utf8 and not head.isascii()):
         raise PoseFormatError(source, "binary content where a text pose file was expected "
                                       "(is the file corrupt or of another format?)")
+    return data
 
 
 def load_json(data: bytes, source: str) -> object:
@@ -92,6 +113,8 @@ def parse_table(text: bytes, usecols: tuple[int, ...] | None = None) -> np.ndarr
     text reader; None when a row does not parse, so that the caller can diagnose line by line."""
     if not text.strip():
         return np.empty((0, 0 if usecols is None else len(usecols)))
+    if b"\r" in text:  # numpy's reader refuses a CR that does not end a line (CR CR LF ends)
+        text = text.replace(b"\r", b" ")
     try:
         return np.loadtxt(io.BytesIO(text), dtype=np.float64, comments=None, ndmin=2,
                           usecols=usecols)
@@ -105,7 +128,7 @@ def fixed_width_rows(data: bytes, source: str, width: int, what: str) -> np.ndar
     Blank lines are skipped. The fast path parses everything in one C call; only when that fails
     does a line-by-line pass look for the first bad line to report.
     """
-    require_text(data, source)
+    data = text_content(data, source)
     rows = parse_table(data)
     if rows is not None and rows.shape[1] == width:
         return rows
@@ -147,21 +170,57 @@ def check_frame_index(index: int, source: str, what: str) -> None:
                                       f"{MAX_FRAMES} (readers.MAX_FRAMES)")
 
 
+def check_dense_size(shape: tuple[int, ...], itemsize: int, file_bytes: int, source: str,
+                     what: str) -> None:
+    """Refuse to allocate ``shape`` when it is far larger than a file of ``file_bytes`` can fill
+    (see ``DENSE_FLOOR_BYTES``): the bound is checked before the array exists."""
+    size = itemsize
+    for extent in shape:
+        size *= int(extent)
+    limit = DENSE_FLOOR_BYTES + MAX_AMPLIFICATION * file_bytes
+    if size > limit:
+        raise PoseFormatError(source, f"{what} would take {size:,} bytes for a {file_bytes:,}-byte "
+                                      f"file (shape {tuple(shape)}); a real file holds its poses, "
+                                      f"so this is refused (limit {limit:,} bytes)")
+
+
+def require_pose(values: np.ndarray, source: str) -> None:
+    """Refuse a file whose coordinates are all zero: it holds no skeleton."""
+    if not np.any(values):
+        raise PoseFormatError(source, "all coordinates are zero: the file holds no skeleton")
+
+
 def require_frames(num_frames: int, source: str) -> None:
     if num_frames <= 0:
         raise PoseFormatError(source, "zero frames; expected at least one frame of poses")
 
 
 def as_float_array(value: object, source: str, what: str, **where) -> np.ndarray:
-    """``np.asarray(value, float64)`` with a PoseFormatError for ragged or non-numeric content."""
-    if isinstance(value, (str, bytes, dict)):
+    """``np.asarray(value, float64)`` with a PoseFormatError for ragged or non-numeric content,
+    booleans (JSON ``true``), and integers too large for a float (a 3,000-digit number)."""
+    if isinstance(value, (str, bytes, dict, bool)):
         raise PoseFormatError(source, f"{what}: expected a list of numbers, found "
                                       f"{type(value).__name__}", **where)
     try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
         raise PoseFormatError(source, f"{what}: expected a regular array of numbers (ragged "
-                                      f"nesting or a non-number inside)", **where) from None
+                                      f"nesting, a non-number inside, or a number too large)",
+                              **where) from None
+    if _holds_bool(value):
+        raise PoseFormatError(source, f"{what}: expected numbers, found true/false", **where)
+    return array
+
+
+def _holds_bool(value: object) -> bool:
+    """Whether a nested list (already known to be a regular numeric array) holds a bool."""
+    if type(value) is bool:
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    if isinstance(value[0], list):
+        return any(_holds_bool(item) for item in value)
+    return any(type(item) is bool for item in value)
 
 
 def label_from_name(pattern: re.Pattern[str], name: str) -> int | None:

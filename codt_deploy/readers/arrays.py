@@ -12,15 +12,22 @@ all-zero frames trimmed (zero padding); an all-zero sample is an error.
 from __future__ import annotations
 
 import io
+import math
+import tokenize
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from codt_deploy.errors import LayoutError, PoseFormatError
+from codt_deploy.errors import ARCHIVE_READ_ERRORS, LayoutError, PoseFormatError
 from codt_deploy.layouts import available_layouts, get_layout
-from codt_deploy.readers._text import check_finite, sample_name, trailing_zero_trim
+from codt_deploy.readers._text import (
+    MAX_INFLATED_BYTES,
+    check_finite,
+    sample_name,
+    trailing_zero_trim,
+)
 from codt_deploy.sequence import PoseSequence
 
 AXES = ("NCTVM", "CTVM", "MTVC", "TVC", "TMVC")
@@ -87,28 +94,80 @@ def _check_numeric(array: np.ndarray, source: str, what: str) -> None:
 
 
 def _npz_fields(data: bytes, source: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` held in memory; members inflate under ``MAX_INFLATED_BYTES``."""
+    fields, budget = {}, MAX_INFLATED_BYTES
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            if "data" not in archive.files:
-                raise PoseFormatError(source, f".npz needs a 'data' array; found "
-                                              f"{sorted(archive.files)}")
-            return {key: archive[key] for key in archive.files}
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy") or info.file_size > budget:
+                    raise PoseFormatError(source, f".npz member {info.filename[:80]!r}: expected "
+                                                  f".npy arrays of {budget:,} bytes at most")
+                with archive.open(info) as member:
+                    content = member.read(budget + 1)
+                budget -= len(content)
+                if budget < 0:
+                    raise PoseFormatError(source, f".npz arrays inflate past "
+                                                  f"{MAX_INFLATED_BYTES:,} bytes")
+                fields[info.filename[:-4]] = parse_npy(content, f"{source}::{info.filename}")
     except PoseFormatError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise PoseFormatError(source, f"unreadable .npz ({str(exc)[:160]}; object arrays are "
-                                      f"refused)") from None
+    except ARCHIVE_READ_ERRORS as exc:
+        raise PoseFormatError(source, f"unreadable .npz ({type(exc).__name__}: "
+                                      f"{str(exc)[:160]})") from None
+    if "data" not in fields:
+        raise PoseFormatError(source, f".npz needs a 'data' array; found {sorted(fields)}")
+    return fields
+
+
+def parse_npy(data: bytes, source: str) -> np.ndarray:
+    """A ``.npy`` held in memory. The header is checked against the bytes that follow before any
+    array exists (a header claiming 240 GB is refused, not allocated); object arrays are refused.
+    The array is a read-only view of ``data``."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(stream)
+    except (ValueError, SyntaxError, TypeError, OverflowError, tokenize.TokenError) as exc:
+        raise PoseFormatError(source, f"not a readable .npy array (bad header: "
+                                      f"{str(exc)[:120]})") from None
+    if dtype.hasobject:
+        raise PoseFormatError(source, "object arrays are refused (a .npy of Python objects is a pickle)")
+    count = math.prod(shape)
+    body = memoryview(data)[stream.tell():]
+    if count * dtype.itemsize != len(body):
+        raise PoseFormatError(source, f".npy header declares shape {shape} of {dtype} "
+                                      f"({count * dtype.itemsize:,} bytes) but the file holds "
+                                      f"{len(body):,} bytes of data")
+    flat = np.frombuffer(body, dtype=dtype, count=count)
+    if fortran_order:
+        return flat.reshape(shape[::-1]).transpose()  # column-major on disk
+    return flat.reshape(shape)
 
 
 def load_npy(data: bytes | Path, source: str, *, mmap: bool = False) -> np.ndarray:
-    """``np.load`` with ``allow_pickle=False``; every failure becomes a PoseFormatError."""
+    """A ``.npy`` from bytes or a local file (memory-mapped with ``mmap``), pickles refused;
+    every failure becomes a PoseFormatError."""
+    if not isinstance(data, Path):
+        return parse_npy(data, source)
+    if not mmap:
+        return parse_npy(data.read_bytes(), source)
     try:
-        if isinstance(data, Path):
-            return np.load(data, mmap_mode="r" if mmap else None, allow_pickle=False)
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        return np.load(data, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, OverflowError,
+            tokenize.TokenError) as exc:
         raise PoseFormatError(source, f"not a readable .npy array ({str(exc)[:160]}; object "
                                       f"arrays are refused)") from None
+
+
+def _labels(values: np.ndarray, source: str) -> list[int | None]:
+    """An .npz ``labels`` array as 0-based class ids, -1 (any negative) meaning unknown."""
+    _check_numeric(values, source, "labels")
+    flat = np.ravel(values).astype(np.float64)  # (N,)
+    if not np.all(np.isfinite(flat) & (flat == np.round(flat)) & (np.abs(flat) < 2**31)):
+        raise PoseFormatError(source, "labels must be whole numbers (-1 = unknown)")
+    return [int(x) if x >= 0 else None for x in flat]
 
 
 def _optional_str(fields: dict, key: str, option: object) -> object:
@@ -141,12 +200,9 @@ def parse(data: bytes, source: str, *, axes: str | None = None, skeleton: str | 
     if len(channels) != c:
         raise PoseFormatError(source, f"channels {channels} do not match C = {c}")
     stem = sample_name(source, (".npy", ".npz"))
-    names = [str(x) for x in fields["names"]] if "names" in fields else \
+    names = [str(x) for x in np.ravel(fields["names"])] if "names" in fields else \
         ([stem] if n == 1 else [f"{stem}[{i}]" for i in range(n)])
-    if "labels" in fields:
-        _check_numeric(fields["labels"], source, "labels")
-    labels = [int(x) if x >= 0 else None for x in np.ravel(fields["labels"])] \
-        if "labels" in fields else [None] * n
+    labels = _labels(fields["labels"], source) if "labels" in fields else [None] * n
     if len(names) != n or len(labels) != n:
         raise PoseFormatError(source, f"names/labels have {len(names)}/{len(labels)} entries "
                                       f"for {n} samples")

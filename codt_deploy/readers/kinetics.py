@@ -14,6 +14,7 @@ import numpy as np
 from codt_deploy.errors import PoseFormatError
 from codt_deploy.readers._text import (
     as_float_array,
+    check_dense_size,
     check_finite,
     check_frame_index,
     load_json,
@@ -77,6 +78,8 @@ def parse(data: bytes, source: str) -> list[PoseSequence]:
     obj = load_json(data, source)
     frames = _frames(obj, source)
     num_frames = max(frame["frame_index"] for frame in frames)
+    check_dense_size((num_frames, PERSONS_IN, NUM_JOINTS, 3), 8, len(data), source,
+                     f"frame_index up to {num_frames}")
     poses = np.zeros((num_frames, PERSONS_IN, NUM_JOINTS, 3))  # (T, 5, V, C=(x, y, score))
     most_persons = 0
     for frame in frames:

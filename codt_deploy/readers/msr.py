@@ -17,6 +17,7 @@ from codt_deploy.readers._text import (
     fixed_width_rows,
     label_from_name,
     require_frames,
+    require_pose,
     sample_name,
 )
 from codt_deploy.sequence import PoseSequence
@@ -36,8 +37,7 @@ def parse(data: bytes, source: str) -> list[PoseSequence]:
                                       f"{NUM_JOINTS} (msr20): frame {complete} is incomplete "
                                       f"(truncated file or wrong joint count?)", frame=complete)
     check_finite(rows, source, locate=lambda ix: {"line": ix[0] + 1})
-    if not rows[:, :3].any():
-        raise PoseFormatError(source, "all coordinates are zero: the file holds no skeleton")
+    require_pose(rows[:, :3], source)
     frames = rows.astype(np.float32).reshape(-1, NUM_JOINTS, 4)  # (T, V, 4)
     name = sample_name(source, ("_skeleton3D.txt", ".txt"))
     return [PoseSequence(

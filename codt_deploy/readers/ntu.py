@@ -22,13 +22,14 @@ import numpy as np
 
 from codt_deploy.errors import PoseFormatError
 from codt_deploy.readers._text import (
+    check_dense_size,
     check_finite,
     check_frame_index,
     label_from_name,
     line_problem,
     parse_table,
-    require_text,
     sample_name,
+    text_content,
 )
 from codt_deploy.sequence import PoseSequence
 
@@ -156,7 +157,7 @@ def _motion_energy(data: np.ndarray, present: np.ndarray) -> np.ndarray:
 
 def parse(data: bytes, source: str) -> list[PoseSequence]:
     """Read one ``.skeleton`` file: one sequence, all tracked bodies as persons."""
-    require_text(data, source)
+    data = text_content(data, source)
     lines = _Lines(data)  # CRLF: the trailing \r is whitespace to every parser below
     num_frames, blocks = _walk(lines, source)
     if not blocks:
@@ -167,6 +168,8 @@ def parse(data: bytes, source: str) -> list[PoseSequence]:
                  locate=lambda ix: {"line": blocks[ix[0]][2] + ix[1] + 1})
 
     body_ids = list(dict.fromkeys(body for _, body, _ in blocks))  # first-appearance order
+    check_dense_size((num_frames, len(body_ids), NUM_JOINTS, 3), 4, len(data), source,
+                     f"{len(body_ids)} distinct bodies over {num_frames} frames")
     person_of = {body: p for p, body in enumerate(body_ids)}
     frames = np.array([frame for frame, _, _ in blocks])
     persons = np.array([person_of[body] for _, body, _ in blocks])

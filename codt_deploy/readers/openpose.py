@@ -22,6 +22,7 @@ import numpy as np
 from codt_deploy.errors import PoseFormatError
 from codt_deploy.readers._text import (
     as_float_array,
+    check_dense_size,
     check_finite,
     check_frame_index,
     load_json,
@@ -70,8 +71,10 @@ def _image_scale(image_size: object, source: str) -> np.ndarray:
 
 
 def assemble(frames: dict[int, tuple[str | None, np.ndarray]], source: str, name: str, *,
-             image_size: object = None, max_persons: int = 2) -> PoseSequence:
-    """Frames {0-based number: (layout, persons (P, V, 3))} -> one sequence of T = last + 1."""
+             image_size: object = None, max_persons: int = 2,
+             file_bytes: int = 0) -> PoseSequence:
+    """Frames {0-based number: (layout, persons (P, V, 3))} -> one sequence of T = last + 1;
+    ``file_bytes`` (the frame files' total size) bounds the dense array (``check_dense_size``)."""
     layouts = {layout for layout, _ in frames.values() if layout is not None}
     if not layouts:
         raise PoseFormatError(source, f"no person in any of the {len(frames)} frame files; cannot "
@@ -81,6 +84,8 @@ def assemble(frames: dict[int, tuple[str | None, np.ndarray]], source: str, name
     layout = layouts.pop()
     num_joints = {"body25": 25, "coco18": 18}[layout]
     most = max(persons.shape[0] for _, persons in frames.values())
+    check_dense_size((max(frames) + 1, max(most, 1), num_joints, 3), 8, file_bytes, source,
+                     f"frame numbers up to {max(frames)} with {most} persons in a frame")
     poses = np.zeros((max(frames) + 1, max(most, 1), num_joints, 3))  # (T, P, V, C)
     for t, (frame_layout, persons) in frames.items():
         if frame_layout is not None:
@@ -100,7 +105,9 @@ def read_frames(files: Iterable[tuple[str, bytes]], source: str, *, image_size: 
     """Per-frame files ``(file name, content)`` (e.g. members of an archive) -> one sequence per
     video name. Names not matching ``<video>_<frame>_keypoints.json`` are refused."""
     videos: dict[str, dict[int, tuple[str | None, np.ndarray]]] = {}
+    file_bytes = 0
     for file_name, content in files:
+        file_bytes += len(content)
         match = FRAME_FILE.match(sample_name(file_name))
         if match is None:
             raise PoseFormatError(file_name, "expected an OpenPose frame file named "
@@ -111,7 +118,8 @@ def read_frames(files: Iterable[tuple[str, bytes]], source: str, *, image_size: 
     if not videos:
         raise PoseFormatError(source, "no OpenPose *_keypoints.json frame files")
     return [assemble(frames, source, video or sample_name(source), image_size=image_size,
-                     max_persons=max_persons) for video, frames in sorted(videos.items())]
+                     max_persons=max_persons, file_bytes=file_bytes)
+            for video, frames in sorted(videos.items())]
 
 
 def frame_files(folder: Path) -> list[Path]:
@@ -132,4 +140,4 @@ def parse(data: bytes, source: str, *, image_size: object = None,
     """A single frame file: a one-frame sequence."""
     frame = parse_frame(data, source)
     return [assemble({0: frame}, source, sample_name(source, ("_keypoints.json", ".json")),
-                     image_size=image_size, max_persons=max_persons)]
+                     image_size=image_size, max_persons=max_persons, file_bytes=len(data))]

@@ -4,7 +4,8 @@ A skeleton file holds one line of 150 numbers per frame: person 1's 25 joints (x
 2's, zeros when person 2 is absent. A label file of the same base name holds rows
 ``action_id,start_frame,end_frame,confidence``; each row becomes one clip with label
 ``action_id - 1``. The frame base is undocumented: this project reads start..end as 1-based and
-inclusive, clamped to the file (a test pins it). ``segment`` keeps those 1-based bounds.
+inclusive, clamped to the file (a test pins it). ``segment`` keeps those 1-based bounds. A file
+whose coordinates are all zero holds no skeleton and is refused.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from codt_deploy.readers._text import (
     check_finite,
     fixed_width_rows,
     require_frames,
-    require_text,
+    require_pose,
     sample_name,
     side_file_bytes,
+    text_content,
 )
 from codt_deploy.sequence import PoseSequence
 
@@ -47,7 +49,7 @@ def find_label_file(skeleton: Path) -> Path | None:
 
 def parse_labels(data: bytes, source: str) -> list[LabelRow]:
     """Rows ``action_id,start_frame,end_frame[,confidence]`` (commas or spaces)."""
-    require_text(data, source)
+    data = text_content(data, source)
     rows: list[LabelRow] = []
     for number, line in enumerate(data.split(b"\n"), start=1):
         fields = line.replace(b",", b" ").split()
@@ -100,6 +102,7 @@ def parse(data: bytes, source: str, *, label_file: object = None) -> list[PoseSe
                                                                   "25 joints x (x, y, z)")
     require_frames(rows.shape[0], source)
     check_finite(rows, source, locate=lambda ix: {"line": ix[0] + 1})
+    require_pose(rows, source)
     poses = rows.astype(np.float32).reshape(-1, _PERSONS, _JOINTS, 3)  # (T, M, V, C)
     name = sample_name(source, (".txt",))
     if label_file is None or label_file is False:

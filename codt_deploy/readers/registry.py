@@ -22,7 +22,7 @@ from codt_deploy.readers import (
     utkinect,
     vibe,
 )
-from codt_deploy.readers._text import sample_name
+from codt_deploy.readers._text import sample_name, strip_bom
 from codt_deploy.sequence import PoseSequence
 
 ParseBytes = Callable[..., list[PoseSequence]]  # (data: bytes, source: str, **options)
@@ -97,6 +97,7 @@ def _sniff_text(name: str, lower: str, head: bytes) -> str:
         return "msr"
     if _UTK_NAME.match(lower):
         return "utkinect"
+    head = strip_bom(head)
     if b"\x00" in head:
         raise _unknown(name, "binary content with a text extension: cannot tell the format")
     lines = [line for line in head.split(b"\n")[:3] if line.strip()]

@@ -2,6 +2,7 @@
 
 ``{"file_name": "a01_s01_e00_v01", "skeletons": [T][20][3], "label": 1..10}``, layout kinect20.
 One-frame clips (``a02_s09_e04_v02``/``_v03``) are valid input; preprocessing resamples them.
+A file whose coordinates are all zero holds no skeleton and is refused; so are booleans.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from codt_deploy.readers._text import (
     check_finite,
     load_json,
     require_frames,
+    require_pose,
     sample_name,
 )
 from codt_deploy.sequence import PoseSequence
@@ -48,6 +50,7 @@ def parse(data: bytes, source: str) -> list[PoseSequence]:
     require_frames(len(raw) if isinstance(raw, list) else 0, source)
     poses = _skeletons(raw, source)
     check_finite(poses, source)
+    require_pose(poses, source)
     label = obj.get("label")
     if label is not None and (not isinstance(label, int) or isinstance(label, bool)
                               or not 1 <= label <= len(CLASSES)):

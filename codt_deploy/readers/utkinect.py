@@ -21,9 +21,10 @@ from codt_deploy.readers._text import (
     check_finite,
     fixed_width_rows,
     require_frames,
-    require_text,
+    require_pose,
     sample_name,
     side_file_bytes,
+    text_content,
 )
 from codt_deploy.sequence import PoseSequence
 
@@ -52,7 +53,7 @@ def _bound(token: bytes, source: str, line: int) -> float:
 
 def parse_labels(data: bytes, source: str) -> dict[str, list[Segment]]:
     """``actionLabel.txt`` -> {"s01_e01": [(action, start, end, line), ...]}."""
-    require_text(data, source)
+    data = text_content(data, source)
     labels: dict[str, list[Segment]] = {}
     current: list[Segment] | None = None
     for number, line in enumerate(data.split(b"\n"), start=1):
@@ -80,6 +81,7 @@ def _read_joints(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
     rows = fixed_width_rows(data, source, 1 + 3 * NUM_JOINTS, "frame_id then 20 x (x, y, z)")
     require_frames(rows.shape[0], source)
     check_finite(rows, source, locate=lambda ix: {"line": ix[0] + 1})
+    require_pose(rows[:, 1:], source)
     poses = rows[:, 1:].astype(np.float32).reshape(-1, 1, NUM_JOINTS, 3)  # (R, M=1, V, C)
     return rows[:, 0], poses
 

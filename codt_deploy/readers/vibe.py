@@ -21,6 +21,7 @@ import numpy as np
 from codt_deploy.errors import PoseFormatError
 from codt_deploy.readers._text import (
     as_float_array,
+    check_dense_size,
     check_finite,
     check_frame_index,
     load_json,
@@ -93,6 +94,8 @@ def parse(data: bytes, source: str) -> list[PoseSequence]:
         raise PoseFormatError(source, "no person: every track is empty")
     kept = sorted(tracks, key=lambda t: -t[1].size)[:MAX_PERSONS]  # stable: ties keep file order
     num_frames = int(max(t[1][-1] for t in tracks)) + 1
+    check_dense_size((num_frames, len(kept), 25, 3), 4, len(data), source,
+                     f"frame ids up to {num_frames - 1}")
     poses = np.zeros((num_frames, len(kept), 25, 3), np.float32)  # (T, M, V, C)
     for m, (_, frame_ids, joints) in enumerate(kept):
         poses[frame_ids[0]:frame_ids[-1] + 1, m] = interpolate_track(frame_ids, joints)

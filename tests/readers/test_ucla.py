@@ -48,7 +48,7 @@ def test_one_frame_clip_is_valid(ucla_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("clip, problem", [
-    ({"file_name": "x", "skeletons": [[[0, 0, 0]] * 20], "label": 11}, "expected an integer 1..10"),
+    ({"file_name": "x", "skeletons": [[[0, 0, 1]] * 20], "label": 11}, "expected an integer 1..10"),
     ({"file_name": "x", "skeletons": [[[0, 0]] * 20]}, r"expected \[T\]\[20\]\[3\]"),
     ({"file_name": "x", "skeleton": []}, "wrong schema"),
     ({"file_name": "x", "skeletons": "none"}, "zero frames"),
