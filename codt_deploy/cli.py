@@ -24,12 +24,10 @@ from typing import Any
 from codt_deploy.argtypes import non_negative_int, positive_int
 from codt_deploy.errors import CodtError
 from codt_deploy.readers.arrays import AXES
+from codt_deploy.writers import check_output
 
 log = logging.getLogger("codt_deploy.cli")
-
-
-
-
+JOURNAL_VERSION = 2  # done lines carry row counts; inputs keyed by canonical path
 
 
 def providers_list(text: str) -> list[str]:
@@ -119,10 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
 def read_labels(path: Path) -> dict[str, str]:
     """``--labels`` CSV -> {key: label}; a header with a ``label`` column, or two plain columns."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            rows = [r for r in reader if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError) as exc:
         raise CodtError(f"{path}: cannot read labels: {exc}") from exc
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+        raise CodtError(f"{path} (line {reader.line_num}): not a labels CSV: {exc}") from None
     if not rows:
         raise CodtError(f"{path}: no labels in this file")
     header = [c.strip().lower() for c in rows[0]]
@@ -195,7 +196,8 @@ def _make_sink(args: argparse.Namespace, model, observer: Observer):
     emb_dim = dim if args.embeddings else None
     if not args.output:
         return StreamSink(fmt, fieldnames, emb_dim, observer)
-    header = {"model": model.manifest.name, "onnx_sha256": model.manifest.onnx_sha256,
+    header = {"journal": JOURNAL_VERSION, "model": model.manifest.name,
+              "onnx_sha256": model.manifest.onnx_sha256,
               "format": fmt, "embeddings": bool(args.embeddings),
               "pose_format": args.pose_format, "axes": args.axes, "layout": args.layout}
     return JournalSink(args.output, fmt, fieldnames, emb_dim, header, observer,
@@ -220,7 +222,10 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
           + (f", {summary.resumed} files kept from the interrupted run" if summary.resumed else "")
           + (f", {summary.duplicates} listed twice (read once)" if summary.duplicates else "")
           + (f", {len(summary.skipped)} skipped (not pose files)" if summary.skipped else "")
+          + (f", {len(summary.not_opened)} not opened" if summary.not_opened else "")
           + f", {len(summary.failures)} failed", file=err)
+    for key, reason in summary.not_opened:
+        print(f"  NOT OPENED {key}: {reason}", file=err)
     if observer.counts and not args.quiet:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(observer.counts.items()))
         print(f"  sequences per cluster: {counts}", file=err)
@@ -255,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_models:
         return list_models()
+    if args.output:
+        check_output(args.output, args.inputs)
     labels = read_labels(args.labels) if args.labels is not None else None
     model = ClusterModel(args.model, providers=args.providers, threads=args.threads,
                          batch_size=args.batch_size)
@@ -270,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
     bar = _progress(args)
     try:
         summary = run_pipeline(args.inputs, model, sink, parse_options, options, bar.update)
+        bar.close()
+        sink.close()  # the final conversion: an interrupt here still leaves the journal
     except KeyboardInterrupt:
         bar.close()
         if hasattr(sink, "abort"):
@@ -277,8 +286,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"codt-cluster: interrupted; rerun with --resume to continue {args.output}",
                   file=sys.stderr)
         return 130
-    bar.close()
-    sink.close()
     report(summary, observer, args, model)
     return 0 if summary.ok else 1
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from codt_deploy.errors import LayoutError, ModelError, PoseFormatError
+from codt_deploy.errors import CodtError, LayoutError, ModelError, PoseFormatError
 from codt_deploy.models import Manifest, ResolvedModel, resolve_model
 from codt_deploy.preprocess import PreprocessConfig, preprocess
 from codt_deploy.sequence import PoseSequence
@@ -173,3 +173,38 @@ class ClusterModel:
         if not samples:
             return self.predict(np.zeros((0, *self.manifest.input_shape), np.float32))
         return self.predict(np.stack(samples))  # (N, C, T, V, M)
+
+
+def _rows(prediction: Prediction, start: int, stop: int) -> Prediction:
+    return Prediction(prediction.clusters[start:stop], prediction.confidence[start:stop],
+                      prediction.probabilities[start:stop], prediction.embedding[start:stop])
+
+
+def _finite(prediction: Prediction) -> bool:
+    return bool(np.isfinite(prediction.probabilities).all()
+                and np.isfinite(prediction.embedding).all())
+
+
+def predict_blocks(model: ClusterModel, blocks: Sequence[np.ndarray]) -> list[Prediction | str]:
+    """Cluster several inputs' samples (each block ``(S, C, T, V, M)``) in one model call.
+
+    If the model refuses the batch or gives non-finite outputs, each block is predicted alone, so
+    one input's failure is that input's reason (a ``str`` in its place) and the others still get
+    their :class:`Prediction`.
+    """
+    bounds = np.cumsum([0] + [len(block) for block in blocks])  # block i: rows bounds[i]:bounds[i+1]
+    try:
+        whole = model.predict(np.concatenate(blocks))  # (N, C, T, V, M)
+        if _finite(whole):
+            return [_rows(whole, bounds[i], bounds[i + 1]) for i in range(len(blocks))]
+    except (CodtError, ValueError, RuntimeError) as exc:  # ORT's errors are RuntimeErrors
+        log.info("batch prediction failed (%s); predicting input by input", exc)
+    return [_predict_alone(model, block) for block in blocks]
+
+
+def _predict_alone(model: ClusterModel, block: np.ndarray) -> Prediction | str:
+    try:
+        prediction = model.predict(block)
+    except (CodtError, ValueError, RuntimeError) as exc:
+        return f"the model refused it: {exc}"
+    return prediction if _finite(prediction) else "the model gave non-finite outputs for it"

@@ -6,12 +6,20 @@ of worker threads or processes while the main thread runs the model on the previ
 ``max_in_flight`` inputs are pending, so memory stays flat however large the input set or archive.
 Results are handled in input order: failures are recorded with the file and the reason and the run
 goes on; every successfully read file's rows reach the sink together (resume works per file).
+
+Isolation: each input item (a file or an archive member) is one failure domain. Whatever the
+archive layer, a reader, the preprocessing, a worker process or the model raises for one item
+becomes that item's failure row with the reason; a batch the model refuses is retried file by file
+(:func:`codt_deploy.infer.predict_blocks`). Only the sink (the output) can stop a run.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -21,7 +29,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from codt_deploy.errors import CodtError
-from codt_deploy.infer import ClusterModel, prepare_sequence
+from codt_deploy.infer import ClusterModel, predict_blocks, prepare_sequence
 from codt_deploy.preprocess import PreprocessConfig
 from codt_deploy.readers import detect_format, read_bytes, read_poses
 from codt_deploy.sources import ArchiveLimits, InputItem, iter_inputs
@@ -51,6 +59,7 @@ class ParsedFile:
     key: str
     source: str = ""
     member: str = ""
+    label: str = ""  # the input as the user spelled it (``source::member``), for messages
     samples: np.ndarray | None = None  # (S, C, T, V, M) float32
     meta: list[dict[str, Any]] = field(default_factory=list)  # per sequence: name, segment
     error: str | None = None
@@ -82,36 +91,46 @@ class _Undetected(Exception):
 
 
 def parse_item(item: InputItem, options: ParseOptions) -> ParsedFile:
-    """Read one input and preprocess every sequence in it; errors become ``ParsedFile.error``."""
+    """Read one input and preprocess every sequence in it; every failure, of whatever type,
+    becomes ``ParsedFile.error`` (this is the per-item isolation boundary)."""
+    def failed(**reason: str) -> ParsedFile:
+        return ParsedFile(item.key, item.source, item.member, item.label, **reason)
+
     if item.error or item.skip:
-        return ParsedFile(item.key, item.source, item.member, error=item.error, skip=item.skip)
+        return failed(error=item.error, skip=item.skip)
     try:
-        fmt = _detect(item, options)
-        reader_options = dict(options.reader_options)
-        if options.array_options and (fmt == "array" or (
-                fmt is None and item.name.lower().endswith((".npy", ".npz")))):
-            fmt = "array"
-            reader_options.update(options.array_options)
-        if item.data is not None:
-            seqs = read_bytes(item.name, item.data, format=fmt, **reader_options)
-        else:
-            seqs = read_poses(item.path, format=fmt, trust_pickle=options.trust_pickle,
-                              **reader_options)
-        if not seqs:
-            return ParsedFile(item.key, item.source, item.member,
-                              error="no pose sequences in this file")
-        config = PreprocessConfig.model_validate(options.preprocess)
-        samples = np.stack([prepare_sequence(seq, config) for seq in seqs])  # (S, C, T, V, M)
+        seqs, samples = _read_and_prepare(item, options)
     except _Undetected as exc:
-        return ParsedFile(item.key, item.source, item.member, skip=str(exc))
+        return failed(skip=str(exc))
     except (CodtError, OSError, ValueError) as exc:
-        return ParsedFile(item.key, item.source, item.member, error=_reason(exc))
+        return failed(error=_reason(exc))
     except Exception as exc:  # noqa: BLE001 - one bad file must not end a batch run
-        log.exception("unexpected error reading %s", item.key)
-        return ParsedFile(item.key, item.source, item.member,
-                          error=f"unexpected {type(exc).__name__}: {exc}")
+        log.debug("unexpected error reading %s", item.label, exc_info=True)
+        return failed(error=f"unexpected {type(exc).__name__}: {exc}")
+    if not seqs:
+        return failed(error="no pose sequences in this file")
     meta = [{"name": seq.name, "segment": _segment(seq.segment)} for seq in seqs]
-    return ParsedFile(item.key, item.source, item.member, samples=samples, meta=meta)
+    return ParsedFile(item.key, item.source, item.member, item.label, samples=samples, meta=meta)
+
+
+def _read_and_prepare(item: InputItem, options: ParseOptions):
+    """(sequences, samples ``(S, C, T, V, M)`` or None when there are no sequences)."""
+    fmt = _detect(item, options)
+    reader_options = dict(options.reader_options)
+    if options.array_options and (fmt == "array" or (
+            fmt is None and item.name.lower().endswith((".npy", ".npz")))):
+        fmt = "array"
+        reader_options.update(options.array_options)
+    if item.data is not None:
+        seqs = read_bytes(item.name, item.data, format=fmt, **reader_options)
+    else:
+        seqs = read_poses(item.path, format=fmt, trust_pickle=options.trust_pickle,
+                          **reader_options)
+    if not seqs:
+        return seqs, None
+    config = PreprocessConfig.model_validate(options.preprocess)
+    samples = np.stack([prepare_sequence(seq, config) for seq in seqs])  # (S, C, T, V, M)
+    return seqs, samples
 
 
 def _reason(exc: Exception) -> str:
@@ -130,7 +149,10 @@ class RowSink(Protocol):
 
 @dataclass
 class Summary:
-    """What a run did; ``failures`` and ``skipped`` hold (input, reason)."""
+    """What a run did; ``failures``, ``skipped`` and ``not_opened`` hold (input, reason).
+
+    ``skipped``: files found by a walk or glob that are not pose files; ``not_opened``: what was
+    deliberately left unread for another reason (a nested archive, a FIFO), listed with it."""
 
     files: int = 0
     sequences: int = 0
@@ -138,6 +160,7 @@ class Summary:
     duplicates: int = 0  # inputs listed more than once (read once)
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    not_opened: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -155,14 +178,31 @@ class PipelineOptions:
 
 
 def make_executor(workers: int, kind: ExecutorKind) -> Executor | None:
-    """None (parse inline) for 0 workers; processes start by forkserver (safe with ORT threads)."""
+    """None (parse inline) for 0 workers; processes start by forkserver (safe with ORT threads)
+    and exit by themselves within a second when this process dies (even by SIGKILL)."""
     if workers <= 0:
         return None
     if kind == "process":
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         return ProcessPoolExecutor(max_workers=workers,
-                                   mp_context=multiprocessing.get_context(method))
+                                   mp_context=multiprocessing.get_context(method),
+                                   initializer=exit_with_parent, initargs=(os.getpid(),))
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="codt-parse")
+
+
+def exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """Worker initializer: a daemon thread ends this process once ``parent`` is gone."""
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # the pid was reused by another user's process
+                os._exit(1)
+
+    threading.Thread(target=watch, name="codt-exit-with-parent", daemon=True).start()
 
 
 class _Batcher:
@@ -186,12 +226,12 @@ class _Batcher:
     def flush(self) -> None:
         if not self.files:
             return
-        poses = np.concatenate([f.samples for f in self.files])  # (N, C, T, V, M)
-        prediction = self.model.predict(poses)
-        start = 0
-        for parsed in self.files:
-            rows = [self._row(parsed, i, start + i, prediction) for i in range(len(parsed.meta))]
-            start += len(parsed.meta)
+        predictions = predict_blocks(self.model, [f.samples for f in self.files])
+        for parsed, prediction in zip(self.files, predictions):
+            if isinstance(prediction, str):  # this file alone: the others are still written
+                self.summary.failures.append((parsed.label, prediction))
+                continue
+            rows = [self._row(parsed, i, i, prediction) for i in range(len(parsed.meta))]
             self.sink.write_file(parsed.key, rows)
             self.summary.files += 1
             self.summary.sequences += len(rows)
@@ -217,16 +257,18 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
     batcher = _Batcher(model, sink, summary, options.embeddings, options.batch_size)
     executor = make_executor(options.workers, options.executor)
     limit = options.max_in_flight or 4 * max(options.workers, 1) + 4
-    pending: deque[Future | ParsedFile] = deque()
-    seen: set[str] = set()
+    pending: deque[tuple[InputItem, Future | ParsedFile]] = deque()
+    seen: set[tuple[str, str | None, str | None]] = set()
 
-    def handle(entry: Future | ParsedFile) -> None:
-        parsed = entry.result() if isinstance(entry, Future) else entry
+    def handle(item: InputItem, entry: Future | ParsedFile) -> None:
+        parsed = _result(item, entry)
         if parsed.error:
-            summary.failures.append((parsed.key, parsed.error))
-            log.info("failed: %s", describe_failure(parsed.key, parsed.error))
+            summary.failures.append((parsed.label, parsed.error))
+            log.info("failed: %s", describe_failure(parsed.label, parsed.error))
+        elif parsed.skip and item.skip:  # left unread on purpose: listed with the reason
+            summary.not_opened.append((parsed.label, parsed.skip))
         elif parsed.skip:
-            summary.skipped.append((parsed.key, parsed.skip))
+            summary.skipped.append((parsed.label, parsed.skip))
         else:
             batcher.add(parsed)
         if progress:
@@ -234,26 +276,47 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
 
     try:
         for item in iter_inputs(list(inputs), options.limits):
-            if item.key in sink.done_keys:
+            if not (item.error or item.skip) and item.key in sink.done_keys:
                 summary.resumed += 1
                 continue
-            if item.key in seen:
+            identity = (item.key, item.error, item.skip)  # a same-name member's error is its own
+            if identity in seen:
                 summary.duplicates += 1
                 continue
-            seen.add(item.key)
-            if executor is None:
-                pending.append(parse_item(item, parse_options))
+            seen.add(identity)
+            if executor is None or item.error or item.skip:
+                pending.append((item, parse_item(item, parse_options)))
             else:
-                pending.append(executor.submit(parse_item, item, parse_options))
+                pending.append((item, _submit(executor, item, parse_options)))
             while len(pending) >= limit:
-                handle(pending.popleft())
+                handle(*pending.popleft())
         while pending:
-            handle(pending.popleft())
+            handle(*pending.popleft())
         batcher.flush()
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
     return summary
+
+
+def _submit(executor: Executor, item: InputItem, options: ParseOptions) -> Future | ParsedFile:
+    """Hand ``item`` to a worker; a pool that cannot take it (broken) gives its failure."""
+    try:
+        return executor.submit(parse_item, item, options)
+    except RuntimeError as exc:  # BrokenExecutor, or shut down
+        return ParsedFile(item.key, item.source, item.member, item.label,
+                          error=f"worker pool unavailable: {type(exc).__name__}: {exc}")
+
+
+def _result(item: InputItem, entry: Future | ParsedFile) -> ParsedFile:
+    """A worker's result; a worker that died or could not send it back fails this item only."""
+    if not isinstance(entry, Future):
+        return entry
+    try:
+        return entry.result()
+    except Exception as exc:  # noqa: BLE001 - e.g. BrokenProcessPool after a worker was killed
+        return ParsedFile(item.key, item.source, item.member, item.label,
+                          error=f"the worker reading it failed: {type(exc).__name__}: {exc}")
 
 
 def describe_failure(key: str, reason: str) -> str:

@@ -10,12 +10,20 @@ so the output is either the old file or the complete new one, never a torn one.
 Columns: ``source, member, name, segment, cluster[, cluster_name], confidence[, embedding]``; in CSV
 the embedding is spread over ``embedding_0 ... embedding_{D-1}``, in JSON lines and Parquet it is one
 list column.
+
+Safe outputs: a file name that is not valid UTF-8 is written with its undecodable bytes escaped
+(``\\xff``), never lost; in CSV a text cell that a spreadsheet would run as a formula (``=``, ``+``,
+``-``, ``@``, tab, CR first) gets a leading ``'``. Each ``done`` line carries its file's row count,
+so a corrupted journal line costs that file a re-read on ``--resume``, never a silent lost row.
+:func:`check_output` refuses, before any work, an output that is a folder, a device, a FIFO or a
+symbolic link, one of the inputs, or in a folder that cannot be written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
 import logging
@@ -23,11 +31,13 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from codt_deploy.errors import CodtError
+from codt_deploy.sources import canonical_path
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,33 @@ JOURNAL_SUFFIX = ".part"
 _SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 Row = dict[str, Any]
+TEXT_COLUMNS = ("source", "member", "name", "segment", "cluster_name")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable_text(text: str) -> str:
+    """``text`` encodable as UTF-8: bytes a file name held that are not UTF-8 (Python keeps them as
+    lone surrogates) become ``\\xNN`` escapes; any other lone surrogate a ``\\udNNN`` escape."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A CSV cell a spreadsheet will show rather than run: ``=HYPERLINK(...)`` -> ``'=HYPERLINK(...)``."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def output_row(row: Row, *, csv_cells: bool = False) -> Row:
+    """``row`` with its text columns made safe to write (see the module docstring)."""
+    safe = dict(row)
+    for column in TEXT_COLUMNS:
+        value = safe.get(column)
+        if isinstance(value, str):
+            value = printable_text(value)
+            safe[column] = spreadsheet_safe(value) if csv_cells else value
+    return safe
 
 
 def format_for(path: str | None, explicit: str | None = None) -> str:
@@ -68,6 +105,7 @@ class CsvRowWriter:
         self.writer.writerow(fieldnames + emb)
 
     def write(self, row: Row) -> None:
+        row = output_row(row, csv_cells=True)
         values = ["" if row.get(f) is None else row[f] for f in self.fieldnames]
         if self.embedding_dim:
             values += [f"{x:.6g}" for x in row["embedding"]]
@@ -83,6 +121,7 @@ class JsonlRowWriter:
         self.fieldnames = fieldnames + (["embedding"] if embedding_dim else [])
 
     def write(self, row: Row) -> None:
+        row = output_row(row)
         self.handle.write(json.dumps({f: row.get(f) for f in self.fieldnames}) + "\n")
 
     def close(self) -> None:
@@ -119,7 +158,7 @@ class ParquetRowWriter:
         self.buffer: list[Row] = []
 
     def write(self, row: Row) -> None:
-        self.buffer.append(row)
+        self.buffer.append(output_row(row))
         if len(self.buffer) >= self.group_rows:
             self._flush()
 
@@ -213,6 +252,7 @@ class JournalSink:
         if self.journal.exists() and not resume:
             raise CodtError(f"{self.journal} exists: an earlier run was interrupted; pass --resume "
                             f"to continue it, or delete the file to start over")
+        remove_stale_temporaries(self.output)
         if resume and self.journal.exists():
             self.done_keys = self._compact()
             self.handle = open(self.journal, "a", encoding="utf-8")
@@ -225,9 +265,11 @@ class JournalSink:
         self.handle.write(json.dumps(record) + "\n")
 
     def _compact(self) -> set[str]:
-        """Rewrite the journal keeping only files marked done; check it matches this run.
+        """Rewrite the journal keeping only complete files; check it matches this run.
 
-        Two streaming passes (done keys, then the kept records), so memory stays flat.
+        A file is complete when its ``done`` line is there and the rows before it add up to the
+        count that line records; a file that lost a line to corruption is read again. Streaming
+        passes (counts, then the kept records), so memory stays flat.
         """
         first = next(_iter_journal(self.journal), None)
         if first is None or first.get("type") != "header":
@@ -238,11 +280,11 @@ class JournalSink:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise CodtError(f"{self.journal}: cannot resume: the interrupted run used different "
                             f"settings ({', '.join(diff)}); delete the file to start over")
-        done = {r["key"] for r in _iter_journal(self.journal) if r.get("type") == "done"}
+        done = self._complete_keys()
         tmp = self.journal.with_name(self.journal.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(self.header) + "\n")
-            for record in _iter_journal(self.journal):
+            for record in _iter_journal(self.journal, quiet=True):
                 if record.get("type") != "header" and record.get("key") in done:
                     handle.write(json.dumps(record) + "\n")
             handle.flush()
@@ -251,10 +293,26 @@ class JournalSink:
         log.info("resuming: %d files already done in %s", len(done), self.journal)
         return done
 
+    def _complete_keys(self) -> set[str]:
+        """The keys whose ``done`` line matches the number of rows written before it."""
+        rows: Counter[str] = Counter()
+        done: set[str] = set()
+        unreadable = [0]
+        for record in _iter_journal(self.journal, unreadable=unreadable):
+            key = record.get("key")
+            if record.get("type") == "row":
+                rows[key] += 1
+            elif record.get("type") == "done" and record.get("rows") == rows[key]:
+                done.add(key)
+        if unreadable[0]:
+            log.warning("%s: %d unreadable line(s); the files they belonged to are read again",
+                        self.journal, unreadable[0])
+        return done
+
     def write_file(self, key: str, rows: list[Row]) -> None:
         for row in rows:
             self._write_line({"type": "row", "key": key, **row})
-        self._write_line({"type": "done", "key": key})
+        self._write_line({"type": "done", "key": key, "rows": len(rows)})
         self.handle.flush()
         if time.monotonic() - self.last_sync > self.fsync_every_s:
             os.fsync(self.handle.fileno())
@@ -262,6 +320,8 @@ class JournalSink:
 
     def abort(self) -> None:
         """Leave the journal (flushed) for ``--resume``; write no output."""
+        if self.handle.closed:  # interrupted during close(): the journal is already complete
+            return
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
@@ -283,17 +343,78 @@ class JournalSink:
                 yield row
 
 
-def _iter_journal(path: Path) -> Iterator[dict[str, Any]]:
-    """Journal records; a torn last line (the run died mid-write) is ignored."""
-    with open(path, encoding="utf-8") as handle:
+def _iter_journal(path: Path, *, unreadable: list[int] | None = None,
+                  quiet: bool = False) -> Iterator[dict[str, Any]]:
+    """Journal records (JSON objects whose ``key``, if any, is a string); a torn last line (the
+    run died mid-write) is ignored, other unreadable lines are counted in ``unreadable``."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         for line in handle:
             if not line.endswith("\n"):
-                log.warning("%s: ignoring a torn last line", path)
+                if not quiet:
+                    log.warning("%s: ignoring a torn last line", path)
                 return
             try:
-                yield json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError:
-                log.warning("%s: ignoring an unreadable line", path)
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("key", ""), str):
+                yield record
+            elif unreadable is not None:
+                unreadable[0] += 1
+
+
+def remove_stale_temporaries(output: Path) -> None:
+    """Delete the temporary files a killed run left beside ``output`` (``.<name>.*.tmp`` from
+    :func:`write_rows`, ``<name>.part.tmp`` from a resume)."""
+    stale = list(output.parent.glob(f".{glob.escape(output.name)}.*.tmp"))
+    stale.append(output.with_name(output.name + JOURNAL_SUFFIX + ".tmp"))
+    for path in stale:
+        if path.is_file() and not path.is_symlink():
+            log.info("removing %s, left by an earlier run that was killed", path)
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def check_output(output: str | os.PathLike, inputs: Iterable[str]) -> None:
+    """Refuse, before any work, an output that cannot or must not be written (CodtError)."""
+    path = Path(output)
+    try:
+        _check_output_kind(path)
+        _check_output_folder(path.parent)
+    except OSError as exc:  # e.g. a name too long
+        raise CodtError(f"{path}: cannot write the output here: {exc.strerror or exc}") from None
+    target = canonical_path(str(path))
+    for arg in inputs:
+        if canonical_path(arg) == target:
+            raise CodtError(f"{path}: is one of the inputs; refusing to overwrite it (choose "
+                            f"another -o)")
+
+
+def _check_output_kind(path: Path) -> None:
+    if path.is_symlink():
+        raise CodtError(f"{path}: is a symbolic link; refusing to replace it with a regular file "
+                        f"(name its target, or another path)")
+    if path.is_dir():
+        raise CodtError(f"{path}: is a folder; -o needs a file name")
+    if path.exists() and not path.is_file():
+        raise CodtError(f"{path}: is not a regular file (a device, FIFO or socket); refusing to "
+                        f"replace it")
+
+
+def _check_output_folder(folder: Path) -> None:
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise CodtError(f"{parent}: is not a folder, so the output cannot be written "
+                                f"below it")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise CodtError(f"{folder}: cannot write the output in this folder: "
+                        f"{exc.strerror or exc}") from None
 
 
 def format_table(rows: list[Row], fieldnames: list[str]) -> str:
