@@ -278,6 +278,13 @@ def problem_rows(batch: BatchResult) -> list[list[str]]:
     return [[p.file, p.reason] for p in batch.problems]
 
 
+def _csv_cell(value: object) -> object:
+    """Text made UTF-8-safe and spreadsheet-safe (``codt_deploy.writers``), other values as is."""
+    from codt_deploy.writers import printable_text, spreadsheet_safe
+
+    return spreadsheet_safe(printable_text(value)) if isinstance(value, str) else value
+
+
 def write_results_csv(batch: BatchResult, folder: str | os.PathLike,
                       labels: Sequence[str | None] | None = None) -> Path:
     """Write the results table (and the matched label, if any) to ``folder/clusters.csv``."""
@@ -288,5 +295,5 @@ def write_results_csv(batch: BatchResult, folder: str | os.PathLike,
                         + (["label"] if labels is not None else []))
         for i, row in enumerate(result_rows(batch)):
             extra = [labels[i] if labels[i] is not None else ""] if labels is not None else []
-            writer.writerow(row[1:] + extra)
+            writer.writerow([_csv_cell(value) for value in row[1:] + extra])
     return path

@@ -4,8 +4,10 @@ Uploads are untrusted. Pickle-based files (``.pkl``, ``.pickle``, ``.joblib``) c
 loaded, so they are refused by name before anything reads them (FORMATS.md, "Pickle policy"); every
 other file goes through :func:`codt_deploy.readers.read_bytes`, which never unpickles. Zip and tar
 archives are streamed by :func:`codt_deploy.sources.iter_archive` under the upload's size limits (and
-its compression-ratio check), so a decompression bomb stops early. A bad file becomes a
-:class:`FileProblem`; the rest of the batch carries on.
+its compression-ratio check), so a decompression bomb stops early. A bad file or member, whatever
+goes wrong with it (an encrypted or corrupt member, a second member of the same name, an unsafe
+name, a reader failure), becomes a :class:`FileProblem`; the rest of the batch carries on, exactly
+as in ``codt-cluster``.
 """
 
 from __future__ import annotations
@@ -100,10 +102,12 @@ def _archive_members(path: Path, limits: UploadLimits, problems: list[FileProble
                          max_total_bytes=limits.max_total_bytes)
     for item in iter_archive(path, caps):
         name = f"{path.name}::{item.member}" if item.member else path.name
-        if item.member and _is_hidden(item.member):
+        if item.error:  # unsafe names (a backslash '..' too), duplicates, unreadable members
+            problems.append(FileProblem(name, item.error))
+        elif item.member and _is_hidden(item.member):
             continue
-        if item.error or item.skip:
-            problems.append(FileProblem(name, item.error or item.skip))
+        elif item.skip:
+            problems.append(FileProblem(name, item.skip))
         elif _is_pickle(item.member):
             problems.append(FileProblem(name, PICKLE_REFUSAL))
         else:
@@ -122,8 +126,12 @@ def _expand(paths: Iterable[str | os.PathLike], limits: UploadLimits,
         if _is_pickle(path.name):
             problems.append(FileProblem(path.name, PICKLE_REFUSAL))
             continue
-        found = (_archive_members(path, limits, problems) if is_archive(path)
-                 else [_Member(path.name, path.stat().st_size, path=path)])
+        try:
+            found = (_archive_members(path, limits, problems) if is_archive(path)
+                     else [_Member(path.name, path.stat().st_size, path=path)])
+        except OSError as exc:
+            problems.append(FileProblem(path.name, f"cannot read this file: {exc.strerror}"))
+            continue
         for member in found:
             members.append(member)
             total += member.size
@@ -198,6 +206,10 @@ def _add(parsed: ParsedUploads, source: str, read: Callable[[], list[PoseSequenc
         sequences = read()
     except (CodtError, ValueError) as exc:  # PoseFormatError, LayoutError, bad shapes
         parsed.problems.append(FileProblem(source, error_reason(source, exc)))
+        return
+    except Exception as exc:  # noqa: BLE001 - the per-file boundary: one file, one problem
+        log.debug("unexpected error reading %s", source, exc_info=True)
+        parsed.problems.append(FileProblem(source, f"unexpected {type(exc).__name__}: {exc}"))
         return
     if not sequences:
         parsed.problems.append(FileProblem(source, "no skeleton sequence in this file"))

@@ -19,8 +19,9 @@ or ``cluster_files("poses/", model="ucla2msr", concurrency=4).write_csv("cluster
 
 Batches with a ``poses`` column (already preprocessed ``(n, C, T, V, M)`` arrays) are clustered
 directly; batches with ``bytes`` (and ``path``) columns are parsed and preprocessed with the same
-code as ``codt-cluster``. A file that cannot be read gives one row with ``cluster = -1`` and the
-reason in ``error``; the job carries on.
+code as ``codt-cluster``. A file that cannot be read, or that the model refuses, gives one row with
+``cluster = -1`` and the reason in ``error``; the job carries on (the same per-file isolation as
+``codt-cluster``: :func:`codt_deploy.pipeline.parse_item`, :func:`codt_deploy.infer.predict_blocks`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from codt_deploy.infer import ClusterModel
+from codt_deploy.infer import ClusterModel, predict_blocks
 from codt_deploy.pipeline import ParseOptions, parse_item
 from codt_deploy.sources import InputItem
 
@@ -71,35 +72,35 @@ class ClusterActor:
 
     def _cluster_files(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = batch.get("path", [f"item{i}" for i in range(len(batch["bytes"]))])
-        rows: list[dict[str, Any]] = []
-        samples: list[np.ndarray] = []  # each (S, C, T, V, M)
-        for path, data in zip(paths, batch["bytes"]):
-            item = InputItem(source=str(path), data=bytes(data), explicit=True)
-            parsed = parse_item(item, self.parse_options)
-            if parsed.samples is None:
-                rows.append({"path": str(path), "name": "", "segment": "",
-                             "error": parsed.error or parsed.skip or "not read"})
-                continue
-            samples.append(parsed.samples)
-            rows += [{"path": str(path), **meta, "error": ""} for meta in parsed.meta]
-        return self._rows_to_columns(rows, samples)
-
-    def _rows_to_columns(self, rows: list[dict[str, Any]],
-                         samples: list[np.ndarray]) -> dict[str, np.ndarray]:
-        ok = np.array([row["error"] == "" for row in rows], bool)
-        cluster = np.full(len(rows), -1, np.int64)
-        confidence = np.zeros(len(rows), np.float32)
+        parsed = [parse_item(InputItem(source=str(path), data=bytes(data), explicit=True),
+                             self.parse_options) for path, data in zip(paths, batch["bytes"])]
+        readable = [p for p in parsed if p.samples is not None]
+        predictions = dict(zip(map(id, readable),
+                               predict_blocks(self.model, [p.samples for p in readable])
+                               if readable else []))
         dim = next(int(o.shape[-1]) for o in self.model.manifest.outputs if o.name == "embedding")
-        embedding = np.zeros((len(rows), dim), np.float32)
-        if samples:
-            prediction = self.model.predict(np.concatenate(samples))  # (n_ok, ...)
-            cluster[ok], confidence[ok] = prediction.clusters, prediction.confidence
-            embedding[ok] = prediction.embedding
+        rows: list[dict[str, Any]] = []
+        for path, file in zip(paths, parsed):
+            prediction = predictions.get(id(file), file.error or file.skip or "not read")
+            if isinstance(prediction, str):
+                rows.append({"path": str(path), "name": "", "segment": "", "error": prediction,
+                             "cluster": -1, "confidence": 0.0, "embedding": np.zeros(dim)})
+                continue
+            rows += [{"path": str(path), **meta, "error": "",
+                      "cluster": int(prediction.clusters[i]),
+                      "confidence": float(prediction.confidence[i]),
+                      "embedding": prediction.embedding[i]}
+                     for i, meta in enumerate(file.meta)]
+        return self._rows_to_columns(rows)
+
+    def _rows_to_columns(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         out = {key: np.array([row[key] for row in rows], dtype=object)
                for key in ("path", "name", "segment", "error")}
-        out["cluster"], out["confidence"] = cluster, confidence
+        out["cluster"] = np.array([row["cluster"] for row in rows], np.int64)
+        out["confidence"] = np.array([row["confidence"] for row in rows], np.float32)
         if self.embeddings:
-            out["embedding"] = embedding
+            out["embedding"] = np.stack([np.asarray(row["embedding"], np.float32)
+                                         for row in rows])  # (n, D)
         return out
 
 
