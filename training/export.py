@@ -1,6 +1,7 @@
 """Export a trained CoDT run to ONNX with a manifest: export, check, prove parity, then publish.
 
-    python -m training.export RUN_DIR [--out exported] [--name NAME] [--shared]
+    python -m training.export RUN_DIR [--out exported] [--name NAME] [--shared] [--int8]
+    python -m training.export MODEL --int8 [--task-dir data/prepared/TASK] [--allow-below]
 
 Steps (STYLE guidelines 11-12; docs/ARCHITECTURE.md "Exported model"):
 
@@ -16,6 +17,11 @@ Steps (STYLE guidelines 11-12; docs/ARCHITECTURE.md "Exported model"):
    EMB_RTOL·|e|`` on embeddings, and 100 % argmax agreement, at two batch sizes. Otherwise fail.
 4. Write the manifest into the ONNX ``metadata_props`` and beside the file as ``<name>.json`` (with
    the ONNX file's SHA-256), both atomically.
+5. ``--int8``: the int8 twin ``<name>-int8`` (:func:`export_int8`): static QDQ quantisation with
+   ONNX Runtime, calibrated on the task's real preprocessed target training sequences, tried
+   recipe by recipe (INT8_RECIPES) until one agrees with the fp32 model on at least
+   INT8_MIN_AGREEMENT of the eval argmaxes; else refused (nothing written) unless
+   ``--allow-below``. Its manifest has ``precision: int8`` and a ``quantization`` record.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib.metadata
+import io
 import logging
+import math
 import os
 import platform
 import sys
@@ -78,7 +86,7 @@ class Exported:
     onnx_path: Path
     manifest_path: Path
     manifest: Manifest
-    parity: Parity
+    parity: Parity | Int8Parity  # against PyTorch (fp32 export) or against the fp32 model (int8)
 
 
 @dataclass(frozen=True)
@@ -306,13 +314,320 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
     return Exported(onnx_path, json_path, manifest, parity)
 
 
+# ------------------------------------------------------------------------------ FLOPs
+
+def onnx_macs(path: str | os.PathLike, batch: int = 1) -> dict[str, tuple[str, int]]:
+    """Multiply-accumulates of one forward pass at ``batch`` of the ONNX file: node name ->
+    (op type, MACs).
+
+    Counts the nodes that do the arithmetic, Conv, MatMul, Gemm and Einsum (a QDQ model's
+    DequantizeLinear inputs included: their shapes are inferred like any other); elementwise ops,
+    pooling and softmax are left out. Shapes come from ONNX shape inference with every symbolic
+    input axis (the batch axis N) fixed to ``batch``.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    for graph_input in model.graph.input:
+        for dim in graph_input.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.Clear()
+                dim.dim_value = batch
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {info.name: tuple(d.dim_value for d in info.type.tensor_type.shape.dim)
+              for info in (*model.graph.input, *model.graph.value_info, *model.graph.output)}
+    shapes.update({init.name: tuple(init.dims) for init in model.graph.initializer})
+    macs = {}
+    for node in model.graph.node:
+        count = _node_macs(node, shapes)
+        if count is not None:
+            macs[node.name or f"{node.op_type}_{len(macs)}"] = (node.op_type, count)
+    return macs
+
+
+def _node_macs(node: Any, shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """MACs of one Conv / MatMul / Gemm / Einsum node from its inferred shapes, else None."""
+    import onnx
+
+    def shape(name: str) -> tuple[int, ...]:
+        found = shapes.get(name)
+        if not found or 0 in found:
+            raise ExportError(f"node {node.name!r} ({node.op_type}): no static shape for {name!r}")
+        return found
+
+    if node.op_type == "Conv":  # weight (C_out, C_in / groups, *kernel)
+        return math.prod(shape(node.output[0])) * math.prod(shape(node.input[1])[1:])
+    if node.op_type == "MatMul":  # (..., m, k) @ (..., k, n)
+        return math.prod(shape(node.output[0])) * shape(node.input[0])[-1]
+    if node.op_type == "Gemm":  # (M, K) x (K, N), either side possibly transposed
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        a = shape(node.input[0])
+        return math.prod(shape(node.output[0])) * (a[0] if attrs.get("transA") else a[1])
+    if node.op_type == "Einsum":  # every index letter once: the product of their sizes
+        equation = next(onnx.helper.get_attribute_value(a) for a in node.attribute
+                        if a.name == "equation").decode().replace(" ", "")
+        sizes: dict[str, int] = {}
+        for term, name in zip(equation.split("->")[0].split(","), node.input):
+            sizes.update(zip(term, shape(name)))
+        return math.prod(sizes.values())
+    return None
+
+
+# ------------------------------------------------------------------------------ int8
+
+INT8_MIN_AGREEMENT = 0.99  # argmax agreement with the fp32 model needed to publish an int8 twin
+CALIBRATION_BATCH = 32
+HEAVY_SHARE = 0.7  # "heavy-convs" scope: the largest Convs that together hold this share of MACs
+_HEAD_OPS = ("Gemm", "Softmax", "ReduceMean")  # cluster head, its softmax, the pooling before it
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """One way to quantise: weights per channel or per tensor, a calibration method, a scope.
+
+    ``scope`` is ``"all-but-head"`` (every op ONNX Runtime can quantise except the cluster head,
+    its softmax and the pooling before it) or ``"heavy-convs"`` (only the largest Convs, which hold
+    HEAVY_SHARE of the MACs; the rest stays fp32).
+    """
+
+    label: str
+    per_channel: bool
+    method: str  # "minmax" | "percentile" | "entropy"
+    scope: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "per_channel": self.per_channel, "method": self.method,
+                "scope": self.scope, "activations": "uint8 per tensor",
+                "weights": "int8 " + ("per channel" if self.per_channel else "per tensor")}
+
+
+# Tried in order until one reaches INT8_MIN_AGREEMENT (the issue's ladder: per tensor, per
+# channel, calibration methods, then sensitive nodes left in fp32).
+INT8_RECIPES = (
+    QuantRecipe("per-tensor-minmax", False, "minmax", "all-but-head"),
+    QuantRecipe("per-channel-minmax", True, "minmax", "all-but-head"),
+    QuantRecipe("per-channel-percentile", True, "percentile", "all-but-head"),
+    QuantRecipe("per-channel-entropy", True, "entropy", "all-but-head"),
+    QuantRecipe("heavy-convs-percentile", True, "percentile", "heavy-convs"),
+)
+
+
+@dataclass(frozen=True)
+class Int8Parity:
+    """An int8 model against its fp32 model on the same real samples."""
+
+    samples: int
+    argmax_agreement: float  # fraction in [0, 1]
+    cosine_mean: float  # cosine of the embeddings
+    cosine_min: float
+    max_abs_probabilities: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"samples": self.samples, "argmax_agreement": self.argmax_agreement,
+                "cosine_mean": self.cosine_mean, "cosine_min": self.cosine_min,
+                "max_abs_probabilities": self.max_abs_probabilities}
+
+
+def int8_parity(fp32_path: Path, int8_path: Path, poses: np.ndarray) -> Int8Parity:
+    """Argmax agreement, embedding cosine and max |Δp| of ``int8_path`` against ``fp32_path``."""
+    ref_p, ref_e = onnx_outputs(fp32_path, poses, 64)
+    p, e = onnx_outputs(int8_path, poses, 64)
+    cosine = (e * ref_e).sum(1) / np.maximum(
+        np.linalg.norm(e, axis=1) * np.linalg.norm(ref_e, axis=1), 1e-12)  # (N,)
+    return Int8Parity(len(poses), float((p.argmax(1) == ref_p.argmax(1)).mean()),
+                      float(cosine.mean()), float(cosine.min()), float(np.abs(p - ref_p).max()))
+
+
+class _Batches:
+    """Calibration batches of CALIBRATION_BATCH samples, the last one filled up from the start
+    (the histogram calibrators need equal batch shapes); every sample is seen at least once."""
+
+    def __init__(self, poses: np.ndarray, input_name: str = "poses") -> None:
+        n = -(-len(poses) // CALIBRATION_BATCH) * CALIBRATION_BATCH
+        data = np.resize(np.asarray(poses, np.float32), (n, *poses.shape[1:]))  # (n, C, T, V, M)
+        self._batches = iter([{input_name: data[i:i + CALIBRATION_BATCH]}
+                              for i in range(0, n, CALIBRATION_BATCH)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def _scope_nodes(path: Path, scope: str) -> dict[str, Any]:
+    """quantize_static's node selection for ``scope`` on the pre-processed model at ``path``."""
+    import onnx
+
+    if scope == "all-but-head":
+        nodes = onnx.load(str(path)).graph.node
+        tail = list(nodes)[-6:]  # the head sits at the end of the graph
+        return {"nodes_to_exclude": [n.name for n in tail if n.op_type in _HEAD_OPS]}
+    if scope != "heavy-convs":
+        raise ValueError(f"unknown quantisation scope {scope!r}")
+    macs = onnx_macs(path)
+    convs = sorted(((m, n) for n, (op, m) in macs.items() if op == "Conv"), reverse=True)
+    total, chosen, running = sum(m for _, m in macs.values()), [], 0
+    for count, name in convs:
+        if running >= HEAVY_SHARE * total:
+            break
+        chosen.append(name)
+        running += count
+    return {"nodes_to_quantize": chosen, "op_types_to_quantize": ["Conv"]}
+
+
+def quantize_onnx(fp32_path: Path, calibration: np.ndarray, out_path: Path,
+                  recipe: QuantRecipe) -> None:
+    """Statically quantise ``fp32_path`` to QDQ (uint8 activations, int8 weights) into
+    ``out_path``, calibrated on the real preprocessed samples ``calibration`` (N, C, T, V, M)."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    with tempfile.TemporaryDirectory(prefix="codt-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"  # BatchNorm folded where it can be, shapes inferred
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_quantizer():  # progress prints
+            quantize_static(str(pre), str(out_path), _Batches(calibration),
+                            quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[recipe.method],
+                            **_scope_nodes(pre, recipe.scope))
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """The quantiser's routine notes (pre-processing advice, progress) at ERROR level only."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def export_int8(fp32: Any, calibration: np.ndarray, evalset: EvalSet, *,
+                out_dir: str | os.PathLike, name: str | None = None,
+                calibration_source: str = "", recipes: Sequence[QuantRecipe] = INT8_RECIPES,
+                min_agreement: float = INT8_MIN_AGREEMENT,
+                allow_below: bool = False) -> tuple[Exported | None, list[dict[str, Any]]]:
+    """The int8 twin of the exported fp32 model ``fp32`` (a ResolvedModel): quantise with each
+    recipe in turn until one agrees with fp32 on ``evalset.poses`` for at least ``min_agreement``
+    of the argmaxes, then write ``<name>.onnx`` + manifest (default name ``<fp32 name>-int8``).
+
+    None qualifying: raise ExportError listing every attempt, or with ``allow_below`` publish the
+    best one with ``quantization.qualified = false`` and a warning. Returns (the export, the
+    attempts).
+    """
+    base = fp32.manifest
+    name = name or f"{base.name}-int8"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shape = tuple(base.input_shape)
+    for label, poses in (("calibration", calibration), ("eval", evalset.poses)):
+        if poses.ndim != 5 or tuple(poses.shape[1:]) != shape:
+            raise ExportError(f"{label} samples have shape {poses.shape}; model {base.name!r} "
+                              f"takes (N, {', '.join(map(str, shape))})")
+    poses = np.ascontiguousarray(evalset.poses, np.float32)
+    attempts: list[dict[str, Any]] = []
+    best: tuple[float, Path, QuantRecipe, Int8Parity] | None = None
+    with tempfile.TemporaryDirectory(prefix="codt-int8-", dir=out) as tmp:
+        for i, recipe in enumerate(recipes):
+            candidate = Path(tmp) / f"{i}.onnx"
+            quantize_onnx(fp32.onnx_path, calibration, candidate, recipe)
+            parity = int8_parity(fp32.onnx_path, candidate, poses)
+            attempts.append({**recipe.as_dict(), **parity.as_dict()})
+            log.info("int8 %s: argmax agreement %.2f %%, embedding cosine %.4f", recipe.label,
+                     100 * parity.argmax_agreement, parity.cosine_mean)
+            if best is None or parity.argmax_agreement > best[0]:
+                best = (parity.argmax_agreement, candidate, recipe, parity)
+            if parity.argmax_agreement >= min_agreement:
+                break
+        if best is None:
+            raise ExportError("no quantisation recipe given")
+        agreement, path, recipe, parity = best
+        qualified = agreement >= min_agreement
+        if not qualified:
+            tried = "; ".join(f"{a['label']} {100 * a['argmax_agreement']:.2f} %" for a in attempts)
+            message = (f"no int8 recipe reaches {100 * min_agreement:.1f} % argmax agreement with "
+                       f"{base.name!r} on {len(poses)} eval samples ({tried})")
+            if not allow_below:
+                raise ExportError(message + "; nothing written (--allow-below writes the best "
+                                  "one, marked as not qualified)")
+            log.warning("WARNING: %s; writing the best (%s) marked qualified=false", message,
+                        recipe.label)
+        record = {"format": "QDQ", "recipe": recipe.as_dict(), "parity": parity.as_dict(),
+                  "min_agreement": min_agreement, "qualified": qualified,
+                  "fp32_model": base.name, "fp32_sha256": base.onnx_sha256,
+                  "calibration": {"source": calibration_source, "samples": int(len(calibration))},
+                  "attempts": attempts}
+        exported = _publish_int8(base, path, poses, evalset, out, name, record, parity)
+    return exported, attempts
+
+
+def _publish_int8(base: Manifest, candidate: Path, poses: np.ndarray, evalset: EvalSet,
+                  out: Path, name: str, record: dict[str, Any], parity: Int8Parity) -> Exported:
+    """Manifest (the fp32 one with the int8 model's own name, hash, metrics and quantisation
+    record), stamped into the file, then both moved into place."""
+    predicted = onnx_outputs(candidate, poses, 64)[0].argmax(1)
+    metrics: dict[str, Any] = {"eval_samples": int(len(poses)),
+                               "balance": cluster_balance(predicted, base.num_clusters)}
+    if evalset.labels is not None and (np.asarray(evalset.labels) >= 0).any():
+        known = np.asarray(evalset.labels) >= 0
+        metrics["eval"] = evaluate(np.asarray(evalset.labels)[known], predicted[known])
+    manifest = base.model_copy(update={
+        "name": name, "precision": "int8", "quantization": record, "metrics": metrics,
+        "onnx_sha256": None, "versions": _versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    manifest.check()
+    _stamp(candidate, manifest)
+    manifest = manifest.model_copy(update={"onnx_sha256": sha256_file(candidate)})
+    onnx_path, json_path = out / f"{name}.onnx", out / f"{name}.json"
+    os.chmod(candidate, 0o644)
+    os.replace(candidate, onnx_path)
+    _atomic_write_text(json_path, manifest.to_json())
+    log.info("exported %s (int8 %s, argmax agreement %.2f %%, cosine %.4f)", onnx_path,
+             record["recipe"]["label"], 100 * parity.argmax_agreement, parity.cosine_mean)
+    return Exported(onnx_path, json_path, manifest, parity)
+
+
+def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None = None, *,
+                   out_dir: str | os.PathLike = "exported", name: str | None = None,
+                   allow_below: bool = False, recipes: Sequence[QuantRecipe] = INT8_RECIPES,
+                   min_agreement: float = INT8_MIN_AGREEMENT):
+    """:func:`export_int8` of an exported model, calibrated on its task's unlabelled target
+    training split and checked on its target eval split (``task_dir`` default:
+    data/prepared/<task>), both in the model's layout."""
+    from codt_deploy.models import resolve_model
+    from training.datasets import load_split
+
+    fp32 = resolve_model(model)
+    if fp32.manifest.precision != "fp32":
+        raise ExportError(f"model {fp32.name!r} is already {fp32.manifest.precision}")
+    folder = Path(task_dir) if task_dir else prepared_task_dir(fp32.manifest.task)
+    calibration = load_split(folder, "target_train", fp32.manifest.layout)
+    evaluation = load_split(folder, "target_eval", fp32.manifest.layout)
+    return export_int8(fp32, np.asarray(calibration.data, np.float32),
+                       EvalSet(np.asarray(evaluation.data, np.float32), evaluation.labels,
+                               evaluation.class_names),
+                       out_dir=out_dir, name=name, allow_below=allow_below, recipes=recipes,
+                       min_agreement=min_agreement,
+                       calibration_source=f"{fp32.manifest.task} target_train "
+                                          f"({fp32.manifest.layout}, unlabelled)")
+
+
 # ------------------------------------------------------------------------------ from a run
 
 def task_dir_for(config: Any, run_dir: Path) -> Path:
     """The prepared task folder a run trained on: ``data.prepared_dir``, else data/prepared/<task>."""
     if config.data.prepared_dir:
         return Path(config.data.prepared_dir)
-    return Path(__file__).resolve().parents[1] / "data" / "prepared" / config.data.task
+    return prepared_task_dir(config.data.task)
+
+
+def prepared_task_dir(task: str) -> Path:
+    """The default prepared folder of a task: data/prepared/<task> in the repository."""
+    return Path(__file__).resolve().parents[1] / "data" / "prepared" / task
 
 
 @torch.no_grad()
@@ -386,27 +701,60 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.export",
-                                     description="Export a finished CoDT run to ONNX + manifest.")
-    parser.add_argument("run_dir", help="the run folder (with checkpoints/final.pt)")
+                                     description="Export a finished CoDT run to ONNX + manifest; "
+                                                 "with --int8 also its statically quantised twin.")
+    parser.add_argument("source", help="the run folder (with checkpoints/final.pt); with --int8 "
+                                       "also an exported model (name or .onnx path) to quantise")
     parser.add_argument("--out", default="exported", help="output folder (default: exported)")
     parser.add_argument("--name", help="model name (default: the task name)")
     parser.add_argument("--shared", action="store_true",
                         help="also export the domain-shared branch (CoDT-B0) as <name>-shared")
+    parser.add_argument("--int8", action="store_true",
+                        help="write <name>-int8: QDQ int8, calibrated on the task's target "
+                             "training split; refused below --min-agreement with fp32")
+    parser.add_argument("--task-dir", help="prepared task folder for --int8 on an exported model "
+                                           "(default: data/prepared/<task>)")
+    parser.add_argument("--min-agreement", type=float, default=INT8_MIN_AGREEMENT,
+                        help="argmax agreement with fp32 an int8 model needs (default: %(default)s)")
+    parser.add_argument("--allow-below", action="store_true",
+                        help="write the best int8 model even below --min-agreement "
+                             "(marked qualified=false, with a warning)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        results = export_run(args.run_dir, args.out, args.name, shared=args.shared)
+        results = [] if _is_model(args.source, args.int8) else export_run(
+            args.source, args.out, args.name, shared=args.shared)
+        if args.int8:
+            fp32 = results[0].onnx_path if results else args.source
+            int8, _ = int8_from_task(fp32, args.task_dir, out_dir=args.out,
+                                     allow_below=args.allow_below,
+                                     min_agreement=args.min_agreement)
+            results.append(int8)
     except CodtError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     for result in results:
-        parity, scores = result.parity, result.manifest.metrics.get("eval", {})
-        print(f"{result.onnx_path}: K={result.manifest.num_clusters}, parity on {parity.samples} "
-              f"eval samples: max |dp| {parity.max_abs_probabilities:.1e}, argmax "
-              f"{100 * parity.argmax_agreement:.0f} %"
-              + (f"; eval ACC {100 * scores['acc']:.1f} NMI {100 * scores['nmi']:.1f} "
-                 f"ARI {100 * scores['ari']:.1f}" if scores else ""))
+        print(_summary(result))
     return 0
+
+
+def _is_model(source: str, int8: bool) -> bool:
+    """With --int8, a source that is no run folder is an exported model to quantise."""
+    return int8 and not (Path(source) / "checkpoints").is_dir()
+
+
+def _summary(result: Exported) -> str:
+    parity, scores = result.parity, result.manifest.metrics.get("eval", {})
+    if isinstance(parity, Int8Parity):
+        head = (f"{result.onnx_path}: int8 ({result.manifest.quantization['recipe']['label']}), "
+                f"argmax agreement with fp32 {100 * parity.argmax_agreement:.2f} % on "
+                f"{parity.samples} eval samples, embedding cosine {parity.cosine_mean:.4f}")
+    else:
+        head = (f"{result.onnx_path}: K={result.manifest.num_clusters}, parity on "
+                f"{parity.samples} eval samples: max |dp| {parity.max_abs_probabilities:.1e}, "
+                f"argmax {100 * parity.argmax_agreement:.0f} %")
+    return head + (f"; eval ACC {100 * scores['acc']:.1f} NMI {100 * scores['nmi']:.1f} "
+                   f"ARI {100 * scores['ari']:.1f}" if scores else "")
 
 
 if __name__ == "__main__":
