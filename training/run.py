@@ -325,10 +325,13 @@ def _config_for(args: argparse.Namespace) -> TrainConfig:
         return from_dict(apply_overrides(values, args.overrides), origin=str(args.run_dir / "config.yaml"))
     if args.task is None and args.config is None:
         raise CodtError("give --task (e.g. --task ucla2msr) or --config FILE")
-    config = resolve_config(task=args.task, config_file=args.config, overrides=args.overrides)
     if args.recipe is None:
-        return config
-    return with_recipe(args, config)
+        return resolve_config(task=args.task, config_file=args.config, overrides=args.overrides)
+    # The recipe is sized from the prepared data, so only the data section is needed first; the
+    # other --set values are validated with the recipe applied (e.g. loss.anchor needs its anchors).
+    data_overrides = [item for item in args.overrides or [] if item.startswith("data.")]
+    return with_recipe(args, resolve_config(task=args.task, config_file=args.config,
+                                            overrides=data_overrides))
 
 
 # Seconds per step of 32 source + 32 target samples, V = 20 joints, M = 1, one thread, bf16, on

@@ -223,7 +223,7 @@ def test_plain_array_target_from_a_minimal_task_file_with_the_cpu_recipe(shared_
     folder = tmp_path / "prepared" / "my-arrays"
     sets = [f"data.prepared_dir={folder}", "data.source_limit=16", "optim.epochs_stage1=1",
             "optim.epochs_stage2=1", "eval.kmeans_seeds=1", "runtime.device=cpu",
-            "runtime.threads=1", "runtime.amp=false"]
+            "runtime.threads=1", "runtime.amp=false", "loss.anchor=2"]
     argv = ["--task", str(task_file), "--recipe", "cpu", "--run-dir", str(tmp_path / "run"),
             "--no-export", "-q"]
     assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
@@ -234,4 +234,5 @@ def test_plain_array_target_from_a_minimal_task_file_with_the_cpu_recipe(shared_
     config = from_dict(load_yaml(tmp_path / "run" / "config.yaml"))
     assert config.optim.batch_target == 8  # sized from 16 clips
     assert config.anchors.stage1 and config.decisions.recalibrate_bn and config.model.dropout == 0
+    assert config.loss.anchor == 2  # a --set that needs the recipe's anchors is validated with them
     assert "| CoDT-B1 | cluster head |" in out
