@@ -485,6 +485,18 @@ def _record_balance(record: dict[str, float], prefix: str, pred: np.ndarray, k: 
         log.warning(warning)
 
 
+def stalled_warning(supervised_loss: float, num_source_classes: int, epoch: int) -> str | None:
+    """A label-free sign that stage 1 learnt nothing: the source cross-entropy (labelled data) is
+    still at chance, ln(classes), after stage 1 (e.g. a loss weight too large for the learning
+    rate). None when it has dropped below 95 % of chance."""
+    chance = math.log(num_source_classes)
+    if num_source_classes < 2 or supervised_loss < 0.95 * chance:
+        return None
+    return (f"stage 1 did not learn: after epoch {epoch} the source cross-entropy is "
+            f"{supervised_loss:.3f}, chance is ln({num_source_classes}) = {chance:.3f}; lower the "
+            f"loss weights or the learning rate (optim.lr_stage1)")
+
+
 def append_jsonl(path: str | Path, record: dict) -> None:
     """One JSON object per line (the run's ``metrics.jsonl``); non-finite floats become null."""
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}

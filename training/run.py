@@ -37,8 +37,8 @@ from training.config import TrainConfig, apply_overrides, from_dict, load_yaml, 
 from training.data import TaskData, derive_seed, load_task_data
 from training.baselines import flattened_poses
 from training.engine import aligned_labels, anchor_partition, append_jsonl, embed_split, evaluate, \
-    fill_banks, kmeans_init, make_banks, recalibrate_batchnorm, train_one_epoch, \
-    use_fast_dropout
+    fill_banks, kmeans_init, make_banks, recalibrate_batchnorm, stalled_warning, \
+    train_one_epoch, use_fast_dropout
 from training.model import CoDTModel, build_model
 from training.recipes import RECIPES, cpu_recipe, describe
 from training.neighbours import knn_table, pose_features
@@ -184,6 +184,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
                                       device=device, ctx=ctx, neighbours=neighbours,
                                       anchors=anchors))
         ddp.broadcast_buffers(ctx, model)
+        if epoch == config.optim.epochs_stage1 and "loss/supervised" in record:
+            warning = stalled_warning(record["loss/supervised"], data.num_source_classes, epoch)
+            if warning:
+                log.warning(warning)
         if config.decisions.recalibrate_bn and (_eval_due(config, epoch) or epoch == config.total_epochs):
             record.update(recalibrate_batchnorm(model, data, config, device))  # every rank alike
         if ctx.is_main and _eval_due(config, epoch):

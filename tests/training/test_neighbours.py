@@ -14,7 +14,7 @@ from training import losses
 from training.baselines import flattened_poses, raw_pose_baselines
 from training.clustering import spectral_labels, spherical_kmeans
 from training.config import ConfigError, from_dict, resolve_config
-from training.engine import scheduled_lr
+from training.engine import scheduled_lr, stalled_warning
 from training.model import CosineHead, build_model
 from training.neighbours import knn_table, pose_features
 from training.recipes import cpu_recipe
@@ -213,3 +213,16 @@ def test_batchnorm_recalibration_sets_the_clean_data_statistics(task_dir):
     expected = x.permute(0, 4, 3, 1, 2).reshape(n * m, v * c, t).mean(dim=(0, 2))  # (V·C,)
     assert torch.allclose(bn.running_mean, expected, atol=1e-4)
     assert bn.momentum == 0.1 and not model.specific_student.training
+
+
+def test_stalled_stage_1_is_reported_from_the_source_loss_alone():
+    """The recipe's former anchor weight 5 left the source cross-entropy at ln 10 for 30 epochs."""
+    message = stalled_warning(2.296, 10, 30)
+    assert message is not None and "ln(10) = 2.303" in message and "epoch 30" in message
+    assert stalled_warning(1.28, 10, 30) is None  # what anchor weight 1 reached
+    assert stalled_warning(0.95 * math.log(10) - 1e-6, 10, 30) is None
+    assert stalled_warning(0.9, 1, 30) is None  # one source class: no chance level to compare
+
+
+def test_cpu_recipe_keeps_the_anchor_weight_that_learns():
+    assert cpu_recipe(557, 1484)["loss"]["anchor"] == 1.0
