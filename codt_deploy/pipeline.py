@@ -276,14 +276,14 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
 
     try:
         for item in iter_inputs(list(inputs), options.limits):
-            if not (item.error or item.skip) and item.key in sink.done_keys:
-                summary.resumed += 1
-                continue
             identity = (item.key, item.error, item.skip)  # a same-name member's error is its own
             if identity in seen:
                 summary.duplicates += 1
                 continue
             seen.add(identity)
+            if not (item.error or item.skip) and item.key in sink.done_keys:
+                summary.resumed += 1
+                continue
             if executor is None or item.error or item.skip:
                 pending.append((item, parse_item(item, parse_options)))
             else:

@@ -88,14 +88,20 @@ class ArchiveLimitError(Exception):
     """An archive broke one of the :class:`ArchiveLimits` (internal; reported as an item error)."""
 
 
-@functools.lru_cache(maxsize=4096)
 def canonical_path(source: str) -> str:
     """The absolute, symlink-free spelling of an input path, so that ``nw_ucla``, ``./nw_ucla/``
     and its absolute path key the same files (in ``--resume`` journals, for instance)."""
+    return _canonical_in(os.getcwd(), source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_in(folder: str, source: str) -> str:
+    """``source`` made canonical relative to the working folder ``folder`` (cached per both)."""
+    path = os.path.join(folder, source)
     try:
-        return os.path.realpath(source)
+        return os.path.realpath(path)
     except (OSError, ValueError):  # ValueError: an embedded NUL
-        return os.path.abspath(source)
+        return os.path.abspath(path)
 
 
 def is_archive(path: str | os.PathLike) -> bool:

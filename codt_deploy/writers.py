@@ -383,11 +383,20 @@ def check_output(output: str | os.PathLike, inputs: Iterable[str]) -> None:
         _check_output_folder(path.parent)
     except OSError as exc:  # e.g. a name too long
         raise CodtError(f"{path}: cannot write the output here: {exc.strerror or exc}") from None
-    target = canonical_path(str(path))
-    for arg in inputs:
-        if canonical_path(arg) == target:
-            raise CodtError(f"{path}: is one of the inputs; refusing to overwrite it (choose "
-                            f"another -o)")
+    if _is_input(canonical_path(str(path)), inputs, path.suffix.lower()):
+        raise CodtError(f"{path}: is one of the inputs; refusing to overwrite it (choose "
+                        f"another -o)")
+
+
+def _is_input(target: str, inputs: Iterable[str], suffix: str) -> bool:
+    """Whether ``target`` is an input: named itself, or inside an input folder without an output
+    suffix (so ``data/clusters.csv`` beside the poses it clusters can still be rewritten)."""
+    for arg in map(canonical_path, inputs):
+        if target == arg:
+            return True
+        if suffix not in _SUFFIX_FORMAT and target.startswith(arg.rstrip(os.sep) + os.sep):
+            return True
+    return False
 
 
 def _check_output_kind(path: Path) -> None:
