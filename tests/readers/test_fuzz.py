@@ -1,0 +1,37 @@
+"""The readers' fuzz contract (issue 9): a few thousand mutated real files, seeded and bounded.
+
+Only the project's errors leave the readers, the preprocessing and the archive iterator (an
+UnforeseenInputError, the readers' safety net catching something, counts as an escape), and every
+accepted input preprocesses to finite values. The longer run: benchmarks/fuzz_readers.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from tests.readers.fuzz_harness import mutate, run_fuzz, seed_files
+
+FUZZ_INPUTS = 3000
+
+
+def test_mutations_are_seeded_and_change_the_input(shared_data):
+    import numpy as np
+
+    name, data = seed_files(shared_data)[0]
+    first = mutate(data, np.random.default_rng(7))
+    assert first == mutate(data, np.random.default_rng(7))  # seeded: the same recipe again
+    assert first[0] != data
+
+
+@pytest.mark.slow
+def test_no_escape_and_no_non_finite_output_over_a_few_thousand_inputs(shared_data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy overflow notes on hostile values
+        report = run_fuzz(FUZZ_INPUTS, seed=0, shared_data=shared_data)
+    assert report.inputs == FUZZ_INPUTS
+    assert report.escapes == [], report.summary()
+    assert report.non_finite == [], report.summary()
+    assert report.outcomes["accepted"] > 50, report.summary()  # the fuzzer reaches preprocessing
+    assert report.slowest_s < 5, report.summary()
