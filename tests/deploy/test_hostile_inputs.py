@@ -430,3 +430,29 @@ def test_a_batch_mixing_every_hostile_class_clusters_every_good_file(run, tmp_pa
         assert any(reason in line for line in failed), (reason, err)
     assert "NOT OPENED" in err and "pipe.skeleton: not a regular file" in err
     assert "Traceback" not in err and "unexpected" not in err
+
+
+def test_process_workers_exit_when_the_parent_is_killed():
+    """The initializer of --executor process workers: a SIGKILLed parent leaves no worker behind."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.deploy.conftest import REPO_ROOT
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[2]);"
+        "from codt_deploy.pipeline import exit_with_parent;"
+        "exit_with_parent(int(sys.argv[1]), 0.1); time.sleep(60)"), str(parent.pid),
+        str(REPO_ROOT)])
+    try:
+        time.sleep(0.5)
+        assert worker.poll() is None  # alive while the parent is
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert worker.wait(timeout=15) == 1
+    finally:
+        for process in (parent, worker):
+            if process.poll() is None:
+                process.kill()
