@@ -224,5 +224,5 @@ def test_stalled_stage_1_is_reported_from_the_source_loss_alone():
     assert stalled_warning(0.9, 1, 30) is None  # one source class: no chance level to compare
 
 
-def test_cpu_recipe_keeps_the_anchor_weight_that_learns():
-    assert cpu_recipe(557, 1484)["loss"]["anchor"] == 1.0
+def test_cpu_recipe_keeps_the_loss_weights_that_learn():
+    assert cpu_recipe(557, 1484)["loss"] == {"anchor": 1.0, "ocm": 1.0, "ccm": 1.0}
