@@ -65,7 +65,9 @@ def test_label_indices_match_the_original_index(kinetics_dir: Path) -> None:
 
 
 def test_rewritten_train_labels_keep_their_label_strings(kinetics_dir: Path) -> None:
-    for path in sorted((kinetics_dir / "kinetics_train_labelidx_modified").glob("*.json")):
+    paths = sorted((kinetics_dir / "kinetics_train_labelidx_modified").glob("*.json"))
+    assert len(paths) == len(TRAIN_LABELS)  # an empty folder must fail, not pass
+    for path in paths:
         [seq] = read_poses(path)
         assert (seq.label, seq.label_name) == TRAIN_LABELS[seq.name]
 
