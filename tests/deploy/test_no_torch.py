@@ -1,4 +1,4 @@
-"""The deployment package never imports torch (docs/ARCHITECTURE.md; STYLE guideline 1)."""
+"""The deployment package never imports torch (docs/ARCHITECTURE.md; codt_deploy/__init__.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,7 @@
+"""codt's lean runtime: pose readers, preprocessing, batched ONNX Runtime inference, ``codt-cluster``.
+
+Contract: this package imports only numpy, pydantic, onnxruntime and the standard library (plus
+optional pyarrow for Parquet output and Ray for scale-out); it never imports torch, so it installs
+and runs without it. ``tests/deploy/test_no_torch.py`` proves it: after importing every module
+of the package in a fresh interpreter, torch is not in ``sys.modules``.
+"""
