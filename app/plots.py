@@ -48,8 +48,8 @@ def display_coordinates(seq: PoseSequence) -> np.ndarray:
     """Drawing coordinates ``(T, M, V, D)``, D = 3 (x, depth, up) for 3-D data, else 2 (x, y).
 
     Missing joints (all-zero, or a zero score in 2-D data) become NaN so Plotly leaves them out.
-    3-D data is stored with y up and z as depth (Kinect convention, FORMATS.md §1); Plotly's 3-D
-    scene has z up, so the axes are reordered to (x, z, y).
+    3-D data is stored with y up and z as depth (Kinect convention, docs/FORMATS.md §1); Plotly's
+    3-D scene has z up, so the axes are reordered to (x, z, y).
     """
     data = np.asarray(seq.data, np.float64)  # (T, M, V, C)
     if seq.is_3d:

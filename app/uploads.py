@@ -1,10 +1,11 @@
 """Turning uploaded files into pose sequences, safely: limits, archives, and no pickle ever.
 
 Uploads are untrusted. Pickle-based files (``.pkl``, ``.pickle``, ``.joblib``) can run code when
-loaded, so they are refused by name before anything reads them (FORMATS.md, "Pickle policy"); every
-other file goes through :func:`codt_deploy.readers.read_bytes`, which never unpickles. Zip and tar
-archives are streamed by :func:`codt_deploy.sources.iter_archive` under the upload's size limits (and
-its compression-ratio check), so a decompression bomb stops early. A bad file or member, whatever
+loaded, so they are refused by name before anything reads them (docs/FORMATS.md §1,
+"Pickle policy"); every other file goes through :func:`codt_deploy.readers.read_bytes`, which
+never unpickles. Zip and tar archives are streamed by :func:`codt_deploy.sources.iter_archive`
+under the upload's size limits (and its compression-ratio check), so a decompression bomb stops
+early. A bad file or member, whatever
 goes wrong with it (an encrypted or corrupt member, a second member of the same name, an unsafe
 name, a reader failure), becomes a :class:`FileProblem`; the rest of the batch carries on, exactly
 as in ``codt-cluster``.
@@ -163,8 +164,8 @@ def _member_bytes(member: _Member, limits: UploadLimits) -> bytes:
 def _frame_group(member: _Member) -> str | None:
     """For an OpenPose per-frame file, the folder (or archive) it belongs to; else None.
 
-    OpenPose writes one JSON file per frame (FORMATS.md §1), so those files are read together,
-    one group per folder, and each video in a group becomes one sequence.
+    OpenPose writes one JSON file per frame (docs/FORMATS.md §1 "OpenPose"), so those files are
+    read together, one group per folder, and each video in a group becomes one sequence.
     """
     container, _, inner = member.name.rpartition("::")
     folder, _, base = inner.rpartition("/")

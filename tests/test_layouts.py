@@ -1,4 +1,7 @@
-"""Joint layouts: pinned edge lists, parts and name-based maps (FORMATS.md §2-3, METHOD.md §4)."""
+"""Joint layouts: pinned edge lists, parts and name-based maps.
+
+docs/FORMATS.md §2-3 (layouts, shared-joint maps) and docs/METHOD.md §4.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ MSR20_EDGES_1BASED = [(7, 4), (4, 3), (3, 20), (3, 1), (3, 2), (1, 8), (2, 9), (
                       (10, 12), (11, 13), (7, 5), (7, 6), (5, 14), (6, 15), (14, 16), (15, 17),
                       (16, 18), (17, 19)]
 
-# FORMATS.md §3: source index (or pair averaged) of each shared joint, per layout.
+# docs/FORMATS.md §3: source index (or pair averaged) of each shared joint, per layout.
 SHARED15_MAPS = {
     "body25": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
     "coco18": [0, 1, 2, 3, 4, 5, 6, 7, (8, 11), 8, 9, 10, 11, 12, 13],

@@ -1,4 +1,4 @@
-"""Pose file readers: every format of FORMATS.md §1 into ``list[PoseSequence]``.
+"""Pose file readers: every format of docs/FORMATS.md §1 into ``list[PoseSequence]``.
 
 >>> from codt_deploy.readers import read_poses
 >>> sequences = read_poses("S001C001P001R001A011.skeleton")      # doctest: +SKIP

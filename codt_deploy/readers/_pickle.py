@@ -1,5 +1,5 @@
-"""Restricted unpicklers for the two pickle inputs a user may *trust* (FORMATS.md §1, "Why pickles
-from uploads are unsafe").
+"""Restricted unpicklers for the two pickle inputs a user may *trust* (docs/FORMATS.md §1,
+"Pickle policy").
 
 Unpickling can call any importable function; these unpicklers resolve no global at all
 (``load_plain``: CrosSCLR ``label.pkl`` holds only lists) or only numpy's array reconstructors

@@ -1,5 +1,5 @@
-"""Plain ``.npy`` / ``.npz`` pose arrays (FORMATS.md §1 "Plain .npy / .npz"), and the converter
-that writes them (``save_npz``: the safe route away from pickles).
+"""Plain ``.npy`` / ``.npz`` pose arrays (docs/FORMATS.md §1 "Plain .npy / .npz"), and the
+converter that writes them (``save_npz``: the safe route away from pickles).
 
 ``.npy`` holds one numeric array whose axes the caller declares (``axes``: NCTVM, CTVM, MTVC, TVC,
 TMVC; default NCTVM for 5-D, CTVM for 4-D) together with the skeleton layout (``skeleton``; by

@@ -1,4 +1,4 @@
-"""CrosSCLR / CoDT training arrays (FORMATS.md §1 "CrosSCLR / CoDT arrays").
+"""CrosSCLR / CoDT training arrays (docs/FORMATS.md §1 "CrosSCLR / CoDT arrays").
 
 ``{split}_data.npy`` (N, 3, T, V, 2), zero-padded, from the ST-GCN/CrosSCLR generator, or the
 pre-processed ``{split}_position.npy`` (N, 3, 50, 25, 2) that CoDT loads. Labels come from the

@@ -1,4 +1,5 @@
-"""Kinetics-skeleton JSON reader (ST-GCN's OpenPose COCO-18 clips; FORMATS.md §1 "Kinetics").
+"""Kinetics-skeleton JSON reader (ST-GCN's OpenPose COCO-18 clips; docs/FORMATS.md §1
+"Kinetics-skeleton JSON").
 
 Follows the reference feeder (yysijie/st-gcn ``feeder/feeder_kinetics.py``) with one fix: frames are
 placed at ``frame_index - 1`` (the reference uses ``frame_index`` itself, a one-frame shift). Per

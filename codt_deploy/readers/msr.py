@@ -1,4 +1,4 @@
-"""MSR Action3D ``aXX_sYY_eZZ_skeleton3D.txt`` reader (FORMATS.md §1 "MSR Action3D").
+"""MSR Action3D ``aXX_sYY_eZZ_skeleton3D.txt`` reader (docs/FORMATS.md §1 "MSR Action3D").
 
 No header; every line is ``x y z c`` and 20 lines make a frame (msr20). The confidence column ``c``
 is dropped from the coordinates and kept in ``meta["confidence"]`` (T, 20). The label is XX - 1.

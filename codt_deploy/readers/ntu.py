@@ -1,4 +1,4 @@
-"""NTU RGB+D ``.skeleton`` reader (FORMATS.md §1 "NTU RGB+D").
+"""NTU RGB+D ``.skeleton`` reader (docs/FORMATS.md §1 "NTU RGB+D").
 
 Unlike the reference reader (first two bodies of each frame in file order), bodies are tracked by
 ``bodyID`` across frames and *all* of them are returned as persons, most active first. Activity is

@@ -1,4 +1,5 @@
-"""OpenPose ``--write_json`` reader: a folder of per-frame files (FORMATS.md §1 "OpenPose").
+"""OpenPose ``--write_json`` reader: a folder of per-frame files (docs/FORMATS.md §1
+"OpenPose").
 
 Files are named ``<video>_<frame:012d>_keypoints.json`` with a 0-based frame number; a folder may
 hold several videos, and each becomes one sequence. A missing frame file, or ``"people": []``, is an

@@ -1,4 +1,4 @@
-"""Penn Action ``NNNN.mat`` reader (FORMATS.md §1 "Penn Action").
+"""Penn Action ``NNNN.mat`` reader (docs/FORMATS.md §1 "Penn Action").
 
 Emits (x / W, y / H, visibility) on penn13 (a project decision), one person. ``nframes`` is uint8 in
 most files and uint16 in some; it is cast to int and checked against the rows of ``x``. The label

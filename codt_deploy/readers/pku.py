@@ -1,4 +1,5 @@
-"""PKU-MMD skeleton ``.txt`` reader with optional label file (FORMATS.md §1 "PKU-MMD").
+"""PKU-MMD skeleton ``.txt`` reader with optional label file (docs/FORMATS.md §1
+"PKU-MMD").
 
 A skeleton file holds one line of 150 numbers per frame: person 1's 25 joints (x, y, z) then person
 2's, zeros when person 2 is absent. A label file of the same base name holds rows

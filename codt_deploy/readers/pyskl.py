@@ -1,4 +1,4 @@
-"""pyskl / mmaction2 pose pickle (FORMATS.md §1 "pyskl / mmaction2 pickle").
+"""pyskl / mmaction2 pose pickle (docs/FORMATS.md §1 "pyskl / mmaction2 pickle").
 
 Only for local files and only with ``trust_pickle=True``; even then an unpickler that resolves only
 numpy's array reconstructors is used. Schema: ``{"split": {...}, "annotations": [{"frame_dir",

@@ -1,4 +1,4 @@
-"""Northwestern-UCLA JSON reader, CTR-GCN form (FORMATS.md §1 "NW-UCLA").
+"""Northwestern-UCLA JSON reader, CTR-GCN form (docs/FORMATS.md §1 "NW-UCLA").
 
 ``{"file_name": "a01_s01_e00_v01", "skeletons": [T][20][3], "label": 1..10}``, layout kinect20.
 One-frame clips (``a02_s09_e04_v02``/``_v03``) are valid input; preprocessing resamples them.

@@ -1,4 +1,5 @@
-"""UTKinect-Action3D reader: ``joints_sXX_eYY.txt`` + ``actionLabel.txt`` (FORMATS.md §1).
+"""UTKinect-Action3D reader: ``joints_sXX_eYY.txt`` + ``actionLabel.txt``
+(docs/FORMATS.md §1 "UTKinect-Action3D").
 
 A joints file holds rows ``frame_id x1 y1 z1 ... x20 y20 z20`` (kinect20, metres); ``frame_id``
 repeats and skips. The label file has a ``sXX_eYY`` header followed by ``action: start end`` lines

@@ -1,4 +1,4 @@
-"""VIBE / Skeletics-152 JSON reader (FORMATS.md §1 "VIBE / Skeletics-152 JSON").
+"""VIBE / Skeletics-152 JSON reader (docs/FORMATS.md §1 "VIBE / Skeletics-152 JSON").
 
 One JSON object per clip, keyed by track id; each track has ``joints3d`` (F, 49, 3) and
 ``frame_ids`` (F,), 0-based and possibly non-contiguous. Other keys are ignored. Joints 0-24 of

@@ -69,7 +69,10 @@ def test_ntu_missing_skeleton_lists_are_documented_skips(shared_data, tmp_path, 
 
 
 def _vibe_clip(rng, frames: int) -> dict:
-    """A synthetic VIBE track: 49 joints, gappy frame ids (FORMATS.md, VIBE)."""
+    """A synthetic VIBE track: 49 joints, gappy frame ids.
+
+    docs/FORMATS.md §1 "VIBE / Skeletics-152 JSON".
+    """
     joints = rng.normal(0.0, 0.3, size=(frames, 49, 3)) + [0.0, 0.0, 3.0]
     frame_ids = np.sort(rng.choice(frames + 5, size=frames, replace=False))
     return {"1": {"joints3d": joints.tolist(), "frame_ids": frame_ids.tolist()}}
