@@ -1,8 +1,8 @@
 """Frozen, validated training configuration: sections, task presets, YAML and ``--set`` overrides.
 
-Defaults are the values of docs METHOD.md §6 (loss weights), §5/§7/§10 (constants, schedule) and the
-decision table §11 (switches D1, D3, D5, D8, D13). Every section is a frozen pydantic model with
-``extra="forbid"``: an unknown key fails and names itself. Cross-field rules live in one place,
+Defaults are the values of docs/METHOD.md §6 (loss weights), §5/§7/§10 (constants, schedule) and
+the decision table §11 (switches D1, D3, D5, D8, D13). Every section is a frozen pydantic model
+with ``extra="forbid"``: an unknown key fails and names itself. Cross-field rules live in one place,
 :meth:`TrainConfig.validate`. YAML only serialises these models.
 """
 
@@ -57,8 +57,8 @@ class OptimConfig(_Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     nesterov: bool = False
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # §15.4; "sgd" is the paper
-    # §15.4: "constant" is the paper (one lr per stage); "cosine" warms up linearly over
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # §15.6; "sgd" is the paper
+    # §15.6: "constant" is the paper (one lr per stage); "cosine" warms up linearly over
     # ``warmup_fraction`` of each stage's steps, then decays to 0 by the stage's end.
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
