@@ -1,4 +1,4 @@
-"""Self-describing checkpoints (docs/ARCHITECTURE.md, "Checkpoints"; STYLE guideline 10).
+"""Self-describing checkpoints (docs/ARCHITECTURE.md, "Checkpoints" and convention 8).
 
 A checkpoint is ``{"schema", "config", "model", "optimizer", "epoch", "stage", "metrics",
 "git_sha"}`` plus ``"banks"`` (the per-sample memory banks, METHOD §5), so a run resumes exactly.

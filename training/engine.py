@@ -1,4 +1,5 @@
-"""The CoDT training loop as plain functions (METHOD §5–§13; STYLE guideline 9).
+"""The CoDT training loop as plain functions (METHOD §5–§13; docs/ARCHITECTURE.md,
+convention 7).
 
 - :func:`fill_banks`: one no-grad teacher pass over the target train set (D13).
 - :func:`train_one_epoch`: stage 1 runs §13 steps 1–6 and 10; stage 2 all of §13, in that order.

@@ -3,7 +3,7 @@
     python -m training.export RUN_DIR [--out exported] [--name NAME] [--shared] [--int8]
     python -m training.export MODEL --int8 [--task-dir data/prepared/TASK] [--allow-below]
 
-Steps (STYLE guidelines 11-12; docs/ARCHITECTURE.md "Exported model"):
+Steps (docs/ARCHITECTURE.md, "Exported model" and conventions 9-10):
 
 1. Load ``RUN_DIR/checkpoints/final.pt`` strictly (``weights_only=True``, ``strict=True``) and build
    the deployable network F_1 -> C_1^t, the target-specific student encoder and its cluster head

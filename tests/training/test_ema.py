@@ -1,4 +1,4 @@
-"""The EMA routine (METHOD.md §5 "Teachers"; STYLE guideline 5)."""
+"""The EMA routine (METHOD.md §5 "Teachers"; docs/ARCHITECTURE.md, convention 5)."""
 
 from __future__ import annotations
 
