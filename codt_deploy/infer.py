@@ -4,8 +4,10 @@ The network is the exported target-specific student F_1 -> C_1^t (METHOD.md §10
 takes preprocessed poses ``(N, C, T, V, M)`` float32 and returns cluster probabilities ``(N, K)``
 and the 256-d embedding. The cluster is the argmax, its probability the confidence.
 
-Performance (docs PERFORMANCE.md): ORT_ENABLE_ALL, intra-op threads = cores, inter-op 1, and
-internal micro-batches of 16-32 keep memory flat (a single b=512 run balloons to GBs) at no cost.
+Session settings: ORT_ENABLE_ALL, sequential execution, intra-op threads = cores, inter-op 1.
+Batches are cut into micro-batches (``batch_size``, default 32): in the project's measurements one
+b=512 call grew ONNX Runtime's memory to several GB, while micro-batches of 16-32 kept it flat at
+no loss of throughput. Measured throughput and its method: benchmarks/README.md, "Inference".
 """
 
 from __future__ import annotations
