@@ -20,18 +20,6 @@ from tests.deploy.conftest import REPO_ROOT, example_paths
 N_EXAMPLES = 40
 
 
-@pytest.fixture()
-def run(tiny_model_env, capsys):
-    """``run(*args) -> (exit status, stdout, stderr)`` with ``--model tiny`` and no progress bar."""
-
-    def _run(*args):
-        status = cli.main([*map(str, args), "--model", "tiny", "--quiet"])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return _run
-
-
 def _csv_rows(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
