@@ -9,7 +9,6 @@ confidence is that probability (METHOD.md §10, "Inference"); the PCA map is of 
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 from collections import Counter
@@ -21,12 +20,11 @@ from typing import Protocol
 import numpy as np
 
 from app.uploads import FileProblem, ParsedUploads, error_reason
-from codt_deploy.errors import CodtError, PoseFormatError
+from codt_deploy.errors import CodtError
+from codt_deploy.labels import read_labels
 from codt_deploy.sequence import PoseSequence
 
 log = logging.getLogger(__name__)
-
-KEY_COLUMNS = ("file", "name", "sample")
 
 
 class Predictor(Protocol):
@@ -156,67 +154,31 @@ def pca_2d(embeddings: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Labels:
-    """Ground-truth labels keyed by file or sample name; ``names`` maps a label to its display."""
+    """The ground truth of a batch: each result's label (None where unknown), the display name of
+    each label, and where the labels came from."""
 
-    by_key: dict[str, str]  # file/sample name (or, when by_index, the result's index) -> label
+    per_result: list[str | None]
     names: dict[str, str]
     source: str
-    by_index: bool = False
 
 
-def read_labels_csv(path: str | os.PathLike) -> Labels:
-    """A labels CSV: a ``file`` (or ``name``/``sample``) column, ``label``, optional ``label_name``.
+def labels_from_csv(results: Sequence[SequenceResult], path: str | os.PathLike) -> Labels:
+    """Each result's label from a labels CSV (:mod:`codt_deploy.labels`); raises LabelsError.
 
-    Raises PoseFormatError naming the file and the problem (missing columns, empty, duplicates).
+    Messages name the file by its name alone: an upload's folder is the server's, not the user's.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PoseFormatError(path.name, f"cannot read the labels CSV: {exc}") from exc
-    rows = list(csv.DictReader(io.StringIO(text)))
-    header = [h.strip().lower() for h in (rows[0].keys() if rows else [])]
-    key = next((k for k in KEY_COLUMNS if k in header), None)
-    if key is None or "label" not in header:
-        raise PoseFormatError(path.name, f"a labels CSV needs a 'label' column and one of "
-                                         f"{', '.join(KEY_COLUMNS)}; found columns {header}")
-    by_key, names = {}, {}
-    for line, row in enumerate(rows, start=2):
-        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-        if not row[key] or not row["label"]:
-            raise PoseFormatError(path.name, f"empty {key!r} or 'label'", line=line)
-        if row[key] in by_key:
-            raise PoseFormatError(path.name, f"{row[key]!r} is listed twice", line=line)
-        by_key[row[key]] = row["label"]
-        names.setdefault(row["label"], row.get("label_name") or row["label"])
-    return Labels(by_key, names, path.name)
+    table = read_labels(path, shown_as=Path(path).name)
+    per_result = [table.label_of(r.file, name=r.sequence.name) for r in results]
+    return Labels(per_result, table.names, table.source)
 
 
 def labels_from_sequences(results: Sequence[SequenceResult]) -> Labels | None:
     """The labels the files carry themselves (e.g. MSR Action3D's ``aXX``), if every one has one."""
     if not results or any(r.sequence.label is None for r in results):
         return None
-    by_key = {str(i): str(r.sequence.label) for i, r in enumerate(results)}
+    per_result: list[str | None] = [str(r.sequence.label) for r in results]
     names = {str(r.sequence.label): r.sequence.label_name or str(r.sequence.label) for r in results}
-    return Labels(by_key, names, "the labels in the files", by_index=True)
-
-
-def _lookup_keys(result: SequenceResult) -> list[str]:
-    inner = result.file.rsplit("::", 1)[-1]
-    base = PurePosixPath(inner).name
-    return [result.sequence.name, result.file, inner, base, base.rsplit(".", 1)[0]]
-
-
-def match_labels(results: Sequence[SequenceResult], labels: Labels) -> list[str | None]:
-    """The label of each result (None where the CSV has no row for it)."""
-    if labels.by_index:
-        return [labels.by_key.get(str(i)) for i in range(len(results))]
-    matched = []
-    for result in results:
-        found = next((labels.by_key[k] for k in _lookup_keys(result) if k and k in labels.by_key),
-                     None)
-        matched.append(found)
-    return matched
+    return Labels(per_result, names, "the labels in the files")
 
 
 def _label_order(values: Sequence[str]) -> list[str]:
@@ -244,8 +206,8 @@ def evaluate(results: Sequence[SequenceResult], labels: Labels) -> Evaluation | 
     """Score the clusters against ``labels`` (METHOD.md §10 metrics); None if nothing matches."""
     from codt_deploy.metrics import evaluate as score
 
-    matched = match_labels(results, labels)
-    pairs = [(r.cluster, lab) for r, lab in zip(results, matched) if lab is not None]
+    pairs = [(r.cluster, lab) for r, lab in zip(results, labels.per_result, strict=True)
+             if lab is not None]
     if not pairs:
         return None
     clusters = [c for c, _ in pairs]

@@ -127,7 +127,7 @@ def _labels_for(batch: logic.BatchResult, labels_path: str | None
     labels = None
     if labels_path:
         try:
-            labels = logic.read_labels_csv(labels_path)
+            labels = logic.labels_from_csv(batch.results, labels_path)
         except CodtError as exc:
             note = f"The labels CSV was not used: {exc}"
     if labels is None:
@@ -137,7 +137,7 @@ def _labels_for(batch: logic.BatchResult, labels_path: str | None
     evaluation = logic.evaluate(batch.results, labels)
     if evaluation is None:
         note = note or f"No sequence matched a row of {labels.source}."
-    return evaluation, logic.match_labels(batch.results, labels), note
+    return evaluation, labels.per_result, note
 
 
 class AppHandlers:

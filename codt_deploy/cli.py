@@ -13,9 +13,7 @@ any input failed, 2 on a usage or setup error, 130 when interrupted (rerun with 
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 from codt_deploy.argtypes import non_negative_int, positive_int
 from codt_deploy.errors import CodtError
+from codt_deploy.labels import LabelTable, read_labels
 from codt_deploy.readers.arrays import AXES
 from codt_deploy.writers import check_output
 
@@ -83,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="default", help="model name or path to a .onnx file")
     parser.add_argument("--list-models", action="store_true", help="list models and exit")
     parser.add_argument("--labels", type=existing_file,
-                        help="CSV of file or sequence name -> label; prints ACC/NMI/ARI")
+                        help="labels CSV (a key column such as file or name, and a label "
+                             "column; see codt_deploy/labels.py); prints ACC/NMI/ARI")
     parser.add_argument("--embeddings", action="store_true", help="also write the embedding")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run, skipping files it already wrote")
@@ -114,48 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_labels(path: Path) -> dict[str, str]:
-    """``--labels`` CSV -> {key: label}; a header with a ``label`` column, or two plain columns."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            rows = [r for r in reader if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CodtError(f"{path}: cannot read labels: {exc}") from exc
-    except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131,072 characters)
-        raise CodtError(f"{path} (line {reader.line_num}): not a labels CSV: {exc}") from None
-    if not rows:
-        raise CodtError(f"{path}: no labels in this file")
-    header = [c.strip().lower() for c in rows[0]]
-    if "label" in header:
-        label_col = header.index("label")
-        key_col = next((header.index(k) for k in ("file", "name", "path", "source", "member")
-                        if k in header), 0 if label_col != 0 else 1)
-        rows = rows[1:]
-    else:
-        key_col, label_col = 0, 1
-    labels = {}
-    for number, row in enumerate(rows, start=2 if "label" in header else 1):
-        if len(row) <= max(key_col, label_col):
-            raise CodtError(f"{path} (line {number}): expected a file and a label, got {row}")
-        labels[row[key_col].strip()] = row[label_col].strip()
-    return labels
-
-
-def label_for(row: dict[str, Any], labels: dict[str, str]) -> str | None:
-    """Match a row to a label by sequence name, member or file path, base name, or stem."""
-    path = row["member"] or row["source"]
-    base = os.path.basename(path)
-    for key in (row.get("name"), path, row["source"], base, base.split(".")[0]):
-        if key and key in labels:
-            return labels[key]
-    return None
-
-
 class Observer:
     """Sees every final output row: cluster counts, labelled pairs, the first rows for --show."""
 
-    def __init__(self, labels: dict[str, str] | None, show: int) -> None:
+    def __init__(self, labels: LabelTable | None, show: int) -> None:
         self.labels, self.show = labels, show
         self.counts: Counter[int] = Counter()
         self.true: list[str] = []
@@ -169,7 +131,7 @@ class Observer:
         if len(self.first) < self.show:
             self.first.append(row)
         if self.labels is not None:
-            label = label_for(row, self.labels)
+            label = self.labels.label_of(row["source"], row["member"], row.get("name") or "")
             if label is not None:
                 self.true.append(label)
                 self.pred.append(row["cluster"])

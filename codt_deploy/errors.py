@@ -13,11 +13,9 @@ class CodtError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
-class PoseFormatError(CodtError, ValueError):
-    """A pose file (or array) is malformed or unsupported.
-
-    The message always names the file, where possible the line or frame, and what was expected.
-    """
+class InputFileError(CodtError, ValueError):
+    """An input file is malformed. The message names the file, where possible the line or frame,
+    and what was expected."""
 
     def __init__(self, path: object, problem: str, *, line: int | None = None,
                  frame: int | None = None) -> None:
@@ -31,6 +29,14 @@ class PoseFormatError(CodtError, ValueError):
         elif frame is not None:
             where = f" (frame {frame})"
         super().__init__(f"{self.path}{where}: {problem}")
+
+
+class PoseFormatError(InputFileError):
+    """A pose file (or array) is malformed or unsupported."""
+
+
+class LabelsError(InputFileError):
+    """A labels CSV is unreadable or malformed (see :mod:`codt_deploy.labels`)."""
 
 
 class LayoutError(CodtError, ValueError):

@@ -7,6 +7,7 @@ when they are absent.
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -29,3 +30,12 @@ def shared_data() -> Path:
 def fixtures_dir() -> Path:
     """Small declared-synthetic fixtures committed with the tests (see tests/fixtures/README.md)."""
     return FIXTURES
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    """Write ``header`` and ``rows`` to the CSV file ``path``; returns ``path``."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

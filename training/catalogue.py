@@ -7,7 +7,6 @@ subject, setup, camera/view and action ids. Used by :mod:`training.tasks` (class
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,31 +222,6 @@ def read_name_list(path: Path) -> set[str]:
         if text:
             names.add(text.split(".")[0])
     return names
-
-
-def read_label_csv(path: Path) -> dict[str, str]:
-    """``file,label`` rows (a header naming ``label`` and one of file/name/filename/path)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise CatalogueError(f"{path}: cannot read the labels file: {err}") from None
-    if not rows:
-        raise CatalogueError(f"{path}: the labels file is empty")
-    columns = {c.strip().lower(): c for c in rows[0]}
-    name_col = next((columns[c] for c in ("file", "name", "filename", "path") if c in columns),
-                    None)
-    if name_col is None or "label" not in columns:
-        raise CatalogueError(f"{path}: expected a header with 'file' and 'label' columns, "
-                             f"found {', '.join(rows[0])}")
-    labels = {}
-    for row in rows:
-        name, label = (row[name_col] or "").strip(), (row[columns["label"]] or "").strip()
-        if name and label:
-            labels[name] = label
-            labels.setdefault(Path(name).name, label)
-            labels.setdefault(Path(name).stem, label)
-    return labels
 
 
 def as_key(label: str) -> int | str:

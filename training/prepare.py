@@ -19,6 +19,7 @@ from pathlib import Path
 
 from codt_deploy.argtypes import positive_int
 from codt_deploy.errors import CodtError
+from codt_deploy.labels import LabelTable, read_labels
 from codt_deploy.preprocess import preprocess
 from codt_deploy.readers import read_poses
 from codt_deploy.sequence import PoseSequence
@@ -176,17 +177,15 @@ def reader_options(ref: cat.SampleRef, domain: DomainSpec, raw: Path) -> dict:
 
 
 def class_key(domain: DomainSpec, ref: cat.SampleRef, seq: PoseSequence,
-              csv_labels: dict[str, str] | None) -> int | str | None:
+              csv_labels: LabelTable | None) -> int | str | None:
     """The class key of a sample: from its name/folder, its label file, a CSV or the reader."""
     if domain.dataset in ("ntu", "ucla", "msr", "skeletics", "finegym"):
         return ref.class_key
     if domain.dataset in ("pku", "pyskl"):
         return None if seq.label is None else seq.label + 1
     if csv_labels is not None:
-        for name in (ref.path.name, ref.name, seq.name):
-            if name in csv_labels:
-                return cat.as_key(csv_labels[name])
-        return None
+        label = csv_labels.label_of(str(ref.path), name=seq.name)
+        return None if label is None else cat.as_key(label)
     if seq.label_name is not None:
         return seq.label_name
     return seq.label
@@ -219,7 +218,7 @@ def iter_items(domain: DomainSpec, refs: list[cat.SampleRef], raw: Path, report:
         label_path = find_first(domain.labels, raw)
         if label_path is None:
             raise PrepareError(f"{report.role}: labels file not found: {', '.join(domain.labels)}")
-        csv_labels = cat.read_label_csv(label_path)
+        csv_labels = read_labels(label_path)
     for ref in refs:
         try:
             items = read_ref(ref, domain, raw, csv_labels=csv_labels, trust_pickle=trust_pickle,

@@ -10,10 +10,11 @@ import pytest
 from app import logic
 from app.model_store import ModelStore
 from app.uploads import FileProblem, ParsedUploads
-from codt_deploy.errors import ModelError, PoseFormatError
+from codt_deploy.errors import LabelsError, ModelError
 from codt_deploy.infer import ClusterModel
 from codt_deploy.metrics import evaluate as reference_metrics
 from codt_deploy.sequence import PoseSequence
+from tests.conftest import write_csv
 
 
 @pytest.fixture(scope="module")
@@ -80,17 +81,9 @@ def test_pca_rejects_wrong_rank():
         logic.pca_2d(np.ones(5))
 
 
-def _write_csv(path, header, rows):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
 def test_labels_csv_metrics_and_confusion(model, sequences, examples_dir):
     batch = logic.analyse(ParsedUploads(list(sequences), []), model)
-    labels = logic.read_labels_csv(examples_dir / "labels.csv")
+    labels = logic.labels_from_csv(batch.results, examples_dir / "labels.csv")
     evaluation = logic.evaluate(batch.results, labels)
     truth = [str(int(r.name[1:3]) - 1) for r in batch.results]
     clusters = [r.cluster for r in batch.results]
@@ -106,45 +99,47 @@ def test_labels_csv_metrics_and_confusion(model, sequences, examples_dir):
 
 def test_labels_match_by_name_stem_and_partial_coverage(model, sequences, tmp_path):
     batch = logic.analyse(ParsedUploads(list(sequences), []), model)
-    path = _write_csv(tmp_path / "l.csv", ["name", "label"],
+    path = write_csv(tmp_path / "l.csv", ["name", "label"],
                       [["a01_s02_e01_skeleton3D", "wave"], ["a01_s06_e01_skeleton3D.txt", "wave"],
                        ["unrelated", "kick"]])
-    labels = logic.read_labels_csv(path)
-    matched = logic.match_labels(batch.results, labels)
-    assert matched[:2] == ["wave", "wave"] and matched[2:] == [None] * (len(sequences) - 2)
+    labels = logic.labels_from_csv(batch.results, path)
+    assert labels.per_result[:2] == ["wave", "wave"]
+    assert labels.per_result[2:] == [None] * (len(sequences) - 2)
     evaluation = logic.evaluate(batch.results, labels)
     assert evaluation.matched == 2 and evaluation.total == len(sequences)
     assert evaluation.label_values == ["wave"]
 
 
+def test_a_filename_label_csv_scores_the_batch(model, sequences, tmp_path):
+    """Once refused by the app (it knew only file, name and sample); the header training used."""
+    batch = logic.analyse(ParsedUploads(list(sequences), []), model)
+    path = write_csv(tmp_path / "l.csv", ["filename", "label"],
+                      [[f"uploads/{s.source.rsplit('/', 1)[-1]}", s.label] for s in sequences])
+    evaluation = logic.evaluate(batch.results, logic.labels_from_csv(batch.results, path))
+    assert evaluation.matched == evaluation.total == len(sequences)
+
+
 def test_no_matching_labels_gives_no_evaluation(model, sequences, tmp_path):
     batch = logic.analyse(ParsedUploads(list(sequences), []), model)
-    labels = logic.read_labels_csv(_write_csv(tmp_path / "l.csv", ["file", "label"],
-                                              [["nothing.txt", "0"]]))
+    labels = logic.labels_from_csv(batch.results, write_csv(tmp_path / "l.csv", ["file", "label"],
+                                                             [["nothing.txt", "0"]]))
     assert logic.evaluate(batch.results, labels) is None
 
 
 def test_labels_from_the_files_themselves(model, sequences):
     batch = logic.analyse(ParsedUploads(list(sequences), []), model)
     labels = logic.labels_from_sequences(batch.results)
-    assert logic.match_labels(batch.results, labels) == [str(s.label) for s in sequences]
+    assert labels.per_result == [str(s.label) for s in sequences]
     unlabelled = PoseSequence(data=sequences[0].data, layout="msr20", source="u.txt")
     partial = logic.analyse(ParsedUploads([sequences[0], unlabelled], []), model)
     assert logic.labels_from_sequences(partial.results) is None
 
 
-@pytest.mark.parametrize("header, rows, message", [
-    (["file", "class"], [["a", "1"]], "needs a 'label' column"),
-    (["path", "label"], [["a", "1"]], "needs a 'label' column and one of file, name, sample"),
-    (["file", "label"], [["a", "1"], ["a", "2"]], "'a' is listed twice"),
-    (["file", "label"], [["a", ""]], "empty 'file' or 'label'"),
-    (["file", "label"], [], "needs a 'label' column"),
-])
-def test_bad_labels_csv_names_the_file_and_problem(tmp_path, header, rows, message):
-    path = _write_csv(tmp_path / "my_labels.csv", header, rows)
-    with pytest.raises(PoseFormatError, match=message) as info:
-        logic.read_labels_csv(path)
-    assert str(info.value).startswith("my_labels.csv")
+def test_a_bad_labels_csv_is_named_by_its_file_name_alone(tmp_path):
+    path = write_csv(tmp_path / "my_labels.csv", ["file", "label"], [["a", "1"], ["a", "2"]])
+    with pytest.raises(LabelsError, match="'a' is listed twice") as info:
+        logic.labels_from_csv([], path)
+    assert str(info.value).startswith("my_labels.csv (line 3): ")
 
 
 def test_results_table_and_csv(model, sequences, tmp_path):

@@ -104,3 +104,17 @@ def tiny_model_env(tiny_model_dir, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("CODT_MODEL_DIR", str(tiny_model_dir))
     monkeypatch.setattr(codt_deploy.models, "_package_exported_dir", lambda: tmp_path / "none")
     return tiny_model_dir
+
+
+@pytest.fixture()
+def run(tiny_model_env, capsys):
+    """``run(*args) -> (exit status, stdout, stderr)``: ``codt-cluster`` with ``--model tiny`` and
+    no progress bar."""
+    from codt_deploy import cli
+
+    def _run(*args):
+        status = cli.main([*map(str, args), "--model", "tiny", "--quiet"])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return _run

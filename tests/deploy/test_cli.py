@@ -20,18 +20,6 @@ from tests.deploy.conftest import REPO_ROOT, example_paths
 N_EXAMPLES = 40
 
 
-@pytest.fixture()
-def run(tiny_model_env, capsys):
-    """``run(*args) -> (exit status, stdout, stderr)`` with ``--model tiny`` and no progress bar."""
-
-    def _run(*args):
-        status = cli.main([*map(str, args), "--model", "tiny", "--quiet"])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return _run
-
-
 def _csv_rows(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -280,13 +268,13 @@ def test_pickles_are_read_only_with_trust_pickle(run, tmp_path):
     assert [r["name"] for r in _csv_rows(tmp_path / "trusted.csv")] == ["clip"]
 
 
-def _plain_arrays(tmp_path, n=6):
+def _plain_arrays(tmp_path, n=6, key_column="file"):
     """The first n MSR examples as plain (T, V, C) .npy arrays, with a labels CSV keyed name.npy."""
     from codt_deploy.readers import read_poses
 
     folder = tmp_path / "arrays"
     folder.mkdir()
-    rows = ["file,label"]
+    rows = [f"{key_column},label"]
     for path in example_paths()[:n]:
         seq = read_poses(path)[0]
         name = path.name.replace("_skeleton3D.txt", ".npy")
@@ -296,8 +284,9 @@ def _plain_arrays(tmp_path, n=6):
     return folder
 
 
-def test_plain_arrays_with_layout_and_axes(run, tmp_path):
-    folder = _plain_arrays(tmp_path)
+@pytest.mark.parametrize("key_column", ["file", "filename", "sample"])
+def test_plain_arrays_with_layout_and_axes(run, tmp_path, key_column):
+    folder = _plain_arrays(tmp_path, key_column=key_column)
     status, out, err = run(folder, "--layout", "msr20", "--axes", "tvc", "--labels",
                            folder / "labels.csv", "-o", tmp_path / "out.csv")
     assert status == 0, err

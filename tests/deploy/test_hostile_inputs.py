@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codt_deploy import cli, sources, writers
+from codt_deploy import sources, writers
 from codt_deploy.infer import Prediction, predict_blocks
 from codt_deploy.sources import ArchiveLimits, iter_inputs
 from tests.deploy.conftest import example_paths
@@ -30,18 +30,6 @@ from tests.deploy.hostile import (
 )
 
 MSR_TEXT = example_paths()[0].read_bytes()
-
-
-@pytest.fixture()
-def run(tiny_model_env, capsys):
-    """``run(*args) -> (exit status, stdout, stderr)`` with ``--model tiny`` and no progress bar."""
-
-    def _run(*args):
-        status = cli.main([*map(str, args), "--model", "tiny", "--quiet"])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return _run
 
 
 def _rows(path: Path) -> list[dict]:

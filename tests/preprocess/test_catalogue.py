@@ -6,7 +6,6 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 
 from training import catalogue as cat
 from training.datasets import load_split, load_task
@@ -28,17 +27,6 @@ def test_pku_split_file_is_parsed(tmp_path):
                     "Validataion videos: \n0290-L, 0290-M\n")
     assert cat.read_split_file(path) == {"train": {"0002-L", "0002-M", "0002-R", "0003-L"},
                                          "val": {"0290-L", "0290-M"}}
-
-
-def test_label_csv_needs_file_and_label_columns(tmp_path):
-    path = tmp_path / "labels.csv"
-    path.write_text("name,label\nclips/a.json,wave\nb.npz,3\n")
-    labels = cat.read_label_csv(path)
-    assert labels["a.json"] == labels["a"] == labels["clips/a.json"] == "wave"
-    assert cat.as_key(labels["b"]) == 3
-    path.write_text("clip;action\na;wave\n")
-    with pytest.raises(cat.CatalogueError, match=r"labels\.csv.*'file' and 'label'"):
-        cat.read_label_csv(path)
 
 
 def test_pku_catalogue_ignores_non_skeleton_files(shared_data):

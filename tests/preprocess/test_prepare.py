@@ -114,14 +114,15 @@ def test_ntu2pku_from_the_real_samples(shared_data, fixtures_dir, tmp_path, caps
 
 # -------------------------------------------------------------------- a user's own task
 
-def _user_task(shared_data, tmp_path, *, bad_file: bool = False):
+def _user_task(shared_data, tmp_path, *, bad_file: bool = False, key_column: str = "file",
+               key_suffix: str = ".json"):
     src = tmp_path / "src"
     src.mkdir()
     names = ["a01_s01_e00_v01", "a01_s02_e00_v01", "a02_s01_e00_v01", "a02_s02_e00_v01"]
     for name in names:
         shutil.copy(shared_data / "nw_ucla" / f"{name}.json", src / f"{name}.json")
-    rows = ["file,label"] + [f"{n}.json,{'pick' if n.startswith('a01') else 'lift'}"
-                             for n in names]
+    rows = [f"{key_column},label"] + [
+        f"{n}{key_suffix},{'pick' if n.startswith('a01') else 'lift'}" for n in names]
     if bad_file:
         (src / "broken.json").write_text('{"file_name": "broken", "skeletons": [[[1, 2]]]}')
         rows.append("broken.json,pick")
@@ -149,6 +150,16 @@ def test_user_task_from_a_folder_and_an_npz(shared_data, tmp_path, capsys):
     assert source.data.shape == (4, 3, 50, 15, 2) and list(source.labels) == [1, 1, 0, 0]
     target = load_split(out_dir / "mine", "target_eval", "msr20")
     assert len(target) == 4 and sorted(target.labels) == [0, 0, 1, 1]
+
+
+def test_user_task_with_a_sample_label_csv(shared_data, tmp_path, capsys):
+    """A ``sample,label`` CSV (the app's header, once refused here) keyed by sample name."""
+    config = _user_task(shared_data, tmp_path, key_column="sample", key_suffix="")
+    code, out, _ = run(capsys, config, "--out", tmp_path / "out")
+    assert code == 0, out
+    assert load_task(tmp_path / "out" / "mine").source_classes == ("lift", "pick")
+    source = load_split(tmp_path / "out" / "mine", "source_train")
+    assert list(source.labels) == [1, 1, 0, 0]
 
 
 def test_failures_are_reported_and_the_rest_is_written(shared_data, tmp_path, capsys):
