@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from codt_deploy.preprocess import ChannelMode, PreprocessConfig, preprocess
 from codt_deploy.sequence import PoseSequence
 from training import catalogue as cat
 from training.prepare_io import ArrayAppender
+from training.provenance import git_sha
 from training.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -172,15 +172,6 @@ def _check_not_empty(builder: TaskBuilder, reports: dict) -> None:
                                            " or --target-split all"))
 
 
-def _git_sha() -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, timeout=5, check=False)
-    except OSError:
-        return None
-    return result.stdout.strip() or None
-
-
 def finish_task(builder: TaskBuilder, reports: dict, raw: Path) -> dict:
     """Finish every array, write labels/names and ``task.json``; returns that summary."""
     _check_not_empty(builder, reports)
@@ -226,7 +217,7 @@ def _summary(builder, reports, classes, num_clusters, counts, raw) -> dict:
                      for f, r in reports[role].failures],
         "task_spec": task.model_dump(mode="json"),
         "provenance": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                       "git_sha": _git_sha(), "raw": str(raw)},
+                       "git_sha": git_sha(), "raw": str(raw)},
     }
 
 
