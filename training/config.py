@@ -40,6 +40,22 @@ class DataConfig(_Section):
     target_eval_limit: int | None = Field(None, ge=1)
 
 
+# Where training.prepare writes a task by default, and where a run looks for it.
+PREPARED_ROOT = Path(__file__).resolve().parents[1] / "data" / "prepared"
+
+
+def prepared_task_dir(task: str) -> Path:
+    """The default prepared folder of a task: data/prepared/<task> in the repository."""
+    return PREPARED_ROOT / task
+
+
+def task_dir(config: TrainConfig) -> Path:
+    """The prepared task folder of a run: ``data.prepared_dir``, else data/prepared/<task>."""
+    if config.data.prepared_dir:
+        return Path(config.data.prepared_dir).resolve()
+    return prepared_task_dir(config.data.task)
+
+
 class ModelConfig(_Section):
     """Network shape (METHOD §3, §5). ``num_clusters`` None = the task's class count K (D7)."""
 

@@ -599,6 +599,7 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
     training split and checked on its target eval split (``task_dir`` default:
     data/prepared/<task>), both in the model's layout."""
     from codt_deploy.models import resolve_model
+    from training.config import prepared_task_dir
     from training.datasets import load_split
 
     fp32 = resolve_model(model)
@@ -617,18 +618,6 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
 
 
 # ------------------------------------------------------------------------------ from a run
-
-def task_dir_for(config: Any, run_dir: Path) -> Path:
-    """The prepared task folder a run trained on: ``data.prepared_dir``, else data/prepared/<task>."""
-    if config.data.prepared_dir:
-        return Path(config.data.prepared_dir)
-    return prepared_task_dir(config.data.task)
-
-
-def prepared_task_dir(task: str) -> Path:
-    """The default prepared folder of a task: data/prepared/<task> in the repository."""
-    return Path(__file__).resolve().parents[1] / "data" / "prepared" / task
-
 
 @torch.no_grad()
 def nearest_source_classes(model: nn.Module, shared_poses: np.ndarray, clusters: np.ndarray,
@@ -650,14 +639,14 @@ def nearest_source_classes(model: nn.Module, shared_poses: np.ndarray, clusters:
 def _load_run(run_dir: Path):
     """(config, CoDTModel with the final weights, checkpoint path) of a finished run."""
     from training.checkpoint import FINAL, checkpoint_dir, load_checkpoint, restore
-    from training.config import from_dict
+    from training.config import from_dict, task_dir
     from training.datasets import load_task
     from training.model import build_model
 
     path = checkpoint_dir(run_dir) / FINAL
     payload = load_checkpoint(path)
     config = from_dict(payload["config"], origin=str(path))
-    task = load_task(task_dir_for(config, run_dir))
+    task = load_task(task_dir(config))
     in_channels = task.preprocess_config(task.specific).num_channels
     model = build_model(shared_layout=task.shared, specific_layout=task.specific,
                         in_channels=in_channels, num_source_classes=len(task.source_classes),
