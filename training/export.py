@@ -251,9 +251,6 @@ def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int) -> 
     return names
 
 
-_CHANNELS = {"xyz": ("x", "y", "z"), "xy_score": ("x", "y", "score")}
-
-
 def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLike, name: str,
                    task: str, preprocess: PreprocessConfig, branch: str = "specific",
                    checkpoint_sha256: str | None = None,
@@ -291,7 +288,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         c, t, v, m = preprocess.output_shape
         manifest = Manifest(
             name=name, task=task, branch=branch, layout=preprocess.layout,
-            joints=get_layout(preprocess.layout).joints, channels=_CHANNELS[preprocess.channels],
+            joints=get_layout(preprocess.layout).joints, channels=preprocess.channel_names,
             input=TensorSpec(name="poses", shape=("N", c, t, v, m)),
             outputs=(TensorSpec(name="probabilities", shape=("N", k)),
                      TensorSpec(name="embedding", shape=("N", int(emb.shape[1])))),

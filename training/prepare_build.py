@@ -12,7 +12,7 @@ import numpy as np
 
 from codt_deploy.errors import CodtError
 from codt_deploy.layouts import can_map, get_layout
-from codt_deploy.preprocess import ChannelMode, PreprocessConfig, preprocess
+from codt_deploy.preprocess import ChannelMode, PreprocessConfig, mode_of_channels, preprocess
 from codt_deploy.sequence import PoseSequence
 from training import catalogue as cat
 from training.prepare_io import ArrayAppender
@@ -23,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("source_train", "target_train", "target_eval")
 SCHEMA = 1
-_CHANNELS = {("x", "y", "z"): "xyz", ("x", "y", "score"): "xy_score"}
 _DATASET_NAMES = {"ntu": "NTU RGB+D", "pku": "PKU-MMD", "ucla": "NW-UCLA", "msr": "MSR Action3D",
                   "skeletics": "Skeletics-152", "finegym": "FineGym", "kinetics": "Kinetics-400",
                   "pyskl": "pyskl pickle", "files": "pose files", "npz": "array bundle"}
@@ -34,10 +33,10 @@ class EmptySelectionError(CodtError, ValueError):
 
 
 def channel_mode(seq: PoseSequence) -> ChannelMode:
-    try:
-        return _CHANNELS[tuple(seq.channels)]  # type: ignore[return-value]
-    except KeyError:
-        raise CodtError(f"{seq.source}: unsupported channels {seq.channels}") from None
+    mode = mode_of_channels(seq.channels)
+    if mode is None:
+        raise CodtError(f"{seq.source}: unsupported channels {seq.channels}")
+    return mode
 
 
 def default_layouts(task: TaskSpec, source_layout: str, target_layout: str) -> tuple[str, str]:
