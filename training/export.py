@@ -52,6 +52,7 @@ from codt_deploy.infer import session_options
 from codt_deploy.metrics import cluster_balance, collapse_warning, evaluate, hungarian
 from codt_deploy.models import METADATA_KEY, Manifest, TensorSpec, sha256_file
 from codt_deploy.preprocess import PreprocessConfig
+from codt_deploy.writers import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -225,16 +226,6 @@ def _stamp(path: Path, manifest: Manifest) -> None:
     onnx.save(model, str(path))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model is meant to be read by others
-    os.replace(tmp, path)
-
-
 def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int) -> list[str] | None:
     """Name each cluster by the eval class the Hungarian matching gives it ("" if unmatched)."""
     if evalset.labels is None or evalset.class_names is None:
@@ -303,7 +294,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         manifest = manifest.model_copy(update={"onnx_sha256": sha256_file(tmp)})
         onnx_path, json_path = out / f"{name}.onnx", out / f"{name}.json"
         os.replace(tmp, onnx_path)
-        _atomic_write_text(json_path, manifest.to_json())
+        atomic_write_text(json_path, manifest.to_json())
     finally:
         tmp.unlink(missing_ok=True)
     log.info("exported %s (K=%d, parity max |dp| %.1e, argmax %.0f %%)", onnx_path, k,
@@ -582,7 +573,7 @@ def _publish_int8(base: Manifest, candidate: Path, poses: np.ndarray, evalset: E
     onnx_path, json_path = out / f"{name}.onnx", out / f"{name}.json"
     os.chmod(candidate, 0o644)
     os.replace(candidate, onnx_path)
-    _atomic_write_text(json_path, manifest.to_json())
+    atomic_write_text(json_path, manifest.to_json())
     log.info("exported %s (int8 %s, argmax agreement %.2f %%, cosine %.4f)", onnx_path,
              record["recipe"]["label"], 100 * parity.argmax_agreement, parity.cosine_mean)
     return Exported(onnx_path, json_path, manifest, parity)
