@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     name = load_task(task_dir).name
     root = args.runs or REPO_ROOT / "runs" / f"benchmark-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()
-    num_clusters = config.model.num_clusters or load_task(task_dir).num_clusters
+    num_clusters = config.model.clusters_for(load_task(task_dir).num_clusters)
     baselines, n_eval = baseline_rows(task_dir, num_clusters, 2 if args.smoke else 5)
     for row in baselines:
         print(f"{row['method']}: ACC {row['acc'][0]:.1f} NMI {row['nmi'][0]:.1f} "

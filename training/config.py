@@ -64,6 +64,10 @@ class ModelConfig(_Section):
     head: Literal["linear", "cosine"] = "linear"  # §15.3: cosine prototypes; "linear" = the paper
     head_temperature: float = Field(0.1, gt=0.0)  # τ of the cosine head
 
+    def clusters_for(self, task_clusters: int) -> int:
+        """K of a run: ``num_clusters`` when set, else the task's class count (D7)."""
+        return self.num_clusters or task_clusters
+
 
 class OptimConfig(_Section):
     """SGD schedule of METHOD §10: stage 1 (BM) at lr 0.1, then stage 2 at lr 0.01."""

@@ -118,7 +118,7 @@ def load_task_data(task_dir: str | Path, config: TrainConfig) -> TaskData:
         target_train_specific=_load(task_dir, "target_train", specific, limits.target_train_limit),
         target_eval_shared=_load(task_dir, "target_eval", shared, limits.target_eval_limit),
         target_eval_specific=_load(task_dir, "target_eval", specific, limits.target_eval_limit),
-        num_clusters=config.model.num_clusters or task.num_clusters,
+        num_clusters=config.model.clusters_for(task.num_clusters),
         num_source_classes=len(task.source_class_names),
         in_channels=int(source.data.shape[1]),
     )

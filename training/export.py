@@ -638,7 +638,7 @@ def _load_run(run_dir: Path):
     in_channels = task.preprocess_config(task.specific).num_channels
     model = build_model(shared_layout=task.shared, specific_layout=task.specific,
                         in_channels=in_channels, num_source_classes=len(task.source_classes),
-                        num_clusters=config.model.num_clusters or task.num_clusters,
+                        num_clusters=config.model.clusters_for(task.num_clusters),
                         dropout=config.model.dropout,
                         head=config.model.head, head_temperature=config.model.head_temperature)
     restore(payload, model=model, origin=str(path))  # strict=True
