@@ -56,9 +56,9 @@ def _report(step: int, loss: float, encoder, head, poses: torch.Tensor, anchors:
     unit = F.normalize(features, dim=1).numpy().astype(np.float64)  # (N, 256)
     print(f"step {step}: loss {loss:.3f}, {(time.perf_counter() - started) / step:.2f} s/step, "
           f"anchors fitted {100 * (predicted == anchors).mean():.1f} % | oracle ACC/NMI/ARI: head "
-          f"{_rounded(cluster_metrics(predicted, labels))}, k-means on features "
+          f"{_rounded(cluster_metrics(labels, predicted))}, k-means on features "
           f"{_rounded(kmeans_metrics(unit.astype(np.float32), labels, k, seeds=3))}, spectral "
-          f"on features {_rounded(cluster_metrics(spectral_labels(unit, k), labels))}", flush=True)
+          f"on features {_rounded(cluster_metrics(labels, spectral_labels(unit, k)))}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     poses, labels, layout, k = _load(REPO_ROOT / "data" / "prepared" / args.task)
     anchors = spectral_labels(flattened_poses(poses), k, seed=0)
     print(f"{args.task}: {len(poses)} clips, K = {k}; oracle ACC/NMI/ARI of the anchors themselves "
-          f"{_rounded(cluster_metrics(anchors, labels))}", flush=True)
+          f"{_rounded(cluster_metrics(labels, anchors))}", flush=True)
     torch.manual_seed(args.seed)
     encoder, head = STGCN(layout, poses.shape[1], dropout=0.0), torch.nn.Linear(256, k)
     parameters = [*encoder.parameters(), *head.parameters()]

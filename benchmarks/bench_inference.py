@@ -550,7 +550,8 @@ def int8_comparison(model: str, task_dir: Path | None, recipe: str, threads: int
     there is one, else quantised here with ``recipe`` (written even below the agreement bar)."""
     from codt_deploy.models import available_models, resolve_model
     from training.datasets import load_split
-    from training.export import INT8_RECIPES, int8_from_task, int8_parity, prepared_task_dir
+    from training.config import prepared_task_dir
+    from training.export import INT8_RECIPES, int8_from_task, int8_parity
 
     fp32 = resolve_model(model)
     folder = task_dir or prepared_task_dir(fp32.manifest.task)

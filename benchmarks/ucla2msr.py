@@ -217,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="64 samples, 1+1 epochs: checks the pipeline")
     args = parser.parse_args(argv)
 
-    from training.checkpoint import git_sha
     from training.config import resolve_config
     from training.datasets import load_task
+    from training.provenance import git_sha
     from training.run import ensure_prepared
 
     overrides = (SMOKE if args.smoke else []) + args.overrides
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     name = load_task(task_dir).name
     root = args.runs or REPO_ROOT / "runs" / f"benchmark-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()
-    num_clusters = config.model.num_clusters or load_task(task_dir).num_clusters
+    num_clusters = config.model.clusters_for(load_task(task_dir).num_clusters)
     baselines, n_eval = baseline_rows(task_dir, num_clusters, 2 if args.smoke else 5)
     for row in baselines:
         print(f"{row['method']}: ACC {row['acc'][0]:.1f} NMI {row['nmi'][0]:.1f} "
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"task": name, "task_arg": args.task, "recipe": RECIPE, "overrides": overrides,
                "variants": variants, "seeds": args.seeds, "jobs": args.jobs,
                "num_clusters": num_clusters, "n_eval": n_eval, "runs": runs,
-               "git_sha": git_sha(), "total_min": (time.time() - start) / 60,
+               "git_sha": git_sha() or "unknown", "total_min": (time.time() - start) / 60,
                "machine": {**_machine(), "load_avg_end": list(os.getloadavg())},
                "table": [{**r, **{m: {"mean": r[m][0], "std": r[m][1]} for m in ("acc", "nmi", "ari")}}
                          for r in rows]}

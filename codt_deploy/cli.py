@@ -154,8 +154,7 @@ def _make_sink(args: argparse.Namespace, model, observer: Observer):
 
     fmt = format_for(args.output, args.format)
     fieldnames = columns(bool(model.manifest.cluster_names))
-    dim = next(int(o.shape[-1]) for o in model.manifest.outputs if o.name == "embedding")
-    emb_dim = dim if args.embeddings else None
+    emb_dim = model.manifest.embedding_dim if args.embeddings else None
     if not args.output:
         return StreamSink(fmt, fieldnames, emb_dim, observer)
     header = {"journal": JOURNAL_VERSION, "model": model.manifest.name,

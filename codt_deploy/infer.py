@@ -156,7 +156,7 @@ class ClusterModel:
             probabilities.append(probs)
             embeddings.append(emb)
         if not probabilities:
-            dim = next(int(o.shape[-1]) for o in self.manifest.outputs if o.name == "embedding")
+            dim = self.manifest.embedding_dim
             return Prediction(np.zeros(0, np.int64), np.zeros(0, np.float32),
                               np.zeros((0, self.num_clusters), np.float32),
                               np.zeros((0, dim), np.float32))

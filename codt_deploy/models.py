@@ -87,6 +87,11 @@ class Manifest(BaseModel):
         c, t, v, m = self.input.shape[1:]
         return int(c), int(t), int(v), int(m)
 
+    @property
+    def embedding_dim(self) -> int:
+        """D of the ``embedding`` output ``(N, D)``."""
+        return next(int(o.shape[-1]) for o in self.outputs if o.name == "embedding")
+
     def check(self) -> None:
         """Cross-field rules; raises ModelError naming the model and the problem."""
         problems = []

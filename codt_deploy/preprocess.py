@@ -51,10 +51,18 @@ from codt_deploy.layouts import JointMap, NeckSource, get_layout, joint_map
 from codt_deploy.sequence import PoseSequence
 
 ChannelMode = Literal["xyz", "xy_score"]
-_CHANNEL_NAMES: dict[str, tuple[str, ...]] = {"xyz": ("x", "y", "z"),
-                                               "xy_score": ("x", "y", "score")}
+CHANNEL_NAMES: dict[str, tuple[str, ...]] = {"xyz": ("x", "y", "z"),
+                                              "xy_score": ("x", "y", "score")}
 _ALIGN_EPS = 1e-4  # METHOD §2 step 4: θ = arccos(v_x / (‖v‖ + 1e-4))
 MAX_ABS_VALUE = 1e6  # larger input values are refused (see the module docstring)
+
+
+def mode_of_channels(channels: Sequence[str]) -> ChannelMode | None:
+    """The channel mode whose names are ``channels`` (e.g. ``("x", "y", "z")`` is "xyz"), else None."""
+    for mode, names in CHANNEL_NAMES.items():
+        if tuple(channels) == names:
+            return mode  # type: ignore[return-value]
+    return None
 
 
 class PreprocessConfig(BaseModel):
@@ -76,8 +84,12 @@ class PreprocessConfig(BaseModel):
         return get_layout(value).name  # raises LayoutError (a ValueError) listing the layouts
 
     @property
+    def channel_names(self) -> tuple[str, ...]:
+        return CHANNEL_NAMES[self.channels]
+
+    @property
     def num_channels(self) -> int:
-        return len(_CHANNEL_NAMES[self.channels])
+        return len(self.channel_names)
 
     @property
     def num_joints(self) -> int:
@@ -203,7 +215,7 @@ def align_shoulders(data: np.ndarray, right: int, left: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 def _check_input(seq: PoseSequence, cfg: PreprocessConfig) -> None:
-    wanted = _CHANNEL_NAMES[cfg.channels]
+    wanted = cfg.channel_names
     if tuple(seq.channels) != wanted:
         raise PoseFormatError(seq.source, f"has channels {tuple(seq.channels)} but the model "
                                           f"expects {wanted} (channels={cfg.channels!r})")

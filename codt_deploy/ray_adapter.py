@@ -78,7 +78,7 @@ class ClusterActor:
         predictions = dict(zip(map(id, readable),
                                predict_blocks(self.model, [p.samples for p in readable])
                                if readable else []))
-        dim = next(int(o.shape[-1]) for o in self.model.manifest.outputs if o.name == "embedding")
+        dim = self.model.manifest.embedding_dim
         rows: list[dict[str, Any]] = []
         for path, file in zip(paths, parsed):
             prediction = predictions.get(id(file), file.error or file.skip or "not read")

@@ -173,36 +173,60 @@ class ParquetRowWriter:
         self.writer.close()
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write into: renamed over ``path`` (mode 0644) when the
+    block ends without error, deleted otherwise, so ``path`` is never a torn file."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be read by others
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, fsynced before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def write_rows(rows: Iterable[Row], path: str | os.PathLike, fmt: str, fieldnames: list[str],
                embedding_dim: int | None) -> int:
     """Write ``rows`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    count = 0
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "parquet":
-            writer = ParquetRowWriter(tmp, fieldnames, embedding_dim)
-            for row in rows:
-                writer.write(row)
-                count += 1
-            writer.close()
-        else:
-            with open(tmp, "w", encoding="utf-8", newline="") as handle:
-                cls = CsvRowWriter if fmt == "csv" else JsonlRowWriter
-                writer = cls(handle, fieldnames, embedding_dim)
-                for row in rows:
-                    writer.write(row)
-                    count += 1
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            return _write_parquet(rows, tmp, fieldnames, embedding_dim)
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            cls = CsvRowWriter if fmt == "csv" else JsonlRowWriter
+            count = _write_all(cls(handle, fieldnames, embedding_dim), rows)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return count
+
+
+def _write_all(writer: Any, rows: Iterable[Row]) -> int:
+    count = 0
+    for row in rows:
+        writer.write(row)
+        count += 1
+    return count
+
+
+def _write_parquet(rows: Iterable[Row], path: Path, fieldnames: list[str],
+                   embedding_dim: int | None) -> int:
+    writer = ParquetRowWriter(path, fieldnames, embedding_dim)
+    count = _write_all(writer, rows)
+    writer.close()
     return count
 
 

@@ -46,7 +46,7 @@ def raw_pose_baselines(poses: np.ndarray, labels: np.ndarray, k: int, *, seeds: 
     rows = flattened_poses(poses)
     labels = np.asarray(labels)
     ward = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(rows)
-    spectral = [cluster_metrics(spectral_labels(rows, k, seed=seed), labels) for seed in range(seeds)]
+    spectral = [cluster_metrics(labels, spectral_labels(rows, k, seed=seed)) for seed in range(seeds)]
     return {"kmeans": kmeans_metrics(rows.astype(np.float32), labels, k, seeds=seeds),
-            "ward": _summary([cluster_metrics(ward, labels)]),
+            "ward": _summary([cluster_metrics(labels, ward)]),
             "spectral": _summary(spectral)}

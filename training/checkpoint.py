@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from codt_deploy.errors import CodtError
+from training import provenance
 
 SCHEMA = 1
 REQUIRED_KEYS = ("schema", "config", "model", "optimizer", "epoch", "stage", "metrics", "git_sha")
@@ -30,19 +30,6 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(CodtError, RuntimeError):
     """A checkpoint is missing, unreadable, of another schema or does not fit the model."""
-
-
-def git_sha() -> str:
-    """The current commit of this source tree, with ``-dirty`` when it has local edits."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -63,7 +50,7 @@ def save_checkpoint(path: str | Path, *, config: dict[str, Any], model: torch.nn
         "epoch": int(epoch),
         "stage": int(stage),
         "metrics": {k: float(v) for k, v in metrics.items()},
-        "git_sha": git_sha(),
+        "git_sha": provenance.git_sha() or "unknown",
         "banks": {name: bank.detach().cpu().clone() for name, bank in banks.items()},
     }
     tmp = path.with_name(path.name + ".tmp")

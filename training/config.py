@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from codt_deploy.errors import CodtError
+from training.mappings import deep_merge, read_data_file
 
 TASKS = ("ntu2pku", "ntu2skeletics", "skeletics2pku", "finegym2skeletics", "kinetics2ntu", "ucla2msr")
 Components = Literal["bm", "bm+ocm", "bm+ocm+ccm"]
@@ -40,6 +41,22 @@ class DataConfig(_Section):
     target_eval_limit: int | None = Field(None, ge=1)
 
 
+# Where training.prepare writes a task by default, and where a run looks for it.
+PREPARED_ROOT = Path(__file__).resolve().parents[1] / "data" / "prepared"
+
+
+def prepared_task_dir(task: str) -> Path:
+    """The default prepared folder of a task: data/prepared/<task> in the repository."""
+    return PREPARED_ROOT / task
+
+
+def task_dir(config: TrainConfig) -> Path:
+    """The prepared task folder of a run: ``data.prepared_dir``, else data/prepared/<task>."""
+    if config.data.prepared_dir:
+        return Path(config.data.prepared_dir).resolve()
+    return prepared_task_dir(config.data.task)
+
+
 class ModelConfig(_Section):
     """Network shape (METHOD §3, §5). ``num_clusters`` None = the task's class count K (D7)."""
 
@@ -47,6 +64,10 @@ class ModelConfig(_Section):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     head: Literal["linear", "cosine"] = "linear"  # §15.3: cosine prototypes; "linear" = the paper
     head_temperature: float = Field(0.1, gt=0.0)  # τ of the cosine head
+
+    def clusters_for(self, task_clusters: int) -> int:
+        """K of a run: ``num_clusters`` when set, else the task's class count (D7)."""
+        return self.num_clusters or task_clusters
 
 
 class OptimConfig(_Section):
@@ -270,16 +291,6 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 _PRESETS: dict[str, dict[str, Any]] = {
     # K comes from the prepared task (D7); the paper's schedule is the default.
     "ntu2pku": {"data": {"task": "ntu2pku"}},
@@ -355,18 +366,9 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict (not yet validated)."""
-    import yaml
-
+    """Read a YAML (or ``.json``) config file into a dict (not yet validated); empty is ``{}``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config file: {err.strerror}") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    values = read_data_file(path, ConfigError, "config file")
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -412,10 +414,10 @@ def resolve_config(*, task: str | None = None, config_file: str | Path | None = 
         values = preset_dict(task) if task in _PRESETS else {"data": {"task": task}}
         origin = f"task {task!r}"
     if config_file is not None:
-        values = _merge(values, load_yaml(config_file))
+        values = deep_merge(values, load_yaml(config_file))
         origin = str(config_file)
     if recipe:
-        values = _merge(values, recipe)
+        values = deep_merge(values, recipe)
         origin += " with a recipe"
     if overrides:
         values = apply_overrides(values, overrides)

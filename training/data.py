@@ -45,8 +45,9 @@ def generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*keys))
 
 
-def evenly_spaced(n_total: int, limit: int | None) -> np.ndarray:
-    """Indices of at most ``limit`` samples spread evenly over a split (keeps all classes in play)."""
+def linspace_indices(n_total: int, limit: int | None) -> np.ndarray:
+    """Indices of at most ``limit`` samples spread evenly over a split (keeps all classes in play):
+    ``linspace(0, n_total - 1, limit)`` rounded, so the first and the last sample are kept."""
     if limit is None or limit >= n_total:
         return np.arange(n_total)
     return np.unique(np.linspace(0, n_total - 1, limit).round().astype(np.int64))
@@ -95,7 +96,7 @@ def _load(task_dir: Path, split: str, layout: str, limit: int | None) -> Split:
     from training.datasets import load_split
 
     arrays = load_split(task_dir, split, layout)
-    keep = evenly_spaced(len(arrays.labels), limit)
+    keep = linspace_indices(len(arrays.labels), limit)
     if len(keep) == len(arrays.labels):
         return Split(arrays.data, np.asarray(arrays.labels), layout)
     return Split(np.asarray(arrays.data[keep]), np.asarray(arrays.labels)[keep], layout)
@@ -117,7 +118,7 @@ def load_task_data(task_dir: str | Path, config: TrainConfig) -> TaskData:
         target_train_specific=_load(task_dir, "target_train", specific, limits.target_train_limit),
         target_eval_shared=_load(task_dir, "target_eval", shared, limits.target_eval_limit),
         target_eval_specific=_load(task_dir, "target_eval", specific, limits.target_eval_limit),
-        num_clusters=config.model.num_clusters or task.num_clusters,
+        num_clusters=config.model.clusters_for(task.num_clusters),
         num_source_classes=len(task.source_class_names),
         in_channels=int(source.data.shape[1]),
     )

@@ -469,7 +469,7 @@ def evaluate(model: CoDTModel, data: TaskData, config: TrainConfig, device: torc
                                          n_iter=config.constants.kmeans_iters).items():
             record[f"{branch}/kmeans/{key}"] = value
         if heads:
-            for key, value in cluster_metrics(pred, labels).items():
+            for key, value in cluster_metrics(labels, pred).items():
                 record[f"{branch}/head/{key}"] = value
     record["eval/time_s"] = time.perf_counter() - start
     return record

@@ -52,6 +52,7 @@ from codt_deploy.infer import session_options
 from codt_deploy.metrics import cluster_balance, collapse_warning, evaluate, hungarian
 from codt_deploy.models import METADATA_KEY, Manifest, TensorSpec, sha256_file
 from codt_deploy.preprocess import PreprocessConfig
+from codt_deploy.writers import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -225,16 +226,6 @@ def _stamp(path: Path, manifest: Manifest) -> None:
     onnx.save(model, str(path))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model is meant to be read by others
-    os.replace(tmp, path)
-
-
 def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int) -> list[str] | None:
     """Name each cluster by the eval class the Hungarian matching gives it ("" if unmatched)."""
     if evalset.labels is None or evalset.class_names is None:
@@ -249,9 +240,6 @@ def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int) -> 
         if table[cls, cluster] > 0:
             names[cluster] = str(evalset.class_names[cls])
     return names
-
-
-_CHANNELS = {"xyz": ("x", "y", "z"), "xy_score": ("x", "y", "score")}
 
 
 def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLike, name: str,
@@ -291,7 +279,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         c, t, v, m = preprocess.output_shape
         manifest = Manifest(
             name=name, task=task, branch=branch, layout=preprocess.layout,
-            joints=get_layout(preprocess.layout).joints, channels=_CHANNELS[preprocess.channels],
+            joints=get_layout(preprocess.layout).joints, channels=preprocess.channel_names,
             input=TensorSpec(name="poses", shape=("N", c, t, v, m)),
             outputs=(TensorSpec(name="probabilities", shape=("N", k)),
                      TensorSpec(name="embedding", shape=("N", int(emb.shape[1])))),
@@ -306,7 +294,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         manifest = manifest.model_copy(update={"onnx_sha256": sha256_file(tmp)})
         onnx_path, json_path = out / f"{name}.onnx", out / f"{name}.json"
         os.replace(tmp, onnx_path)
-        _atomic_write_text(json_path, manifest.to_json())
+        atomic_write_text(json_path, manifest.to_json())
     finally:
         tmp.unlink(missing_ok=True)
     log.info("exported %s (K=%d, parity max |dp| %.1e, argmax %.0f %%)", onnx_path, k,
@@ -585,7 +573,7 @@ def _publish_int8(base: Manifest, candidate: Path, poses: np.ndarray, evalset: E
     onnx_path, json_path = out / f"{name}.onnx", out / f"{name}.json"
     os.chmod(candidate, 0o644)
     os.replace(candidate, onnx_path)
-    _atomic_write_text(json_path, manifest.to_json())
+    atomic_write_text(json_path, manifest.to_json())
     log.info("exported %s (int8 %s, argmax agreement %.2f %%, cosine %.4f)", onnx_path,
              record["recipe"]["label"], 100 * parity.argmax_agreement, parity.cosine_mean)
     return Exported(onnx_path, json_path, manifest, parity)
@@ -599,6 +587,7 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
     training split and checked on its target eval split (``task_dir`` default:
     data/prepared/<task>), both in the model's layout."""
     from codt_deploy.models import resolve_model
+    from training.config import prepared_task_dir
     from training.datasets import load_split
 
     fp32 = resolve_model(model)
@@ -617,18 +606,6 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
 
 
 # ------------------------------------------------------------------------------ from a run
-
-def task_dir_for(config: Any, run_dir: Path) -> Path:
-    """The prepared task folder a run trained on: ``data.prepared_dir``, else data/prepared/<task>."""
-    if config.data.prepared_dir:
-        return Path(config.data.prepared_dir)
-    return prepared_task_dir(config.data.task)
-
-
-def prepared_task_dir(task: str) -> Path:
-    """The default prepared folder of a task: data/prepared/<task> in the repository."""
-    return Path(__file__).resolve().parents[1] / "data" / "prepared" / task
-
 
 @torch.no_grad()
 def nearest_source_classes(model: nn.Module, shared_poses: np.ndarray, clusters: np.ndarray,
@@ -650,18 +627,18 @@ def nearest_source_classes(model: nn.Module, shared_poses: np.ndarray, clusters:
 def _load_run(run_dir: Path):
     """(config, CoDTModel with the final weights, checkpoint path) of a finished run."""
     from training.checkpoint import FINAL, checkpoint_dir, load_checkpoint, restore
-    from training.config import from_dict
+    from training.config import from_dict, task_dir
     from training.datasets import load_task
     from training.model import build_model
 
     path = checkpoint_dir(run_dir) / FINAL
     payload = load_checkpoint(path)
     config = from_dict(payload["config"], origin=str(path))
-    task = load_task(task_dir_for(config, run_dir))
+    task = load_task(task_dir(config))
     in_channels = task.preprocess_config(task.specific).num_channels
     model = build_model(shared_layout=task.shared, specific_layout=task.specific,
                         in_channels=in_channels, num_source_classes=len(task.source_classes),
-                        num_clusters=config.model.num_clusters or task.num_clusters,
+                        num_clusters=config.model.clusters_for(task.num_clusters),
                         dropout=config.model.dropout,
                         head=config.model.head, head_temperature=config.model.head_temperature)
     restore(payload, model=model, origin=str(path))  # strict=True

@@ -1,7 +1,8 @@
-"""Clustering metrics on the target val split (METHOD.md §10 "Metrics", D11, D12).
+"""Training-side clustering metrics on the target val split (METHOD.md §10 "Metrics", D11, D12).
 
-``cluster_acc``, ``nmi`` and ``ari`` take (pred, labels) as 1-D integer arrays or tensors and return
-fractions in [0, 1]; ``cluster_metrics`` and ``kmeans_metrics`` report ×100, as the paper's tables.
+ACC, NMI and ARI themselves live in :mod:`codt_deploy.metrics` (arguments ``labels_true,
+labels_pred``, as in scikit-learn). This module adds what training needs on top: integer arrays or
+tensors as input, ``cluster_metrics`` ×100 as the paper's tables, and ``kmeans_metrics`` (†).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from codt_deploy.metrics import evaluate
 from training.clustering import spherical_kmeans
 
 ArrayLike = np.ndarray | torch.Tensor | list
@@ -25,50 +27,15 @@ def _as_labels(values: ArrayLike, name: str) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _pair(pred: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    pred_array, label_array = _as_labels(pred, "pred"), _as_labels(labels, "labels")
+def cluster_metrics(labels: ArrayLike, pred: ArrayLike) -> dict[str, float]:
+    """``{"acc", "nmi", "ari"}`` ×100 for predicted clusters ``pred`` against true classes
+    ``labels`` (1-D integer arrays or tensors of equal length)."""
+    label_array, pred_array = _as_labels(labels, "labels"), _as_labels(pred, "pred")
     if pred_array.shape != label_array.shape:
         raise ValueError(f"pred and labels differ in length: "
                          f"{pred_array.size} vs {label_array.size}")
-    return pred_array, label_array
-
-
-def cluster_acc(pred: ArrayLike, labels: ArrayLike) -> float:
-    """ACC (D12): the best one-to-one cluster→class matching (Hungarian), as a fraction.
-
-    Works for any label values and for #clusters ≠ #classes (unmatched clusters count as wrong).
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    pred_array, label_array = _pair(pred, labels)
-    _, pred_index = np.unique(pred_array, return_inverse=True)
-    _, label_index = np.unique(label_array, return_inverse=True)
-    contingency = np.zeros((pred_index.max() + 1, label_index.max() + 1), dtype=np.int64)
-    np.add.at(contingency, (pred_index, label_index), 1)
-    rows, cols = linear_sum_assignment(contingency, maximize=True)
-    return float(contingency[rows, cols].sum() / pred_array.size)
-
-
-def nmi(pred: ArrayLike, labels: ArrayLike) -> float:
-    """NMI: scikit-learn ``normalized_mutual_info_score`` (arithmetic mean normalisation)."""
-    from sklearn.metrics import normalized_mutual_info_score
-
-    pred_array, label_array = _pair(pred, labels)
-    return float(normalized_mutual_info_score(label_array, pred_array))
-
-
-def ari(pred: ArrayLike, labels: ArrayLike) -> float:
-    """ARI: scikit-learn ``adjusted_rand_score``."""
-    from sklearn.metrics import adjusted_rand_score
-
-    pred_array, label_array = _pair(pred, labels)
-    return float(adjusted_rand_score(label_array, pred_array))
-
-
-def cluster_metrics(pred: ArrayLike, labels: ArrayLike) -> dict[str, float]:
-    """``{"acc", "nmi", "ari"}`` ×100 for predicted clusters against true classes."""
-    return {"acc": 100.0 * cluster_acc(pred, labels), "nmi": 100.0 * nmi(pred, labels),
-            "ari": 100.0 * ari(pred, labels)}
+    scores = evaluate(label_array, pred_array)
+    return {key: 100.0 * scores[key] for key in ("acc", "nmi", "ari")}
 
 
 def kmeans_metrics(features: np.ndarray | torch.Tensor, labels: ArrayLike, k: int,
@@ -85,7 +52,7 @@ def kmeans_metrics(features: np.ndarray | torch.Tensor, labels: ArrayLike, k: in
     runs = []
     for seed in range(seeds):
         _, pred = spherical_kmeans(points, k, generator=seed, n_iter=n_iter)
-        runs.append(cluster_metrics(pred, label_array))
+        runs.append(cluster_metrics(label_array, pred))
     summary = {}
     for key in ("acc", "nmi", "ari"):
         values = np.array([run[key] for run in runs])
@@ -93,5 +60,3 @@ def kmeans_metrics(features: np.ndarray | torch.Tensor, labels: ArrayLike, k: in
         summary[f"{key}_std"] = float(values.std())
     return summary
 
-
-evaluate_features = kmeans_metrics  # the name docs/ARCHITECTURE.md uses

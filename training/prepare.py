@@ -133,7 +133,7 @@ def select_refs(domain: DomainSpec, root: Path, raw: Path, report: DomainReport,
             report.skipped[f"listed in {skip_files[0].name}"] += 1
     refs = [r for r in refs if r.name not in skip]
     kept = _select(refs, domain, report, lambda ref: ref.class_key)
-    return evenly_spaced(kept, limit)
+    return strided_subset(kept, limit)
 
 
 def _select(entries, domain, report, key_of, count_keys=lambda entry: True) -> list:
@@ -151,8 +151,9 @@ def _select(entries, domain, report, key_of, count_keys=lambda entry: True) -> l
     return kept
 
 
-def evenly_spaced(refs: list, limit: int | None) -> list:
-    """``limit`` items spread evenly over ``refs`` (name order), so most classes appear."""
+def strided_subset(refs: list, limit: int | None) -> list:
+    """``limit`` items spread evenly over ``refs`` (name order), so most classes appear: item
+    ``floor(i * len(refs) / limit)`` for i < limit, from the first item on."""
     if limit is None or len(refs) <= limit:
         return refs
     step = len(refs) / limit

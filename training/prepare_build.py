@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -13,17 +12,17 @@ import numpy as np
 
 from codt_deploy.errors import CodtError
 from codt_deploy.layouts import can_map, get_layout
-from codt_deploy.preprocess import ChannelMode, PreprocessConfig, preprocess
+from codt_deploy.preprocess import ChannelMode, PreprocessConfig, mode_of_channels, preprocess
 from codt_deploy.sequence import PoseSequence
 from training import catalogue as cat
 from training.prepare_io import ArrayAppender
+from training.provenance import git_sha
 from training.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("source_train", "target_train", "target_eval")
 SCHEMA = 1
-_CHANNELS = {("x", "y", "z"): "xyz", ("x", "y", "score"): "xy_score"}
 _DATASET_NAMES = {"ntu": "NTU RGB+D", "pku": "PKU-MMD", "ucla": "NW-UCLA", "msr": "MSR Action3D",
                   "skeletics": "Skeletics-152", "finegym": "FineGym", "kinetics": "Kinetics-400",
                   "pyskl": "pyskl pickle", "files": "pose files", "npz": "array bundle"}
@@ -34,10 +33,10 @@ class EmptySelectionError(CodtError, ValueError):
 
 
 def channel_mode(seq: PoseSequence) -> ChannelMode:
-    try:
-        return _CHANNELS[tuple(seq.channels)]  # type: ignore[return-value]
-    except KeyError:
-        raise CodtError(f"{seq.source}: unsupported channels {seq.channels}") from None
+    mode = mode_of_channels(seq.channels)
+    if mode is None:
+        raise CodtError(f"{seq.source}: unsupported channels {seq.channels}")
+    return mode
 
 
 def default_layouts(task: TaskSpec, source_layout: str, target_layout: str) -> tuple[str, str]:
@@ -172,15 +171,6 @@ def _check_not_empty(builder: TaskBuilder, reports: dict) -> None:
                                            " or --target-split all"))
 
 
-def _git_sha() -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, timeout=5, check=False)
-    except OSError:
-        return None
-    return result.stdout.strip() or None
-
-
 def finish_task(builder: TaskBuilder, reports: dict, raw: Path) -> dict:
     """Finish every array, write labels/names and ``task.json``; returns that summary."""
     _check_not_empty(builder, reports)
@@ -226,7 +216,7 @@ def _summary(builder, reports, classes, num_clusters, counts, raw) -> dict:
                      for f, r in reports[role].failures],
         "task_spec": task.model_dump(mode="json"),
         "provenance": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                       "git_sha": _git_sha(), "raw": str(raw)},
+                       "git_sha": git_sha(), "raw": str(raw)},
     }
 
 

@@ -33,7 +33,7 @@ from codt_deploy.errors import CodtError
 from training import checkpoint as ckpt
 from training import distributed as ddp
 from training.config import TrainConfig, apply_overrides, from_dict, load_yaml, resolve_config, save_yaml, \
-    to_dict
+    task_dir, to_dict
 from training.data import TaskData, derive_seed, load_task_data
 from training.baselines import flattened_poses
 from training.engine import aligned_labels, anchor_partition, append_jsonl, embed_split, evaluate, \
@@ -46,14 +46,6 @@ from training.stgcn import FEATURE_DIM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)
-
-
-def task_dir(config: TrainConfig) -> Path:
-    """The prepared task folder: ``data.prepared_dir``, else ``data/prepared/<task>`` in the repository
-    (where ``training.prepare`` writes by default)."""
-    if config.data.prepared_dir:
-        return Path(config.data.prepared_dir).resolve()
-    return REPO_ROOT / "data" / "prepared" / config.data.task
 
 
 def ensure_prepared(config: TrainConfig, raw: Path | None) -> Path:

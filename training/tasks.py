@@ -25,8 +25,6 @@ Skeletics classes (default: every class found; give ``target.classes`` to reprod
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +34,7 @@ from codt_deploy.errors import CodtError
 from codt_deploy.layouts import NeckSource, get_layout
 from codt_deploy.preprocess import ChannelMode, PreprocessConfig
 from training import catalogue as cat
+from training.mappings import deep_merge, read_data_file
 
 # ntu/pku/ucla/msr: the datasets' own files and names; skeletics/finegym: VIBE JSON in class
 # folders; kinetics: Kinetics-skeleton JSON (label inside); pyskl: an NTU RGB+D pyskl pickle;
@@ -269,24 +268,13 @@ def _validate(values: dict, origin: str) -> TaskSpec:
         raise TaskError(f"{origin}: invalid task definition: {problems}") from None
 
 
-def merge(base: dict, overrides: dict) -> dict:
-    """Deep-merge ``overrides`` into a copy of ``base`` (dicts merge, anything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def get_task(name: str, *, overrides: dict | None = None,
              target_split: str | None = None) -> TaskSpec:
     """A built-in task, optionally with ``overrides`` (a --config file) and a named target split."""
     if name not in _PRESETS:
         raise TaskError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)} "
                         f"(or give a task file with --config)")
-    values = merge({"name": name, **_PRESETS[name]}, overrides or {})
+    values = deep_merge({"name": name, **_PRESETS[name]}, overrides or {})
     if target_split is not None:
         choices = _NAMED_SPLITS[name]
         if target_split not in choices:
@@ -297,23 +285,8 @@ def get_task(name: str, *, overrides: dict | None = None,
 
 
 def read_mapping(path: Path) -> dict:
-    """A YAML (.yaml/.yml) or JSON file holding a mapping."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise TaskError(f"{path}: cannot read the task file: {err.strerror}") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml  # training extra
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise TaskError(f"{path}: not valid YAML: {err}") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise TaskError(f"{path}: not valid JSON: {err}") from None
+    """A YAML (.yaml/.yml) or JSON (.json) file holding a mapping of task fields."""
+    data = read_data_file(path, TaskError, "task file")
     if not isinstance(data, dict):
         raise TaskError(f"{path}: expected a mapping of task fields at the top level")
     return data

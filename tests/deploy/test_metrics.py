@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -44,6 +46,26 @@ def test_acc_is_invariant_to_cluster_permutation_and_string_labels():
     permuted = [{0: 5, 1: 3, 2: 9}[p] for p in pred]
     assert metrics.cluster_acc(true, permuted) == pytest.approx(6 / 7)
     assert metrics.evaluate(true, pred)["n"] == 7
+
+
+def _brute_force_acc(true: np.ndarray, pred: np.ndarray) -> float:
+    """Best one-to-one relabelling by trying every permutation (small K only)."""
+    k = max(pred.max(), true.max()) + 1
+    return max(float(np.mean(np.array(perm)[pred] == true))
+               for perm in itertools.permutations(range(k)))
+
+
+def test_acc_by_hand_and_against_brute_force():
+    assert metrics.cluster_acc([0, 1, 1, 1], [0, 0, 1, 1]) == pytest.approx(0.75)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        true, pred = rng.integers(0, 5, size=40), rng.integers(0, 5, size=40)
+        assert metrics.cluster_acc(true, pred) == pytest.approx(_brute_force_acc(true, pred))
+
+
+def test_acc_with_more_clusters_than_classes_and_arbitrary_ids():
+    # Clusters 7 and 9 both hold class 3; only one can be matched to it.
+    assert metrics.cluster_acc([3, 3, 3, 3, 1], [7, 7, 9, 9, 4]) == pytest.approx(3 / 5)
 
 
 def test_acc_without_scipy_uses_the_numpy_hungarian(monkeypatch):
