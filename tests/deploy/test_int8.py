@@ -3,7 +3,6 @@ below the agreement bar, selection by name; and the MAC count the benchmark repo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -16,6 +15,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
 from codt_deploy.errors import ModelError  # noqa: E402
+from tests.deploy.conftest import load_benchmark_script  # noqa: E402
 from codt_deploy.models import Manifest, resolve_model, sha256_file  # noqa: E402
 from training.export import (INT8_RECIPES, EvalSet, ExportError, export_int8,  # noqa: E402
                              int8_parity, onnx_macs)
@@ -25,12 +25,7 @@ FAST = [r for r in INT8_RECIPES if r.label == "per-channel-minmax"]  # no histog
 
 
 def _bench():
-    """benchmarks/bench_inference.py as a module (it is a script, not a package)."""
-    path = REPO_ROOT / "benchmarks" / "bench_inference.py"
-    spec = importlib.util.spec_from_file_location("bench_inference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("bench_inference")
 
 
 @pytest.fixture(scope="session")
