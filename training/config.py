@@ -65,6 +65,11 @@ class ModelConfig(_Section):
     head: Literal["linear", "cosine"] = "linear"  # §15.3: cosine prototypes; "linear" = the paper
     head_temperature: float = Field(0.1, gt=0.0)  # τ of the cosine head
 
+    @property
+    def network_options(self) -> dict:
+        """The keyword arguments of ``training.model.build_model`` that come from this section."""
+        return {"dropout": self.dropout, "head": self.head, "head_temperature": self.head_temperature}
+
     def clusters_for(self, task_clusters: int) -> int:
         """K of a run: ``num_clusters`` when set, else the task's class count (D7)."""
         return self.num_clusters or task_clusters
@@ -190,7 +195,7 @@ class RuntimeConfig(_Section):
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None = leave as is
     num_workers: int = Field(0, ge=0)  # 0 = batches built and augmented in the main process
     fuse_shared_student: bool = False  # source + target through F_0 in one pass (shares BN stats)
-    fast_dropout: bool = True  # same dropout distribution, faster mask sampling (engine.FastDropout)
+    fast_dropout: bool = True  # same dropout distribution, faster mask sampling (model.FastDropout)
     sync_batchnorm: bool = True  # under DDP on CUDA
     progress: bool = True
     checkpoint_every: int = Field(1, ge=1)

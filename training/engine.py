@@ -66,33 +66,6 @@ class PhaseTimer:
         self._last = now
 
 
-class FastDropout(torch.nn.Module):
-    """Inverted dropout with a ``rand >= p`` mask: the same distribution as ``nn.Dropout`` but
-    3–5× faster on CPU, where ``bernoulli_`` took 16 % of an encoder's forward+backward
-    (benchmarks/README.md). Identity in eval mode; no parameters, so checkpoints are unchanged."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p  # same shape as x
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
-
-
-def use_fast_dropout(model: torch.nn.Module) -> int:
-    """Swap every ``nn.Dropout`` in ``model`` for :class:`FastDropout`; returns how many."""
-    swapped = 0
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is torch.nn.Dropout:
-                setattr(module, name, FastDropout(child.p))
-                swapped += 1
-    return swapped
-
-
 def make_banks(num_samples: int, dim: int, device: torch.device, ctx: DistContext = SINGLE
                ) -> dict[str, MemoryBank]:
     """M_0 and M_1 (METHOD §5): one slot per target train sample; DDP writes gather first."""

@@ -625,7 +625,8 @@ def nearest_source_classes(model: nn.Module, shared_poses: np.ndarray, clusters:
 
 
 def _load_run(run_dir: Path):
-    """(config, CoDTModel with the final weights, checkpoint path) of a finished run."""
+    """(config, task info, CoDTModel with the final weights in eval mode, checkpoint path) of a
+    finished run."""
     from training.checkpoint import FINAL, checkpoint_dir, load_checkpoint, restore
     from training.config import from_dict, task_dir
     from training.datasets import load_task
@@ -639,8 +640,7 @@ def _load_run(run_dir: Path):
     model = build_model(shared_layout=task.shared, specific_layout=task.specific,
                         in_channels=in_channels, num_source_classes=len(task.source_classes),
                         num_clusters=config.model.clusters_for(task.num_clusters),
-                        dropout=config.model.dropout,
-                        head=config.model.head, head_temperature=config.model.head_temperature)
+                        **config.model.network_options)
     restore(payload, model=model, origin=str(path))  # strict=True
     return config, task, model.eval(), path
 

@@ -38,8 +38,8 @@ from training.data import TaskData, derive_seed, load_task_data
 from training.baselines import flattened_poses
 from training.engine import aligned_labels, anchor_partition, append_jsonl, embed_split, evaluate, \
     fill_banks, kmeans_init, make_banks, recalibrate_batchnorm, stalled_warning, \
-    train_one_epoch, use_fast_dropout
-from training.model import CoDTModel, build_model
+    train_one_epoch
+from training.model import CoDTModel, build_model, use_fast_dropout
 from training.recipes import RECIPES, cpu_recipe, describe
 from training.neighbours import knn_table, pose_features
 from training.stgcn import FEATURE_DIM
@@ -85,8 +85,7 @@ def build(config: TrainConfig, data: TaskData, device: torch.device, ctx: ddp.Di
     torch.manual_seed(config.seed)
     model = build_model(shared_layout=data.shared_layout, specific_layout=data.specific_layout,
                         in_channels=data.in_channels, num_source_classes=data.num_source_classes,
-                        num_clusters=data.num_clusters, dropout=config.model.dropout,
-                        head=config.model.head, head_temperature=config.model.head_temperature)
+                        num_clusters=data.num_clusters, **config.model.network_options)
     if config.runtime.fast_dropout:
         use_fast_dropout(model)
     model = ddp.prepare_model(ctx, model.to(device), device_type=device.type,

@@ -253,7 +253,7 @@ def test_b1_never_sees_the_source_without_ccm(task_dir, tmp_path):
 # ---------------------------------------------------------------------- speed levers
 
 def test_fast_dropout_matches_dropout_statistics_and_keeps_checkpoints():
-    from training.engine import FastDropout, use_fast_dropout
+    from training.model import FastDropout, use_fast_dropout
     from training.model import build_model
 
     torch.manual_seed(0)
