@@ -66,7 +66,8 @@ def _matrix(buf: bytes, endian: str, max_values: int) -> tuple[str, Value | None
     flags, pos = _numbers(buf, 0, endian)
     dims, pos = _numbers(buf, pos, endian)
     raw_name, pos = _numbers(buf, pos, endian)
-    if flags.size < 1 or dims.size < 2 or np.any(dims < 0):
+    if flags.size < 1 or dims.size < 2 or np.any(dims < 0) or flags.dtype.kind not in "iu" \
+            or dims.dtype.kind not in "iu":
         raise _Bad("malformed array header (flags, dimensions)")
     name = raw_name.astype(np.uint8).tobytes().decode("ascii", "replace")
     array_class, count = int(flags[0]) & 0xFF, math.prod(int(d) for d in dims)
@@ -82,6 +83,8 @@ def _matrix(buf: bytes, endian: str, max_values: int) -> tuple[str, Value | None
     if array_class == _CHAR_CLASS:
         if count == 0:
             return name, ""
+        if values.dtype.kind not in "iu" or values.min() < 0 or values.max() > 0x10FFFF:
+            raise _Bad(f"variable {name!r} is text but holds values that are not characters")
         chars = values.reshape(shape, order="F")  # column-major, like every MATLAB array
         rows = chars.reshape(shape[0], -1)  # (rows, characters per row)
         return name, "\n".join("".join(map(chr, row)) for row in rows)
