@@ -38,9 +38,10 @@ class CpuRecipe:
     max_batch: int = 32
     min_batch: int = 8
     ema_horizon_fraction: float = 0.12  # horizon = 12 % of all steps (≈ 100 of 850: α 0.99)
-    # λ of the anchor cross-entropy (one term per head). 5 stalled stage 1 at lr 0.1: every loss,
-    # the source cross-entropy included, stayed at chance for 30 epochs (B1 head 15.3 ACC on
-    # ucla2msr); 1 learns (B1 head 45.2, † 54.1 after stage 1). benchmarks/README.md.
+    # λ of the anchor cross-entropy (one term per head). 5 stalled stage 1 at lr 0.1: the source
+    # cross-entropy stayed at chance (2.31 at epoch 10; B1 head 15.3 ACC on ucla2msr after 30
+    # epochs with the contrastive term off); 1 learns (B1 head 45.2, † 54.1 after stage 1).
+    # docs/METHOD.md §15.9.
     anchor_weight: float = 1.0
     # λ_OCM and λ_CCM of stage 2 (the paper: 5 and 10, for lr 0.01 at batch 128). At 32 + 32 on
     # the CPU schedule they lowered the B1 features from the stage-1 level (ucla2msr seed 0 from

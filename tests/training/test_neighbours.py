@@ -216,8 +216,8 @@ def test_batchnorm_recalibration_sets_the_clean_data_statistics(task_dir):
 
 
 def test_stalled_stage_1_is_reported_from_the_source_loss_alone():
-    """The recipe's former anchor weight 5 left the source cross-entropy at ln 10 for 30 epochs."""
-    message = stalled_warning(2.296, 10, 30)
+    """The recipe's former anchor weight 5 left the source cross-entropy at ln 10 (2.31 at epoch 10)."""
+    message = stalled_warning(2.31, 10, 30)
     assert message is not None and "ln(10) = 2.303" in message and "epoch 30" in message
     assert stalled_warning(1.28, 10, 30) is None  # what anchor weight 1 reached
     assert stalled_warning(0.95 * math.log(10) - 1e-6, 10, 30) is None
