@@ -15,7 +15,6 @@ The task must be prepared first (``python -m training.prepare ucla2msr``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,16 +29,18 @@ sys.path.insert(0, str(REPO_ROOT))
 from training.augment import WEAK, augment  # noqa: E402
 from training.baselines import flattened_poses  # noqa: E402
 from training.clustering import spectral_labels  # noqa: E402
+from training.config import prepared_task_dir  # noqa: E402
+from training.datasets import load_split, load_task  # noqa: E402
 from training.metrics import cluster_metrics, kmeans_metrics  # noqa: E402
 from training.stgcn import STGCN  # noqa: E402
 
 
 def _load(task_dir: Path) -> tuple[np.ndarray, np.ndarray, str, int]:
-    info = json.loads((task_dir / "task.json").read_text())
-    layout, k = info["layouts"]["specific"], int(info["num_clusters"])
-    poses = np.load(task_dir / "target_train" / f"data_{layout}.npy").astype(np.float32)
-    labels = np.load(task_dir / "target_eval" / "labels.npy")  # oracle only: the same clips
-    return poses, labels, layout, k
+    """Target train poses (B1 layout), the eval labels (oracle only: the same clips), layout, K."""
+    task = load_task(task_dir)
+    poses = np.array(load_split(task_dir, "target_train", "specific").data, dtype=np.float32)
+    labels = load_split(task_dir, "target_eval", "specific").labels
+    return poses, labels, task.specific, task.num_clusters
 
 
 def _rounded(metrics: dict[str, float]) -> str:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    poses, labels, layout, k = _load(REPO_ROOT / "data" / "prepared" / args.task)
+    poses, labels, layout, k = _load(prepared_task_dir(args.task))
     anchors = spectral_labels(flattened_poses(poses), k, seed=0)
     print(f"{args.task}: {len(poses)} clips, K = {k}; oracle ACC/NMI/ARI of the anchors themselves "
           f"{_rounded(cluster_metrics(labels, anchors))}", flush=True)
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         optimizer.step()
         if step % max(1, args.steps // 5) == 0:
-            _report(step, float(loss), encoder, head, x, anchors, labels, k, started)
+            _report(step, loss.item(), encoder, head, x, anchors, labels, k, started)
     return 0
 
 

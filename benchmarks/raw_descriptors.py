@@ -12,7 +12,6 @@ informs the design only: nothing trained or exported is chosen by it. The task m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -24,6 +23,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from training.baselines import flattened_poses  # noqa: E402
 from training.clustering import spectral_labels  # noqa: E402
+from training.config import prepared_task_dir  # noqa: E402
+from training.datasets import load_split, load_task  # noqa: E402
 from training.metrics import cluster_metrics  # noqa: E402
 
 
@@ -62,11 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="ucla2msr", help="a prepared task under data/prepared")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
-    folder = REPO_ROOT / "data" / "prepared" / args.task
-    info = json.loads((folder / "task.json").read_text())
-    layout, k = info["layouts"]["specific"], int(info["num_clusters"])
-    poses = np.load(folder / "target_eval" / f"data_{layout}.npy").astype(np.float64)  # (N, C, T, V, M)
-    labels = np.load(folder / "target_eval" / "labels.npy")
+    folder = prepared_task_dir(args.task)
+    split = load_split(folder, "target_eval", "specific")
+    poses = np.asarray(split.data, dtype=np.float64)  # (N, C, T, V, M)
+    labels, k = split.labels, load_task(folder).num_clusters
     print(f"{args.task}: {len(poses)} clips, K = {k}, spectral clustering, {args.seeds} seeds")
     print("| descriptor | ACC | NMI | ARI |\n|---|---|---|---|")
     warnings.filterwarnings("ignore", message="Graph is not fully connected")

@@ -22,6 +22,24 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def interrupt_journal_after(monkeypatch, files: int) -> list:
+    """Make codt-cluster's journal raise KeyboardInterrupt (as Ctrl-C would) when it is about to
+    record file number ``files + 1``; returns the keys of the files it recorded before."""
+    from codt_deploy import writers
+
+    real_write = writers.JournalSink.write_file
+    recorded: list = []
+
+    def dying_write(self, key, rows):
+        if len(recorded) == files:
+            raise KeyboardInterrupt
+        recorded.append(key)
+        real_write(self, key, rows)
+
+    monkeypatch.setattr(writers.JournalSink, "write_file", dying_write)
+    return recorded
+
+
 def load_benchmark_script(name: str):
     """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
     import importlib.util

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from codt_deploy import cli, metrics
-from tests.deploy.conftest import REPO_ROOT, example_paths
+from tests.deploy.conftest import REPO_ROOT, example_paths, interrupt_journal_after
 
 N_EXAMPLES = 40
 
@@ -149,15 +149,7 @@ def test_resume_after_an_interrupted_run(run, tmp_path, monkeypatch):
     folder = _examples(tmp_path, n=8)
     out = tmp_path / "out.csv"
     real_write = writers.JournalSink.write_file
-    calls = []
-
-    def dying_write(self, key, rows):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(key)
-        real_write(self, key, rows)
-
-    monkeypatch.setattr(writers.JournalSink, "write_file", dying_write)
+    calls = interrupt_journal_after(monkeypatch, 3)
     status, _, err = run(folder, "-o", out, "--batch-size", "1")
     assert status == 130 and "--resume" in err and not out.exists()
     journal = tmp_path / "out.csv.part"

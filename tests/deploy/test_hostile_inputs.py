@@ -20,7 +20,7 @@ import pytest
 from codt_deploy import sources, writers
 from codt_deploy.infer import Prediction, predict_blocks
 from codt_deploy.sources import ArchiveLimits, iter_inputs
-from tests.deploy.conftest import example_paths
+from tests.deploy.conftest import example_paths, interrupt_journal_after
 from tests.deploy.hostile import (
     deep_folder,
     hostile_zip,
@@ -160,15 +160,7 @@ def test_resume_with_the_inputs_spelled_differently_keeps_every_row_once(run, tm
     folder = _good_folder(tmp_path, n=6)
     monkeypatch.chdir(tmp_path)
     real = writers.JournalSink.write_file
-    calls = []
-
-    def dying(self, key, rows):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(key)
-        real(self, key, rows)
-
-    monkeypatch.setattr(writers.JournalSink, "write_file", dying)
+    interrupt_journal_after(monkeypatch, 3)
     assert run("good", "-o", "out.csv", "--batch-size", "1")[0] == 130
     monkeypatch.setattr(writers.JournalSink, "write_file", real)
     status, _, err = run(f"./{folder.name}/", str(folder), "-o", "out.csv", "--resume")
@@ -300,15 +292,7 @@ def test_temporaries_left_by_a_killed_conversion_are_removed(run, tmp_path):
 
 def _interrupted_journal(run, tmp_path, monkeypatch, folder, done):
     real = writers.JournalSink.write_file
-    calls = []
-
-    def dying(self, key, rows):
-        if len(calls) == done:
-            raise KeyboardInterrupt
-        calls.append(key)
-        real(self, key, rows)
-
-    monkeypatch.setattr(writers.JournalSink, "write_file", dying)
+    interrupt_journal_after(monkeypatch, done)
     assert run(folder, "-o", tmp_path / "out.csv", "--batch-size", "1")[0] == 130
     monkeypatch.setattr(writers.JournalSink, "write_file", real)
     return tmp_path / "out.csv.part"
