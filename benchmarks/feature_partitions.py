@@ -33,6 +33,7 @@ from training.data import load_task_data  # noqa: E402
 from training.engine import embed_split  # noqa: E402
 from training.metrics import cluster_metrics  # noqa: E402
 from training.model import build_model  # noqa: E402
+from training.refit import refit_heads  # noqa: E402
 
 
 def knn_purity(rows: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
@@ -88,6 +89,18 @@ def main(argv=None) -> int:
         rows.append((f"spectral {name}", _mean(sp)))
     head = embed_split(model, "specific", data.target_eval_specific, config, device)[1].argmax(1).numpy()
     rows.append(("B1 head", _mean([cluster_metrics(labels, head)])))
+    for raw_graph in (True, False):  # §15.10 as training.run applies it after the last epoch
+        refit_config = from_dict({**payload["config"], "decisions": {
+            **payload["config"]["decisions"], "refit_heads": True, "refit_raw_graph": raw_graph}})
+        restore(payload, model=model)
+        record = refit_heads(model, data, refit_config, device,
+                             flattened_poses(data.target_train_specific.data))
+        for branch, name in (("specific", "B1"), ("shared", "B0")):
+            pred = embed_split(model, branch, getattr(data, f"target_eval_{branch}"), config,
+                               device)[1].argmax(1).numpy()
+            rows.append((f"refit {name} head{' (+raw)' if raw_graph else ''}",
+                         f"{_mean([cluster_metrics(labels, pred)])}  agreement "
+                         f"{record[f'refit/{branch}/agreement']:.3f}"))
     print(f"# {args.run_dir} ({args.checkpoint}), N = {len(labels)}, K = {k} (oracle-scored)")
     for name, value in rows:
         print(f"{name:28s} {value}")

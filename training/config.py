@@ -138,6 +138,10 @@ class DecisionConfig(_Section):
     # §15.5: re-estimate the students' BatchNorm running statistics on the clean target train set
     # before the head initialisation, each evaluation and the final checkpoint (what is exported).
     recalibrate_bn: bool = False
+    # §15.10: after the last epoch, refit both heads to the spectral partition of the B1 features
+    # (plus the raw-pose kNN graph with refit_raw_graph); off = the heads as trained (the paper).
+    refit_heads: bool = False
+    refit_raw_graph: bool = True
 
 
 class AnchorConfig(_Section):

@@ -41,6 +41,7 @@ from training.engine import aligned_labels, anchor_partition, append_jsonl, embe
     train_one_epoch
 from training.model import CoDTModel, build_model, use_fast_dropout
 from training.recipes import RECIPES, cpu_recipe, describe
+from training.refit import refit_heads
 from training.neighbours import knn_table, pose_features
 from training.stgcn import FEATURE_DIM
 
@@ -181,9 +182,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
                 log.warning(warning)
         if config.decisions.recalibrate_bn and (_eval_due(config, epoch) or epoch == config.total_epochs):
             record.update(recalibrate_batchnorm(model, data, config, device))  # every rank alike
+        if epoch == config.total_epochs and config.decisions.refit_heads:  # §15.10, every rank
+            rows = raw_rows if raw_rows is not None else flattened_poses(data.target_train_specific.data)
+            record.update(refit_heads(model, data, config, device, rows))
         if ctx.is_main and _eval_due(config, epoch):
             metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2
-                               or config.anchors.stage1)
+                               or config.anchors.stage1 or config.decisions.refit_heads)
             record.update(metrics)
         ddp.barrier(ctx)
         if ctx.is_main:

@@ -1,0 +1,107 @@
+"""METHOD §15.10: refitting the cluster heads to a label-free partition of the features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from training.config import from_dict
+from training.data import load_task_data
+from training.distributed import SINGLE
+from training.engine import embed_split
+from training.model import CosineHead
+from training.refit import fit_head, refit_heads, refit_partition
+from training.run import build, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CPU = torch.device("cpu")
+
+
+def _blobs(k: int = 4, per: int = 30, dim: int = 256, seed: int = 0):
+    """k well-separated directions in (k·per, dim) with their true memberships."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim))
+    labels = np.repeat(np.arange(k), per)
+    points = centres[labels] + 0.15 * rng.normal(size=(k * per, dim))
+    return torch.from_numpy(points).float(), labels
+
+
+def test_fit_head_reproduces_a_partition_of_frozen_features():
+    features, _ = _blobs()
+    rng = np.random.default_rng(1)
+    labels = torch.from_numpy(rng.integers(0, 4, size=len(features)))  # an arbitrary partition
+    frozen = features.clone()
+    head = nn.Linear(256, 4)
+    agreement = fit_head(head, features, labels, steps=300)
+    assert torch.equal(features, frozen)  # the features are not touched
+    predicted = head(features).argmax(1)
+    assert agreement == pytest.approx(float((predicted == labels).float().mean()))
+    assert agreement > 0.95  # 120 points in 256-d: any partition is linearly separable
+
+
+def test_fit_head_moves_cosine_prototypes_onto_the_clusters():
+    features, truth = _blobs()
+    head = CosineHead(256, 4, 0.1)  # random prototypes: a nearest-prototype rule, not any partition
+    before = float((head(features).argmax(1) == torch.from_numpy(truth)).float().mean())
+    agreement = fit_head(head, features, torch.from_numpy(truth), steps=300)
+    assert before < 0.9 and agreement == 1.0
+
+
+def test_refit_partition_finds_separated_clusters_and_uses_the_raw_graph():
+    features, truth = _blobs()
+    labels = refit_partition(features, None, 4, seed=0)
+    # the same grouping up to renaming: each true cluster maps onto one found cluster
+    assert all(len(set(labels[truth == c])) == 1 for c in range(4))
+    assert len(set(labels)) == 4
+    noise = torch.from_numpy(np.random.default_rng(2).normal(size=features.shape)).float()
+    raw_rows, _ = _blobs(seed=3)  # another view with the same memberships
+    with_raw = refit_partition(noise, raw_rows.numpy(), 4, seed=0)
+    assert all(len(set(with_raw[truth == c])) == 1 for c in range(4))  # carried by the raw graph
+
+
+def _tiny(task_dir: Path, **decisions):
+    return from_dict({"data": {"task": "ucla2msr", "prepared_dir": str(task_dir)},
+                      "model": {"num_clusters": 4},
+                      "optim": {"epochs_stage1": 1, "epochs_stage2": 1, "batch_source": 4,
+                                "batch_target": 8},
+                      "eval": {"kmeans_seeds": 2, "every": 1},
+                      "decisions": decisions,
+                      "runtime": {"device": "cpu", "threads": 1, "progress": False}})
+
+
+def test_refit_heads_sets_students_and_teachers_from_one_partition(task_dir):
+    config = _tiny(task_dir, refit_heads=True, refit_raw_graph=False)
+    data = load_task_data(task_dir, config)
+    model, _, _ = build(config, data, CPU, SINGLE)
+    features = embed_split(model, "specific", data.target_train_specific, config, CPU)[0]
+    record = refit_heads(model, data, config, CPU, None)
+    assert record["refit/clusters"] >= 2
+    predicted = {}
+    for branch, split in (("shared", data.target_train_shared), ("specific", data.target_train_specific)):
+        student, teacher = model.students()[branch], model.teachers()[branch]
+        for name, value in student.cluster_head.state_dict().items():
+            assert torch.equal(teacher.cluster_head.state_dict()[name], value), (branch, name)
+        predicted[branch] = embed_split(model, branch, split, config, CPU)[1].argmax(1).numpy()
+        agreement = record[f"refit/{branch}/agreement"]
+        assert 0.0 <= agreement <= 1.0
+    # the B1 head agrees with the partition it was fitted to as often as recorded
+    labels = refit_partition(features, None, 4, seed=_refit_seed(config))
+    assert np.mean(predicted["specific"] == labels) == pytest.approx(record["refit/specific/agreement"])
+
+
+def _refit_seed(config) -> int:
+    from training.data import derive_seed
+
+    return derive_seed(config.seed, 15)
+
+
+def test_a_run_with_refit_evaluates_the_refitted_heads(task_dir, tmp_path):
+    config = _tiny(task_dir, refit_heads=True)
+    metrics = train(config, tmp_path / "run")
+    assert "specific/head/acc" in metrics and "shared/head/acc" in metrics
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert "refit/specific/agreement" in lines[-1] and "refit/specific/agreement" not in lines[0]
