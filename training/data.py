@@ -93,7 +93,7 @@ class TaskData:
 
 
 def _load(task_dir: Path, split: str, layout: str, limit: int | None) -> Split:
-    from training.datasets import load_split
+    from training.preparation.prepared import load_split
 
     arrays = load_split(task_dir, split, layout)
     keep = linspace_indices(len(arrays.labels), limit)
@@ -104,7 +104,7 @@ def _load(task_dir: Path, split: str, layout: str, limit: int | None) -> Split:
 
 def load_task_data(task_dir: str | Path, config: TrainConfig) -> TaskData:
     """Load the prepared task folder, applying the config's sample limits (evenly spaced)."""
-    from training.datasets import load_task
+    from training.preparation.prepared import load_task
 
     task_dir = Path(task_dir)
     task = load_task(task_dir)

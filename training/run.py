@@ -54,8 +54,8 @@ def ensure_prepared(config: TrainConfig, raw: Path | None) -> Path:
     folder = task_dir(config)
     if (folder / "task.json").is_file():
         return folder
-    from training.prepare import prepare_task
-    from training.tasks import get_task, load_task_file
+    from training.preparation.pipeline import prepare_task
+    from training.preparation.tasks import get_task, load_task_file
 
     if config.data.task_file:
         spec = load_task_file(config.data.task_file, name=config.data.task)
@@ -337,7 +337,7 @@ _REFERENCE_STEP_S = 1.25
 def with_recipe(args: argparse.Namespace, config: TrainConfig) -> TrainConfig:
     """Prepare the task if needed, size ``--recipe`` from it, and print the schedule and an
     estimate of its wall time before anything trains."""
-    from training.datasets import load_split, load_task
+    from training.preparation.prepared import load_split, load_task
 
     folder = ensure_prepared(config, args.raw)
     task = load_task(folder)

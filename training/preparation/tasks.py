@@ -2,7 +2,8 @@
 
 A task is a frozen :class:`TaskSpec`. Built-in tasks (:data:`TASKS`) follow METHOD.md §12
 (Supp. Table 1 and 2) and §4 (layouts per task); a user's own task comes from a small YAML/JSON
-file (:func:`load_task_file`). ``training.prepare`` turns a task into a prepared task folder.
+file (:func:`load_task_file`). :mod:`training.preparation.pipeline` turns a task into a prepared
+task folder.
 
 Expected raw-data locations, relative to ``--raw`` (the first candidate that exists is used):
 
@@ -19,8 +20,8 @@ Expected raw-data locations, relative to ``--raw`` (the first candidate that exi
 =================  =====================================================================
 
 Decisions ([D], also in each task's ``notes``): the paper does not list the 41 PKU-MMD classes of
-N+→P (default: PKU-MMD's 41 daily actions, :data:`training.catalogue.PKU_DAILY41`), nor the 30
-Skeletics classes (default: every class found; give ``target.classes`` to reproduce).
+N+→P (default: PKU-MMD's 41 daily actions, :data:`training.preparation.catalogue.PKU_DAILY41`),
+nor the 30 Skeletics classes (default: every class found; give ``target.classes`` to reproduce).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from codt_deploy.errors import CodtError
 from codt_deploy.layouts import NeckSource, get_layout
 from codt_deploy.preprocess import ChannelMode, PreprocessConfig
-from training import catalogue as cat
+from training.preparation import catalogue as cat
 from training.mappings import deep_merge, read_data_file
 
 # ntu/pku/ucla/msr: the datasets' own files and names; skeletics/finegym: VIBE JSON in class

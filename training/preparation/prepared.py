@@ -1,9 +1,10 @@
-"""Reading a prepared task folder (written by ``training.prepare``; docs/ARCHITECTURE.md).
+"""Reading a prepared task folder (written by ``python -m training.prepare``; docs/ARCHITECTURE.md).
 
 Numpy only: :func:`load_split` memory-maps ``data_<layout>.npy`` ``(N, C, T, V, M)`` with its
 labels and names; :func:`load_task` reads ``task.json`` into a :class:`TaskInfo`. Every problem
 (missing file, wrong shape, unknown split or layout) raises :class:`PreparedDataError` naming the
-file and what to do.
+file and what to do. :data:`SPLITS` and :data:`SCHEMA` define the folder for its writer too
+(:mod:`training.preparation.builder`).
 """
 
 from __future__ import annotations
