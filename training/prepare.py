@@ -17,7 +17,7 @@ from codt_deploy.argtypes import positive_int
 from codt_deploy.errors import CodtError
 from training.config import PREPARED_ROOT
 from training.preparation.pipeline import PrepareError, prepare_task
-from training.preparation.tasks import TASKS, TaskSpec, get_task, load_task_file, read_mapping
+from training.preparation.tasks import TASKS, TaskDefinition, get_task, load_task_file, read_mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RAW = REPO_ROOT.parent / "shared" / "data"
@@ -29,7 +29,7 @@ def _class_list(text: str) -> str | tuple:
     return tuple(int(t) if t.strip().isdigit() else t.strip() for t in text.split(",") if t.strip())
 
 
-def resolve_task(args: argparse.Namespace) -> TaskSpec:
+def resolve_task(args: argparse.Namespace) -> TaskDefinition:
     """The task named on the command line, with --config and the selection flags applied."""
     task_arg = Path(args.task)
     own_file = task_arg if task_arg.suffix.lower() in (".yaml", ".yml", ".json") else args.config
@@ -56,7 +56,7 @@ def resolve_task(args: argparse.Namespace) -> TaskSpec:
             changes[role] = {**getattr(task, role).model_dump(), **domain}
     if not changes:
         return task
-    return TaskSpec.model_validate({**task.model_dump(), **changes})
+    return TaskDefinition.model_validate({**task.model_dump(), **changes})
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ from training import checkpoint as ckpt
 from training import distributed as ddp
 from training.config import TrainConfig, apply_overrides, from_dict, load_yaml, resolve_config, save_yaml, \
     task_dir, to_dict
-from training.data import TaskData, derive_seed, load_task_data
+from training.data import TrainingData, derive_seed, load_task_data
 from training.baselines import flattened_poses
 from training.engine import aligned_labels, anchor_partition, append_jsonl, embed_split, evaluate, \
     fill_banks, kmeans_init, make_banks, recalibrate_batchnorm, stalled_warning, \
@@ -79,7 +79,7 @@ def choose_device(config: TrainConfig, ctx: ddp.DistContext) -> torch.device:
     return torch.device("cpu")
 
 
-def build(config: TrainConfig, data: TaskData, device: torch.device, ctx: ddp.DistContext
+def build(config: TrainConfig, data: TrainingData, device: torch.device, ctx: ddp.DistContext
           ) -> tuple[CoDTModel, torch.optim.Optimizer, dict]:
     """Model (seeded init, D2 teachers), SGD over the students (§10), empty banks (§5)."""
     torch.manual_seed(config.seed)

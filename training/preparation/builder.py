@@ -16,7 +16,7 @@ from codt_deploy.preprocess import ChannelMode, PreprocessConfig, mode_of_channe
 from codt_deploy.sequence import PoseSequence
 from training.preparation import catalogue as cat
 from training.preparation.prepared import SCHEMA, SPLITS
-from training.preparation.tasks import TaskSpec
+from training.preparation.tasks import TaskDefinition
 from training.preparation.writing import ArrayAppender
 from training.provenance import git_sha
 
@@ -38,7 +38,8 @@ def channel_mode(seq: PoseSequence) -> ChannelMode:
     return mode
 
 
-def default_layouts(task: TaskSpec, source_layout: str, target_layout: str) -> tuple[str, str]:
+def default_layouts(task: TaskDefinition, source_layout: str,
+                    target_layout: str) -> tuple[str, str]:
     """(shared, specific): the task's, else the common layout / shared15, and the target's."""
     specific = task.specific or target_layout
     if task.shared:
@@ -83,7 +84,7 @@ class SplitWriter:
 class TaskBuilder:
     """Streams preprocessed samples of a task into its split folders under ``folder``."""
 
-    def __init__(self, task: TaskSpec, folder: Path, *, shared: str, specific: str,
+    def __init__(self, task: TaskDefinition, folder: Path, *, shared: str, specific: str,
                  channels: ChannelMode, split_sets: dict[str, set[str]] | None = None) -> None:
         self.task, self.folder = task, folder
         self.shared, self.specific, self.channels = shared, specific, channels

@@ -21,7 +21,7 @@ from codt_deploy.readers import read_poses
 from codt_deploy.sequence import PoseSequence
 from training.preparation import catalogue as cat
 from training.preparation.builder import TaskBuilder, channel_mode, default_layouts, finish_task
-from training.preparation.tasks import DomainSpec, TaskSpec
+from training.preparation.tasks import DomainSpec, TaskDefinition
 from training.preparation.writing import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def _peek(domain: DomainSpec, root: Path, raw: Path, trust_pickle: bool) -> Pose
     raise PrepareError(f"no readable pose file in {root}{detail}")
 
 
-def resolve_layouts(task: TaskSpec, roots: dict[str, Path], raw: Path,
+def resolve_layouts(task: TaskDefinition, roots: dict[str, Path], raw: Path,
                     trust_pickle: bool) -> tuple[str, str, str]:
     """(shared, specific, channels) from the task, else from the first file of each domain."""
     layouts, channels = {}, task.channels
@@ -257,7 +257,7 @@ def resolve_layouts(task: TaskSpec, roots: dict[str, Path], raw: Path,
     return shared, specific, channels
 
 
-def split_sets(task: TaskSpec, raw: Path) -> dict[str, set[str]]:
+def split_sets(task: TaskDefinition, raw: Path) -> dict[str, set[str]]:
     split = task.target_split
     if split.mode != "split_file":
         return {}
@@ -269,7 +269,7 @@ def split_sets(task: TaskSpec, raw: Path) -> dict[str, set[str]]:
     return cat.read_split_file(path)
 
 
-def prepare_task(task: TaskSpec, raw: Path, out: Path, *, limit: int | None = None,
+def prepare_task(task: TaskDefinition, raw: Path, out: Path, *, limit: int | None = None,
                  trust_pickle: bool = False) -> dict:
     """Prepare ``task`` into ``out/<task.name>`` (atomically); returns the task.json summary."""
     roots = {role: domain_root(getattr(task, role), raw, role) for role in ("source", "target")}

@@ -1,6 +1,6 @@
 """The data side of every task: source/target datasets, splits, class subsets, layouts and K.
 
-A task is a frozen :class:`TaskSpec`. Built-in tasks (:data:`TASKS`) follow METHOD.md §12
+A task is a frozen :class:`TaskDefinition`. Built-in tasks (:data:`TASKS`) follow METHOD.md §12
 (Supp. Table 1 and 2) and §4 (layouts per task); a user's own task comes from a small YAML/JSON
 file (:func:`load_task_file`). :mod:`training.preparation.pipeline` turns a task into a prepared
 task folder.
@@ -113,8 +113,10 @@ class TargetSplit(_Frozen):
     folders: tuple[str, str] = ("train", "val")
 
 
-class TaskSpec(_Frozen):
-    """The data side of one task (METHOD §12). ``shared`` = B0 layout, ``specific`` = B1 (§4)."""
+class TaskDefinition(_Frozen):
+    """A validated task definition: the data side of one task (METHOD §12), from a preset or a
+    task file; :func:`~training.preparation.pipeline.prepare_task` prepares it into a folder.
+    ``shared`` = B0 layout, ``specific`` = B1 (§4)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
     description: str = ""
@@ -260,9 +262,9 @@ def named_splits(task: str) -> tuple[str, ...]:
     return tuple(_NAMED_SPLITS.get(task, {"all": None}))
 
 
-def _validate(values: dict, origin: str) -> TaskSpec:
+def _validate(values: dict, origin: str) -> TaskDefinition:
     try:
-        return TaskSpec.model_validate(values)
+        return TaskDefinition.model_validate(values)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
                              for e in err.errors())
@@ -270,7 +272,7 @@ def _validate(values: dict, origin: str) -> TaskSpec:
 
 
 def get_task(name: str, *, overrides: dict | None = None,
-             target_split: str | None = None) -> TaskSpec:
+             target_split: str | None = None) -> TaskDefinition:
     """A built-in task, optionally with ``overrides`` (a --config file) and a named target split."""
     if name not in _PRESETS:
         raise TaskError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)} "
@@ -309,7 +311,7 @@ def _absolute(paths: Any, folder: Path) -> Any:
     return out
 
 
-def load_task_file(path: str | Path, *, name: str | None = None) -> TaskSpec:
+def load_task_file(path: str | Path, *, name: str | None = None) -> TaskDefinition:
     """A user's own task from YAML/JSON; relative paths are relative to the file's folder.
 
     Minimal form::
