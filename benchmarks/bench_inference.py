@@ -549,7 +549,7 @@ def int8_comparison(model: str, task_dir: Path | None, recipe: str, threads: int
     the wall clock), fp32 and int8 interleaved. The twin is the shipped ``<model>-int8`` when
     there is one, else quantised here with ``recipe`` (written even below the agreement bar)."""
     from codt_deploy.models import available_models, resolve_model
-    from training.datasets import load_split
+    from training.preparation.prepared import load_split
     from training.config import prepared_task_dir
     from training.export import INT8_RECIPES, int8_from_task, int8_parity
 

@@ -146,7 +146,7 @@ def _run_record(job: Job) -> dict:
 
 def baseline_rows(task_dir: Path, k: int, seeds: int) -> tuple[list[dict], int]:
     from training.baselines import raw_pose_baselines
-    from training.datasets import load_split, load_task
+    from training.preparation.prepared import load_split, load_task
 
     task = load_task(task_dir)
     split = load_split(task_dir, "target_eval", task.specific)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from training.config import resolve_config
-    from training.datasets import load_task
+    from training.preparation.prepared import load_task
     from training.provenance import git_sha
     from training.run import ensure_prepared
 

@@ -35,7 +35,7 @@ class DataConfig(_Section):
     task: str = "ucla2msr"
     prepared_dir: str | None = None  # the task folder itself; None = data/prepared/<task> in the repository
     raw_dir: str | None = None  # raw datasets for training.prepare; None = ../shared/data
-    task_file: str | None = None  # a user's own task (training.tasks.load_task_file), prepared if missing
+    task_file: str | None = None  # a user's task file (preparation.tasks.load_task_file), prepared if missing
     source_limit: int | None = Field(None, ge=1)  # keep the first n samples (tests, smoke runs)
     target_train_limit: int | None = Field(None, ge=1)
     target_eval_limit: int | None = Field(None, ge=1)
@@ -396,7 +396,7 @@ def save_yaml(config: TrainConfig, path: str | Path) -> Path:
 
 def _task_file_name(path: Path) -> str:
     """The ``name`` a user's task file gives itself, else its file name without the suffix."""
-    from training.tasks import read_mapping
+    from training.preparation.tasks import read_mapping
 
     if not path.is_file():
         raise ConfigError(f"{path}: task file not found")
@@ -411,8 +411,9 @@ def resolve_config(*, task: str | None = None, config_file: str | Path | None = 
     validation.
 
     ``task`` is a preset name, or the path of a user's own task file (YAML/JSON, the format of
-    ``training.tasks.load_task_file``), which is prepared into ``data/<name>`` when missing. Any other
-    name needs ``data.prepared_dir`` (an already prepared folder) or ``data.task_file``.
+    ``training.preparation.tasks.load_task_file``), which is prepared into ``data/<name>`` when
+    missing. Any other name needs ``data.prepared_dir`` (an already prepared folder) or
+    ``data.task_file``.
     """
     values: dict[str, Any] = {}
     origin = "config"

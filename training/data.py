@@ -54,8 +54,9 @@ def linspace_indices(n_total: int, limit: int | None) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Split:
-    """One split in memory or memory-mapped: data (N, C, T, V, M) float32, labels (N,) int64."""
+class TrainingSplit:
+    """One split as a run uses it (a prepared split within the config's sample limit), in memory
+    or memory-mapped: data (N, C, T, V, M) float32, labels (N,) int64."""
 
     data: np.ndarray
     labels: np.ndarray
@@ -70,15 +71,16 @@ class Split:
 
 
 @dataclass(frozen=True)
-class TaskData:
-    """Everything a run trains and evaluates on (docs/ARCHITECTURE.md, prepared task folder)."""
+class TrainingData:
+    """Everything a run trains and evaluates on: the splits of a prepared task folder
+    (docs/ARCHITECTURE.md) within the config's sample limits, K and the input sizes."""
 
     name: str
-    source: Split  # shared layout
-    target_train_shared: Split
-    target_train_specific: Split
-    target_eval_shared: Split
-    target_eval_specific: Split
+    source: TrainingSplit  # shared layout
+    target_train_shared: TrainingSplit
+    target_train_specific: TrainingSplit
+    target_eval_shared: TrainingSplit
+    target_eval_specific: TrainingSplit
     num_clusters: int
     num_source_classes: int
     in_channels: int
@@ -92,26 +94,26 @@ class TaskData:
         return self.target_train_specific.layout
 
 
-def _load(task_dir: Path, split: str, layout: str, limit: int | None) -> Split:
-    from training.datasets import load_split
+def _load(task_dir: Path, split: str, layout: str, limit: int | None) -> TrainingSplit:
+    from training.preparation.prepared import load_split
 
     arrays = load_split(task_dir, split, layout)
     keep = linspace_indices(len(arrays.labels), limit)
     if len(keep) == len(arrays.labels):
-        return Split(arrays.data, np.asarray(arrays.labels), layout)
-    return Split(np.asarray(arrays.data[keep]), np.asarray(arrays.labels)[keep], layout)
+        return TrainingSplit(arrays.data, np.asarray(arrays.labels), layout)
+    return TrainingSplit(np.asarray(arrays.data[keep]), np.asarray(arrays.labels)[keep], layout)
 
 
-def load_task_data(task_dir: str | Path, config: TrainConfig) -> TaskData:
+def load_task_data(task_dir: str | Path, config: TrainConfig) -> TrainingData:
     """Load the prepared task folder, applying the config's sample limits (evenly spaced)."""
-    from training.datasets import load_task
+    from training.preparation.prepared import load_task
 
     task_dir = Path(task_dir)
     task = load_task(task_dir)
     shared, specific = task.shared, task.specific
     limits = config.data
     source = _load(task_dir, "source_train", shared, limits.source_limit)
-    data = TaskData(
+    data = TrainingData(
         name=task.name,
         source=source,
         target_train_shared=_load(task_dir, "target_train", shared, limits.target_train_limit),
@@ -184,7 +186,7 @@ def _parts(layout: str) -> tuple[tuple[int, ...], ...]:
 class TrainBatches(IterableDataset):
     """One epoch of :class:`TrainBatch` for one rank; split over loader workers by batch index."""
 
-    def __init__(self, data: TaskData, config: TrainConfig, *, epoch: int, stage: int,
+    def __init__(self, data: TrainingData, config: TrainConfig, *, epoch: int, stage: int,
                  rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         self.data, self.seed, self.epoch, self.rank = data, config.seed, epoch, rank
@@ -260,7 +262,7 @@ def _per_rank(batch: int, world_size: int, key: str) -> int:
     return batch // world_size
 
 
-def train_batches(data: TaskData, config: TrainConfig, *, epoch: int, stage: int, rank: int = 0,
+def train_batches(data: TrainingData, config: TrainConfig, *, epoch: int, stage: int, rank: int = 0,
                   world_size: int = 1) -> tuple[int, Iterator[TrainBatch]]:
     """(number of steps, iterator) of one epoch; workers > 0 use a DataLoader of whole batches."""
     dataset = TrainBatches(data, config, epoch=epoch, stage=stage, rank=rank, world_size=world_size)
@@ -280,6 +282,6 @@ def chunks(n: int, size: int, min_last: int = 2) -> list[np.ndarray]:
     return out
 
 
-def weak_views(split: Split, indices: np.ndarray, rng: torch.Generator) -> torch.Tensor:
+def weak_views(split: TrainingSplit, indices: np.ndarray, rng: torch.Generator) -> torch.Tensor:
     """Weakly augmented rows (teacher views, METHOD §10) of a split, (B, C, T, V, M)."""
     return aug.augment(split.take(indices), aug.WEAK, _parts(split.layout), rng)

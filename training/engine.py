@@ -31,8 +31,8 @@ from codt_deploy.metrics import cluster_balance, collapse_warning, hungarian
 from training import losses
 from training.clustering import sinkhorn, spectral_labels, spherical_kmeans, update_centroids
 from training.config import TrainConfig
-from training.data import STREAM_FILL, Split, TaskData, TrainBatch, TrainingDataError, chunks, derive_seed, \
-    generator, train_batches, weak_views
+from training.data import STREAM_FILL, TrainBatch, TrainingData, TrainingDataError, TrainingSplit, chunks, \
+    derive_seed, generator, train_batches, weak_views
 from training.distributed import SINGLE, DistContext, all_gather_rows, average_gradients
 from training.memory import MemoryBank
 from training.metrics import cluster_metrics, kmeans_metrics
@@ -79,7 +79,7 @@ def make_banks(num_samples: int, dim: int, device: torch.device, ctx: DistContex
 
 
 @torch.no_grad()
-def fill_banks(model: CoDTModel, banks: dict[str, MemoryBank], data: TaskData, config: TrainConfig,
+def fill_banks(model: CoDTModel, banks: dict[str, MemoryBank], data: TrainingData, config: TrainConfig,
                device: torch.device, ctx: DistContext = SINGLE) -> dict[str, float]:
     """D13: write every slot with the teachers' features of a weak view (train mode, no grad).
 
@@ -246,7 +246,7 @@ def scheduled_lr(config: TrainConfig, stage: int, progress: float) -> float:
 
 
 def train_one_epoch(model: CoDTModel, optimizer: torch.optim.Optimizer, banks: dict[str, MemoryBank],
-                    data: TaskData, config: TrainConfig, *, epoch: int, device: torch.device,
+                    data: TrainingData, config: TrainConfig, *, epoch: int, device: torch.device,
                     ctx: DistContext = SINGLE, neighbours: torch.Tensor | None = None,
                     anchors: torch.Tensor | None = None) -> dict[str, float]:
     """One pass over the target train set (METHOD §10 "epoch"); returns mean terms and timings.
@@ -306,7 +306,7 @@ def _on_device(batches: Iterator[TrainBatch], device: torch.device, timer: Phase
 # ---------------------------------------------------------------------- k-means and evaluation
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: CoDTModel, data: TaskData, config: TrainConfig,
+def recalibrate_batchnorm(model: CoDTModel, data: TrainingData, config: TrainConfig,
                           device: torch.device) -> dict[str, float]:
     """§15.5 (precise BatchNorm): reset every student BatchNorm and re-estimate its running
     mean/variance as the average of its batch statistics over the clean (unaugmented) target
@@ -335,7 +335,7 @@ def recalibrate_batchnorm(model: CoDTModel, data: TaskData, config: TrainConfig,
 
 
 @torch.no_grad()
-def embed_split(model: CoDTModel, branch: str, split: Split, config: TrainConfig,
+def embed_split(model: CoDTModel, branch: str, split: TrainingSplit, config: TrainConfig,
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Student features (N, 256) and cluster logits (N, K), eval mode, unaugmented (D20)."""
     model.eval()
@@ -377,7 +377,7 @@ def anchor_partition(views: list[torch.Tensor | np.ndarray], raw_rows: np.ndarra
 
 
 @torch.no_grad()
-def kmeans_init(model: CoDTModel, data: TaskData, config: TrainConfig, device: torch.device,
+def kmeans_init(model: CoDTModel, data: TrainingData, config: TrainConfig, device: torch.device,
                 raw_rows: np.ndarray | None = None) -> dict[str, float]:
     """§9: per branch, spherical k-means of the students' target-train features into C_b^t and
     Ĉ_b^t (bias 0); then teachers := students (D2). Deterministic given the weights and seed."""
@@ -414,7 +414,7 @@ def kmeans_init(model: CoDTModel, data: TaskData, config: TrainConfig, device: t
 
 
 @torch.no_grad()
-def evaluate(model: CoDTModel, data: TaskData, config: TrainConfig, device: torch.device, *,
+def evaluate(model: CoDTModel, data: TrainingData, config: TrainConfig, device: torch.device, *,
              heads: bool) -> dict[str, float]:
     """Target eval metrics ×100 per branch: ``<branch>/kmeans/*`` (†, mean of seeds) and, when
     ``heads`` (after the k-means init), ``<branch>/head/*`` from argmax C_b^t (METHOD §10).

@@ -588,7 +588,7 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
     data/prepared/<task>), both in the model's layout."""
     from codt_deploy.models import resolve_model
     from training.config import prepared_task_dir
-    from training.datasets import load_split
+    from training.preparation.prepared import load_split
 
     fp32 = resolve_model(model)
     if fp32.manifest.precision != "fp32":
@@ -629,7 +629,7 @@ def _load_run(run_dir: Path):
     finished run."""
     from training.checkpoint import FINAL, checkpoint_dir, load_checkpoint, restore
     from training.config import from_dict, task_dir
-    from training.datasets import load_task
+    from training.preparation.prepared import load_task
     from training.model import build_model
 
     path = checkpoint_dir(run_dir) / FINAL
@@ -648,7 +648,7 @@ def _load_run(run_dir: Path):
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exported",
                name: str | None = None, *, shared: bool = False) -> list[Exported]:
     """Export a finished run's CoDT-B1 (and with ``shared`` CoDT-B0 as ``<name>-shared``)."""
-    from training.datasets import load_split
+    from training.preparation.prepared import load_split
     from training.model import ClusterNet
 
     run_dir = Path(run_dir)

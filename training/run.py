@@ -34,7 +34,7 @@ from training import checkpoint as ckpt
 from training import distributed as ddp
 from training.config import TrainConfig, apply_overrides, from_dict, load_yaml, resolve_config, save_yaml, \
     task_dir, to_dict
-from training.data import TaskData, derive_seed, load_task_data
+from training.data import TrainingData, derive_seed, load_task_data
 from training.baselines import flattened_poses
 from training.engine import aligned_labels, anchor_partition, append_jsonl, embed_split, evaluate, \
     fill_banks, kmeans_init, make_banks, recalibrate_batchnorm, stalled_warning, \
@@ -55,8 +55,8 @@ def ensure_prepared(config: TrainConfig, raw: Path | None) -> Path:
     folder = task_dir(config)
     if (folder / "task.json").is_file():
         return folder
-    from training.prepare import prepare_task
-    from training.tasks import get_task, load_task_file
+    from training.preparation.pipeline import prepare_task
+    from training.preparation.tasks import get_task, load_task_file
 
     if config.data.task_file:
         spec = load_task_file(config.data.task_file, name=config.data.task)
@@ -80,7 +80,7 @@ def choose_device(config: TrainConfig, ctx: ddp.DistContext) -> torch.device:
     return torch.device("cpu")
 
 
-def build(config: TrainConfig, data: TaskData, device: torch.device, ctx: ddp.DistContext
+def build(config: TrainConfig, data: TrainingData, device: torch.device, ctx: ddp.DistContext
           ) -> tuple[CoDTModel, torch.optim.Optimizer, dict]:
     """Model (seeded init, D2 teachers), SGD over the students (§10), empty banks (§5)."""
     torch.manual_seed(config.seed)
@@ -341,7 +341,7 @@ _REFERENCE_STEP_S = 1.25
 def with_recipe(args: argparse.Namespace, config: TrainConfig) -> TrainConfig:
     """Prepare the task if needed, size ``--recipe`` from it, and print the schedule and an
     estimate of its wall time before anything trains."""
-    from training.datasets import load_split, load_task
+    from training.preparation.prepared import load_split, load_task
 
     folder = ensure_prepared(config, args.raw)
     task = load_task(folder)

@@ -1,4 +1,5 @@
-"""training.catalogue and the selection steps of training.prepare on small synthetic trees."""
+"""training.preparation.catalogue and the selection steps of preparation on small synthetic
+trees."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import shutil
 
 import numpy as np
 
-from training import catalogue as cat
-from training.datasets import load_split, load_task
+from training.preparation import catalogue as cat
+from training.preparation.prepared import load_split, load_task
 from training.prepare import main
 
 

@@ -1,4 +1,5 @@
-"""training.prepare + training.datasets on the real samples and on tiny user folders."""
+"""python -m training.prepare + training.preparation.prepared on the real samples and on tiny user
+folders."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from codt_deploy.readers import read_poses, save_npz
-from training.datasets import PreparedDataError, load_split, load_task
+from training.preparation.prepared import PreparedDataError, load_split, load_task
 from training.prepare import main
 
 

@@ -1,4 +1,5 @@
-"""training.tasks: built-in task definitions (METHOD §4, §12), overrides and user task files."""
+"""training.preparation.tasks: built-in task definitions (METHOD §4, §12), overrides and user task
+files."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import json
 
 import pytest
 
-from training import catalogue as cat
-from training.tasks import TASKS, TaskError, get_task, load_task_file, named_splits
+from training.preparation import catalogue as cat
+from training.preparation.tasks import TASKS, TaskError, get_task, load_task_file, named_splits
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -20,8 +20,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def task_dir(shared_data, tmp_path_factory) -> Path:
     """ucla2msr prepared from 24 real files per domain (evenly spread over the classes)."""
-    from training.prepare import prepare_task
-    from training.tasks import get_task
+    from training.preparation.pipeline import prepare_task
+    from training.preparation.tasks import get_task
 
     out = tmp_path_factory.mktemp("prepared")
     prepare_task(get_task("ucla2msr"), shared_data, out, limit=24)

@@ -151,7 +151,7 @@ def test_resume_without_a_checkpoint_fails_clearly(task_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_a_users_task_file_is_prepared_and_trained(shared_data, tmp_path, capsys):
     import yaml
-    from training.tasks import get_task
+    from training.preparation.tasks import get_task
 
     spec = get_task("ucla2msr").model_dump(mode="json")
     spec["name"] = "my-ucla-to-msr"

@@ -1,8 +1,9 @@
 """What each dataset calls its classes, and how its files name their samples.
 
 Class tables (1-based dataset ids, as in the file names) and the file-name patterns that carry
-subject, setup, camera/view and action ids. Used by :mod:`training.tasks` (class subsets) and
-:mod:`training.prepare` (enumerating and filtering files before reading them).
+subject, setup, camera/view and action ids. Used by :mod:`training.preparation.tasks` (class
+subsets) and :mod:`training.preparation.pipeline` (enumerating and filtering files before reading
+them).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Reading a prepared task folder (written by ``training.prepare``; docs/ARCHITECTURE.md).
+"""Reading a prepared task folder (written by ``python -m training.prepare``; docs/ARCHITECTURE.md).
 
 Numpy only: :func:`load_split` memory-maps ``data_<layout>.npy`` ``(N, C, T, V, M)`` with its
-labels and names; :func:`load_task` reads ``task.json`` into a :class:`TaskInfo`. Every problem
+labels and names; :func:`load_task` reads ``task.json`` into a :class:`PreparedTask`. Every problem
 (missing file, wrong shape, unknown split or layout) raises :class:`PreparedDataError` naming the
-file and what to do.
+file and what to do. :data:`SPLITS` and :data:`SCHEMA` define the folder for its writer too
+(:mod:`training.preparation.builder`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ class PreparedDataError(CodtError, ValueError):
 
 
 @dataclass(frozen=True)
-class TaskInfo:
-    """What ``task.json`` says about a prepared task."""
+class PreparedTask:
+    """A prepared task folder as its ``task.json`` describes it (the arrays: :func:`load_split`)."""
 
     name: str
     folder: Path
@@ -63,9 +64,9 @@ class TaskInfo:
 
 
 @dataclass(frozen=True)
-class ArraySplit:
-    """One split in one layout: ``data`` (N, C, T, V, M) float32 (memory-mapped), ``labels``
-    int64 (N,) with -1 where unknown, ``names`` (N,) str."""
+class PreparedSplit:
+    """One split of a prepared folder in one layout, as stored: ``data`` (N, C, T, V, M) float32
+    (memory-mapped), ``labels`` int64 (N,) with -1 where unknown, ``names`` (N,) str."""
 
     data: np.ndarray
     labels: np.ndarray
@@ -86,7 +87,7 @@ class ArraySplit:
         return bool(len(self.labels)) and bool(np.all(self.labels >= 0))
 
 
-def load_task(task_dir: str | Path) -> TaskInfo:
+def load_task(task_dir: str | Path) -> PreparedTask:
     """Read ``<task_dir>/task.json``."""
     folder = Path(task_dir)
     path = folder / "task.json"
@@ -101,7 +102,7 @@ def load_task(task_dir: str | Path) -> TaskInfo:
         raise PreparedDataError(f"{path}: expected a task.json of schema {SCHEMA}; prepare the "
                                 f"task again with this version")
     try:
-        return TaskInfo(
+        return PreparedTask(
             name=info["task"], folder=folder, shared=info["layouts"]["shared"],
             specific=info["layouts"]["specific"], num_clusters=int(info["num_clusters"]),
             channels=info["channels"],
@@ -124,7 +125,7 @@ def _load_array(path: Path, mmap: bool) -> np.ndarray:
         raise PreparedDataError(f"{path}: not a readable .npy file: {err}") from None
 
 
-def load_split(task_dir: str | Path, split: str, layout: str = "shared") -> ArraySplit:
+def load_split(task_dir: str | Path, split: str, layout: str = "shared") -> PreparedSplit:
     """Memory-map one split. ``layout`` is a layout name, or ``"shared"``/``"specific"``."""
     task = load_task(task_dir)
     if split not in SPLITS:
@@ -146,5 +147,5 @@ def load_split(task_dir: str | Path, split: str, layout: str = "shared") -> Arra
         raise PreparedDataError(f"{folder}: {len(data)} samples but labels {labels.shape} and "
                                 f"names {names.shape}")
     classes = task.source_classes if split.startswith("source") else task.target_classes
-    return ArraySplit(data=data, labels=labels.astype(np.int64, copy=False), names=names,
+    return PreparedSplit(data=data, labels=labels.astype(np.int64, copy=False), names=names,
                       class_names=classes, layout=layout, split=split)

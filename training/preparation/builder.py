@@ -14,15 +14,14 @@ from codt_deploy.errors import CodtError
 from codt_deploy.layouts import can_map, get_layout
 from codt_deploy.preprocess import ChannelMode, PreprocessConfig, mode_of_channels, preprocess
 from codt_deploy.sequence import PoseSequence
-from training import catalogue as cat
-from training.prepare_io import ArrayAppender
+from training.preparation import catalogue as cat
+from training.preparation.prepared import SCHEMA, SPLITS
+from training.preparation.tasks import TaskDefinition
+from training.preparation.writing import ArrayAppender
 from training.provenance import git_sha
-from training.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("source_train", "target_train", "target_eval")
-SCHEMA = 1
 _DATASET_NAMES = {"ntu": "NTU RGB+D", "pku": "PKU-MMD", "ucla": "NW-UCLA", "msr": "MSR Action3D",
                   "skeletics": "Skeletics-152", "finegym": "FineGym", "kinetics": "Kinetics-400",
                   "pyskl": "pyskl pickle", "files": "pose files", "npz": "array bundle"}
@@ -39,7 +38,8 @@ def channel_mode(seq: PoseSequence) -> ChannelMode:
     return mode
 
 
-def default_layouts(task: TaskSpec, source_layout: str, target_layout: str) -> tuple[str, str]:
+def default_layouts(task: TaskDefinition, source_layout: str,
+                    target_layout: str) -> tuple[str, str]:
     """(shared, specific): the task's, else the common layout / shared15, and the target's."""
     specific = task.specific or target_layout
     if task.shared:
@@ -84,7 +84,7 @@ class SplitWriter:
 class TaskBuilder:
     """Streams preprocessed samples of a task into its split folders under ``folder``."""
 
-    def __init__(self, task: TaskSpec, folder: Path, *, shared: str, specific: str,
+    def __init__(self, task: TaskDefinition, folder: Path, *, shared: str, specific: str,
                  channels: ChannelMode, split_sets: dict[str, set[str]] | None = None) -> None:
         self.task, self.folder = task, folder
         self.shared, self.specific, self.channels = shared, specific, channels
@@ -218,25 +218,3 @@ def _summary(builder, reports, classes, num_clusters, counts, raw) -> dict:
         "provenance": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                        "git_sha": git_sha(), "raw": str(raw)},
     }
-
-
-def print_summary(summary: dict, folder: Path) -> None:
-    """The CLI's closing report: per-domain clips and classes, per-split counts, failures."""
-    for role in ("source", "target"):
-        d = summary[role]
-        clips = summary["splits"]["source_train" if role == "source" else "target_eval"]["samples"]
-        if role == "target" and summary["task_spec"]["target_split"]["mode"] != "all":
-            clips += summary["splits"]["target_train"]["samples"]
-        extra = "".join(f", {n:,} {why}" for why, n in {**d["skipped"], **d["filtered"]}.items())
-        print(f"{role}: {d['dataset_name']}: {clips:,} clips / {len(d['class_keys'])} classes "
-              f"({d['files']:,} files{extra}, {d['failed']} failed)")
-    for split, info in summary["splits"].items():
-        labels = "labelled" if info["labelled"] else "labels withheld"
-        layouts = ", ".join(info["layouts"])
-        print(f"  {split:<13} {info['samples']:>7,} samples  {layouts:<18} {labels}")
-    print(f"K = {summary['num_clusters']}; layouts shared={summary['layouts']['shared']} "
-          f"specific={summary['layouts']['specific']}; written to {folder}")
-    if summary["failures"]:
-        print(f"{len(summary['failures'])} file(s) failed:")
-        for failure in summary["failures"]:
-            print(f"  {failure['file']}: {failure['reason']}")

@@ -1,8 +1,9 @@
 """The data side of every task: source/target datasets, splits, class subsets, layouts and K.
 
-A task is a frozen :class:`TaskSpec`. Built-in tasks (:data:`TASKS`) follow METHOD.md §12
+A task is a frozen :class:`TaskDefinition`. Built-in tasks (:data:`TASKS`) follow METHOD.md §12
 (Supp. Table 1 and 2) and §4 (layouts per task); a user's own task comes from a small YAML/JSON
-file (:func:`load_task_file`). ``training.prepare`` turns a task into a prepared task folder.
+file (:func:`load_task_file`). :mod:`training.preparation.pipeline` turns a task into a prepared
+task folder.
 
 Expected raw-data locations, relative to ``--raw`` (the first candidate that exists is used):
 
@@ -19,8 +20,8 @@ Expected raw-data locations, relative to ``--raw`` (the first candidate that exi
 =================  =====================================================================
 
 Decisions ([D], also in each task's ``notes``): the paper does not list the 41 PKU-MMD classes of
-N+→P (default: PKU-MMD's 41 daily actions, :data:`training.catalogue.PKU_DAILY41`), nor the 30
-Skeletics classes (default: every class found; give ``target.classes`` to reproduce).
+N+→P (default: PKU-MMD's 41 daily actions, :data:`training.preparation.catalogue.PKU_DAILY41`),
+nor the 30 Skeletics classes (default: every class found; give ``target.classes`` to reproduce).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from codt_deploy.errors import CodtError
 from codt_deploy.layouts import NeckSource, get_layout
 from codt_deploy.preprocess import ChannelMode, PreprocessConfig
-from training import catalogue as cat
+from training.preparation import catalogue as cat
 from training.mappings import deep_merge, read_data_file
 
 # ntu/pku/ucla/msr: the datasets' own files and names; skeletics/finegym: VIBE JSON in class
@@ -112,8 +113,10 @@ class TargetSplit(_Frozen):
     folders: tuple[str, str] = ("train", "val")
 
 
-class TaskSpec(_Frozen):
-    """The data side of one task (METHOD §12). ``shared`` = B0 layout, ``specific`` = B1 (§4)."""
+class TaskDefinition(_Frozen):
+    """A validated task definition: the data side of one task (METHOD §12), from a preset or a
+    task file; :func:`~training.preparation.pipeline.prepare_task` prepares it into a folder.
+    ``shared`` = B0 layout, ``specific`` = B1 (§4)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
     description: str = ""
@@ -259,9 +262,9 @@ def named_splits(task: str) -> tuple[str, ...]:
     return tuple(_NAMED_SPLITS.get(task, {"all": None}))
 
 
-def _validate(values: dict, origin: str) -> TaskSpec:
+def _validate(values: dict, origin: str) -> TaskDefinition:
     try:
-        return TaskSpec.model_validate(values)
+        return TaskDefinition.model_validate(values)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
                              for e in err.errors())
@@ -269,7 +272,7 @@ def _validate(values: dict, origin: str) -> TaskSpec:
 
 
 def get_task(name: str, *, overrides: dict | None = None,
-             target_split: str | None = None) -> TaskSpec:
+             target_split: str | None = None) -> TaskDefinition:
     """A built-in task, optionally with ``overrides`` (a --config file) and a named target split."""
     if name not in _PRESETS:
         raise TaskError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)} "
@@ -308,7 +311,7 @@ def _absolute(paths: Any, folder: Path) -> Any:
     return out
 
 
-def load_task_file(path: str | Path, *, name: str | None = None) -> TaskSpec:
+def load_task_file(path: str | Path, *, name: str | None = None) -> TaskDefinition:
     """A user's own task from YAML/JSON; relative paths are relative to the file's folder.
 
     Minimal form::
