@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from codt_deploy.errors import ModelError
+from codt_deploy.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Manifest(BaseModel):
     channels: tuple[str, ...] = ("x", "y", "z")
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
-    preprocess: dict[str, Any]
+    preprocess: PreprocessConfig  # how raw poses become ``input`` (a JSON object in the file)
     num_clusters: int = Field(ge=1)
     cluster_names: tuple[str, ...] | None = None
     nearest_source_classes: tuple[str, ...] | None = None
@@ -101,6 +102,12 @@ class Manifest(BaseModel):
             problems.append(f"input shape {self.input.shape}: C, T, V, M must be integers")
         elif self.input.shape[3] != len(self.joints):
             problems.append(f"V = {self.input.shape[3]} but {len(self.joints)} joint names")
+        elif self.preprocess.output_shape != self.input_shape:
+            problems.append(f"preprocessing gives (C, T, V, M) = {self.preprocess.output_shape} "
+                            f"but the input is {self.input_shape}")
+        if self.preprocess.layout != self.layout:
+            problems.append(f"preprocessing layout {self.preprocess.layout!r} is not the model's "
+                            f"layout {self.layout!r}")
         names = [o.name for o in self.outputs]
         for needed in ("probabilities", "embedding"):
             if needed not in names:

@@ -273,7 +273,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
             input=TensorSpec(name="poses", shape=("N", c, t, v, m)),
             outputs=(TensorSpec(name="probabilities", shape=("N", k)),
                      TensorSpec(name="embedding", shape=("N", int(emb.shape[1])))),
-            preprocess=preprocess.model_dump(mode="json"), num_clusters=k,
+            preprocess=preprocess, num_clusters=k,
             cluster_names=cluster_names_from_eval(predicted, evalset, k),
             nearest_source_classes=tuple(nearest_source_classes) if nearest_source_classes else None,
             opset=OPSET, metrics=metrics, checkpoint_sha256=checkpoint_sha256,
