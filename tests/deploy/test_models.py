@@ -10,7 +10,7 @@ import pytest
 from codt_deploy.errors import ModelError
 from codt_deploy.models import available_models, load_manifest, resolve_model
 from codt_deploy.preprocess import PreprocessConfig
-from tests.deploy.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 
 def _copy_model(src_dir, dst_dir, name="tiny", new_name=None):

@@ -61,7 +61,7 @@ def test_exported_model_matches_torch_on_fresh_batch_sizes(exported_tiny_model,
 
 def test_parity_failure_is_an_export_error(tmp_path, exported_tiny_model):
     from training.export import ExportError, check_parity
-    from tests.deploy.conftest import example_poses, tiny_network
+    from tests.conftest import example_poses, tiny_network
 
     poses = example_poses()[::5]  # (8, C, T, V, M)
     other = tiny_network(poses, seed=1)  # different weights than the exported file
