@@ -1,4 +1,4 @@
-"""``python -m app`` / ``codt-app``: serve the clustering app on localhost."""
+"""``python -m app`` (from a checkout) / ``codt-app``: serve the clustering app on localhost."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ import logging
 import sys
 from pathlib import Path
 
-from app.model_store import ModelStore
-from app.ui import build_app, find_examples
-from app.uploads import UploadLimits
 from codt_deploy.argtypes import port_number, positive_int
 from codt_deploy.errors import ModelError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .model_store import ModelStore
+from .ui import build_app, find_examples
+from .uploads import UploadLimits
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, when the app runs from one
 
 
-
-
+def default_examples_root() -> Path:
+    """The repository when the app runs from a checkout, else (installed as ``codt_app``) the
+    current folder."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,8 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=UploadLimits.max_file_bytes >> 20, help="most MB per file")
     parser.add_argument("--max-total-mb", type=positive_int,
                         default=UploadLimits.max_total_bytes >> 20, help="most MB per upload")
-    parser.add_argument("--examples", type=Path, default=REPO_ROOT,
-                        help="folder holding examples/msr_action3d (default: the repository)")
+    parser.add_argument("--examples", type=Path, default=None,
+                        help="folder holding examples/msr_action3d (default: the repository, or "
+                             "the current folder when the app is installed)")
     return parser.parse_args(argv)
 
 
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"codt-app: model {store.label()} ({model.manifest.num_clusters} clusters, layout "
           f"{model.manifest.layout})", file=sys.stderr)
-    demo = build_app(store, limits=limits, examples=find_examples(args.examples))
+    demo = build_app(store, limits=limits, examples=find_examples(args.examples or default_examples_root()))
     demo.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port or None, max_file_size=limits.max_total_bytes,
         show_error=True)

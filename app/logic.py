@@ -19,10 +19,11 @@ from typing import Protocol
 
 import numpy as np
 
-from app.uploads import FileProblem, ParsedUploads, error_reason
 from codt_deploy.errors import CodtError
 from codt_deploy.labels import read_labels
 from codt_deploy.sequence import PoseSequence
+
+from .uploads import FileProblem, ParsedUploads, error_reason
 
 log = logging.getLogger(__name__)
 

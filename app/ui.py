@@ -14,10 +14,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import logic, plots
-from app.model_store import ModelStore
-from app.uploads import Reader, UploadLimitError, UploadLimits, default_reader, parse_uploads
 from codt_deploy.errors import CodtError, ModelError
+
+from . import logic, plots
+from .model_store import ModelStore
+from .uploads import Reader, UploadLimitError, UploadLimits, default_reader, parse_uploads
 
 log = logging.getLogger(__name__)
 

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # training/ is used from the checkout (it is not installed)
 NTU_GFLOP = 1.225  # earlier estimate, ntu25 / K = 51 / M = 2; this script counts 1.189 (README)
 MIN_SAMPLE_S = 0.05
 

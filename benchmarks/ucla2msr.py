@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # training/ is used from the checkout (it is not installed)
 RECIPE = "cpu"
 # The paper's method on the same schedule: every METHOD §15 switch back to the paper's value.
 PAPER = ["model.dropout=0.5", "anchors.mode=none", "anchors.stage1=false", "loss.anchor=0",

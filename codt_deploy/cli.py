@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     sink = _make_sink(args, model, observer)
     array_options = {key: value for key, value in (("axes", args.axes), ("skeleton", args.layout))
                      if value is not None}
-    parse_options = ParseOptions(preprocess=model.config.model_dump(),
+    parse_options = ParseOptions(preprocess=model.config,
                                  pose_format=args.pose_format, trust_pickle=args.trust_pickle,
                                  array_options=array_options)
     options = PipelineOptions(workers=args.workers, executor=args.executor,

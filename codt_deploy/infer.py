@@ -99,7 +99,7 @@ class ClusterModel:
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
         self.manifest: Manifest = self.resolved.manifest
         self.batch_size = int(batch_size)
-        self.config = PreprocessConfig.model_validate(self.manifest.preprocess)
+        self.config: PreprocessConfig = self.manifest.preprocess
         chosen = list(providers) if providers else default_providers()
         unknown = [p for p in chosen if p not in ort.get_available_providers()]
         if unknown:

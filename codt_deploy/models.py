@@ -8,13 +8,13 @@ guessing from tensor shapes. The same manifest, less the ONNX file's own hash, i
 ``metadata_props`` under :data:`METADATA_KEY`.
 
 Models are looked up in ``$CODT_MODEL_DIR`` (one or more folders separated by ``os.pathsep``) first,
-then in the ``exported/`` folder shipped with the package.
+then among the shipped models: ``codt_deploy/exported/`` in an installed wheel (package data built
+from the repository's top-level ``exported/``), that ``exported/`` folder itself in a checkout.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from codt_deploy.errors import ModelError
+from codt_deploy.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Manifest(BaseModel):
     channels: tuple[str, ...] = ("x", "y", "z")
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
-    preprocess: dict[str, Any]
+    preprocess: PreprocessConfig  # how raw poses become ``input`` (a JSON object in the file)
     num_clusters: int = Field(ge=1)
     cluster_names: tuple[str, ...] | None = None
     nearest_source_classes: tuple[str, ...] | None = None
@@ -101,6 +102,12 @@ class Manifest(BaseModel):
             problems.append(f"input shape {self.input.shape}: C, T, V, M must be integers")
         elif self.input.shape[3] != len(self.joints):
             problems.append(f"V = {self.input.shape[3]} but {len(self.joints)} joint names")
+        elif self.preprocess.output_shape != self.input_shape:
+            problems.append(f"preprocessing gives (C, T, V, M) = {self.preprocess.output_shape} "
+                            f"but the input is {self.input_shape}")
+        if self.preprocess.layout != self.layout:
+            problems.append(f"preprocessing layout {self.preprocess.layout!r} is not the model's "
+                            f"layout {self.layout!r}")
         names = [o.name for o in self.outputs]
         for needed in ("probabilities", "embedding"):
             if needed not in names:
@@ -152,10 +159,18 @@ def model_dirs() -> list[Path]:
 
 
 def _package_exported_dir() -> Path:
-    spec = importlib.util.find_spec("exported")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parents[1] / "exported"
+    """The shipped models: ``codt_deploy/exported`` when installed from a wheel, else the
+    top-level ``exported/`` of the checkout this package runs from (editable installs too).
+
+    Nothing outside this package is searched unless it is a checkout (has ``pyproject.toml``),
+    so an unrelated ``exported`` folder or module next to an installed copy is never used.
+    """
+    here = Path(__file__).resolve().parent
+    installed = here / "exported"
+    checkout = here.parent
+    if installed.is_dir() or not (checkout / "pyproject.toml").is_file():
+        return installed
+    return checkout / "exported"
 
 
 def available_models() -> dict[str, Path]:

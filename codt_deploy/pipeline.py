@@ -44,7 +44,7 @@ ExecutorKind = Literal["thread", "process"]
 class ParseOptions:
     """Everything a worker needs to turn one input into model samples (picklable)."""
 
-    preprocess: dict[str, Any]  # PreprocessConfig.model_dump()
+    preprocess: PreprocessConfig  # the model's (frozen, picklable)
     pose_format: str | None = None
     trust_pickle: bool = False
     reader_options: dict[str, Any] = field(default_factory=dict)
@@ -128,8 +128,7 @@ def _read_and_prepare(item: InputItem, options: ParseOptions):
                           **reader_options)
     if not seqs:
         return seqs, None
-    config = PreprocessConfig.model_validate(options.preprocess)
-    samples = np.stack([prepare_sequence(seq, config) for seq in seqs])  # (S, C, T, V, M)
+    samples = np.stack([prepare_sequence(seq, options.preprocess) for seq in seqs])  # (S, C, T, V, M)
     return seqs, samples
 
 

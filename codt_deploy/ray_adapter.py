@@ -49,7 +49,7 @@ class ClusterActor:
                  embeddings: bool = False) -> None:
         self.model = ClusterModel(model, providers=providers, threads=threads,
                                   batch_size=batch_size)
-        self.parse_options = ParseOptions(preprocess=self.model.config.model_dump(),
+        self.parse_options = ParseOptions(preprocess=self.model.config,
                                           pose_format=pose_format)
         self.embeddings = embeddings
 

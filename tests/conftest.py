@@ -1,8 +1,20 @@
-"""Shared test fixtures: where the real skeleton samples live.
+"""Shared test fixtures: where the real skeleton samples live, and a tiny exported model.
 
 The real datasets are research data that stay outside the repository, in ``../shared/data`` next to
 the checkout (override with ``CODT_SHARED_DATA``). Tests that need them skip with a clear reason
 when they are absent.
+
+``exported_tiny_model`` (session scope) builds a random-weight target-specific network
+(``ClusterNet(STGCN("msr20"), Linear(256, 5))``) and exports it with
+:func:`training.export.export_network` (checker + parity + manifest) into a temporary folder,
+using the committed MSR Action3D examples as the real eval samples. It returns the
+:class:`training.export.Exported` record; ``tiny_model_dir`` is its folder (for
+``$CODT_MODEL_DIR``). Exporting takes a few seconds once per test session; the deployment tests
+run ``codt-cluster`` on it and the training tests check the exporter with it.
+
+So that the random model is not degenerate (every sample in one cluster), its BatchNorm statistics
+are calibrated on the examples and its cluster head is initialised from five of their centred,
+normalised embeddings, a small version of the k-means head initialisation of METHOD.md §9.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ import csv
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,3 +52,89 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def load_benchmark_script(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXAMPLES = REPO_ROOT / "examples" / "msr_action3d"
+TINY_LAYOUT = "msr20"
+TINY_K = 5
+
+
+def example_paths() -> list[Path]:
+    return sorted(EXAMPLES.glob("*_skeleton3D.txt"))
+
+
+def example_poses(layout: str = TINY_LAYOUT) -> np.ndarray:
+    """The committed MSR Action3D examples, read and preprocessed: (40, 3, 50, V, 2)."""
+    from codt_deploy.preprocess import PreprocessConfig, preprocess_batch
+    from codt_deploy.readers import read_poses
+
+    seqs = [seq for path in example_paths() for seq in read_poses(path)]
+    return preprocess_batch(seqs, PreprocessConfig(layout=layout))
+
+
+def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str = TINY_LAYOUT):
+    """A random-weight F_1 -> C_1^t network ``poses -> (probabilities, embedding)``, eval mode."""
+    import torch
+
+    from training.model import ClusterNet
+    from training.stgcn import STGCN
+
+    torch.manual_seed(seed)
+    encoder = STGCN(layout)
+    x = torch.from_numpy(poses)  # (N, C, T, V, M)
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration pass
+    with torch.no_grad():
+        encoder.train()
+        encoder.embed(x)
+        encoder.eval()
+        embedding = encoder.embed(x)  # (N, 256)
+        mean = embedding.mean(0)
+        picks = torch.randperm(len(x))[:k]
+        weight = 100.0 * torch.nn.functional.normalize(embedding[picks] - mean, dim=1)  # (k, 256)
+        head = torch.nn.Linear(256, k)
+        head.weight.copy_(weight)
+        head.bias.copy_(-(weight @ mean))
+    return ClusterNet(encoder, head).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_torch_network():
+    """(network, the example poses it was calibrated on): the PyTorch side of the tiny model."""
+    pytest.importorskip("torch")
+    poses = example_poses()
+    return tiny_network(poses), poses
+
+
+@pytest.fixture(scope="session")
+def exported_tiny_model(tiny_torch_network, tmp_path_factory):
+    """Export a tiny random-weight model once per session; returns training.export.Exported."""
+    pytest.importorskip("onnx")
+    from codt_deploy.preprocess import PreprocessConfig
+    from training.export import EvalSet, export_network
+
+    net, poses = tiny_torch_network
+    labels = np.arange(len(poses)) // 2 % TINY_K  # two files per action in the examples
+    evalset = EvalSet(poses=poses, labels=labels,
+                      class_names=[f"class {i}" for i in range(TINY_K)])
+    out = tmp_path_factory.mktemp("models")
+    return export_network(net, evalset, out_dir=out, name="tiny",
+                          task="tiny-test", preprocess=PreprocessConfig(layout=TINY_LAYOUT),
+                          checkpoint_sha256="0" * 64)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(exported_tiny_model) -> Path:
+    return exported_tiny_model.onnx_path.parent

@@ -99,18 +99,6 @@ class EvalSet:
     class_names: Sequence[str] | None = None
 
 
-class _Exportable(nn.Module):
-    """``poses -> (probabilities, embedding)`` around a network that returns (probabilities, embedding)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probabilities, embedding = self.net(poses)  # (N, K), (N, 256)
-        return probabilities, embedding
-
-
 # ------------------------------------------------------------------------------ running
 
 @torch.no_grad()
@@ -199,12 +187,14 @@ def _quiet_exporter():
 
 
 def _export_onnx(net: nn.Module, example: np.ndarray, path: Path) -> None:
-    """Dynamo export with a dynamic batch axis into ``path`` (one file, no external data)."""
-    wrapper = _Exportable(net).eval()
+    """Dynamo export of ``net`` (a :class:`training.model.ClusterNet`: ``poses (N, C, T, V, M) ->
+    (probabilities (N, K), embedding (N, 256))``), in eval mode, with a dynamic batch axis into
+    ``path`` (one file, no external data)."""
+    net.eval()
     x = torch.from_numpy(np.array(example[:2], np.float32))  # (2, C, T, V, M)
     batch = torch.export.Dim("N", min=1, max=65536)
     with torch.no_grad(), _quiet_exporter():
-        program = torch.onnx.export(wrapper, (x,), dynamo=True, opset_version=OPSET,
+        program = torch.onnx.export(net, (x,), dynamo=True, opset_version=OPSET,
                                     input_names=["poses"],
                                     output_names=["probabilities", "embedding"],
                                     dynamic_shapes=({0: batch},), verbose=False)
@@ -283,7 +273,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
             input=TensorSpec(name="poses", shape=("N", c, t, v, m)),
             outputs=(TensorSpec(name="probabilities", shape=("N", k)),
                      TensorSpec(name="embedding", shape=("N", int(emb.shape[1])))),
-            preprocess=preprocess.model_dump(mode="json"), num_clusters=k,
+            preprocess=preprocess, num_clusters=k,
             cluster_names=cluster_names_from_eval(predicted, evalset, k),
             nearest_source_classes=tuple(nearest_source_classes) if nearest_source_classes else None,
             opset=OPSET, metrics=metrics, checkpoint_sha256=checkpoint_sha256,

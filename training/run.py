@@ -1,4 +1,4 @@
-"""Train CoDT end to end: ``python -m training.run --task ucla2msr`` (also the ``codt-train`` script).
+"""Train CoDT end to end: ``python -m training.run --task ucla2msr`` (from a checkout).
 
     python -m training.run --task ucla2msr [--config FILE] [--set KEY=VALUE ...] [--run-dir DIR]
                            [--resume | --init-from CHECKPOINT] [--raw DIR] [--export-dir DIR]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from codt_deploy import cli, metrics
-from tests.deploy.conftest import REPO_ROOT, example_paths, interrupt_journal_after
+from tests.conftest import REPO_ROOT, example_paths
+from tests.deploy.conftest import interrupt_journal_after
 
 N_EXAMPLES = 40
 

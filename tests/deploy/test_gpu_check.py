@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import load_benchmark_script
+from tests.conftest import load_benchmark_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,8 @@ import pytest
 from codt_deploy import sources, writers
 from codt_deploy.infer import Prediction, predict_blocks
 from codt_deploy.sources import ArchiveLimits, iter_inputs
-from tests.deploy.conftest import example_paths, interrupt_journal_after
+from tests.conftest import example_paths
+from tests.deploy.conftest import interrupt_journal_after
 from tests.deploy.hostile import (
     deep_folder,
     hostile_zip,
@@ -410,7 +411,7 @@ def test_process_workers_exit_when_the_parent_is_killed():
     import subprocess
     import sys
 
-    from tests.deploy.conftest import REPO_ROOT
+    from tests.conftest import REPO_ROOT
 
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     worker = subprocess.Popen([sys.executable, "-c", (

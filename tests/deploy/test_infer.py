@@ -23,7 +23,7 @@ def test_session_settings_and_names(model):
 
 
 def test_predict_is_the_same_for_any_micro_batch_size(model, exported_tiny_model):
-    from tests.deploy.conftest import example_poses
+    from tests.conftest import example_poses
 
     poses = example_poses()  # (40, C, T, V, M)
     small = model.predict(poses)
@@ -46,7 +46,7 @@ def test_bad_batches_are_rejected_with_the_expected_shape(model):
 
 def test_sequences_of_another_layout_are_mapped_by_joint_name(model):
     from codt_deploy.readers import read_poses
-    from tests.deploy.conftest import example_paths
+    from tests.conftest import example_paths
 
     msr = read_poses(example_paths()[0])[0]
     # The same poses presented as Kinect v1 (kinect20) joints: same names, another order.

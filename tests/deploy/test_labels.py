@@ -6,8 +6,7 @@ import pytest
 
 from codt_deploy.errors import CodtError, LabelsError
 from codt_deploy.labels import KEY_COLUMNS, LabelTable, read_labels, sequence_keys
-from tests.conftest import write_csv
-from tests.deploy.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, write_csv
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import pytest
 
 from codt_deploy.errors import ModelError
 from codt_deploy.models import available_models, load_manifest, resolve_model
+from codt_deploy.preprocess import PreprocessConfig
+from tests.conftest import REPO_ROOT
 
 
 def _copy_model(src_dir, dst_dir, name="tiny", new_name=None):
@@ -75,3 +77,30 @@ def test_missing_or_bad_manifest(tiny_model_dir, tmp_path):
     manifest_path.unlink()
     with pytest.raises(ModelError, match="manifest not found"):
         resolve_model(onnx_path)
+
+
+def test_preprocessing_that_disagrees_with_the_input_is_a_bad_manifest(tiny_model_dir, tmp_path):
+    onnx_path = _copy_model(tiny_model_dir, tmp_path)
+    manifest_path = onnx_path.with_suffix(".json")
+    data = json.loads(manifest_path.read_text())
+    assert load_manifest(manifest_path).preprocess == PreprocessConfig(layout="msr20")
+    for change, message in (({"frames": 60}, r"preprocessing gives \(C, T, V, M\) = "
+                                             r"\(3, 60, 20, 2\) but the input is \(3, 50, 20, 2\)"),
+                            ({"layout": "kinect20"}, "preprocessing layout 'kinect20' is not the "
+                                                     "model's layout 'msr20'"),
+                            ({"frame": 50}, "invalid manifest")):
+        manifest_path.write_text(json.dumps({**data, "preprocess": {**data["preprocess"], **change}}))
+        with pytest.raises(ModelError, match=message):
+            load_manifest(manifest_path)
+
+
+def test_the_shipped_manifests_load_with_their_preprocessing_config():
+    """exported/*.json, written when ``preprocess`` was a plain dict, load into a PreprocessConfig
+    and serialise back to the very same text."""
+    paths = sorted((REPO_ROOT / "exported").glob("*.json"))
+    assert len(paths) >= 2
+    for path in paths:
+        manifest = load_manifest(path)
+        assert isinstance(manifest.preprocess, PreprocessConfig), path
+        assert manifest.preprocess.output_shape == manifest.input_shape
+        assert manifest.to_json() == path.read_text(encoding="utf-8"), path

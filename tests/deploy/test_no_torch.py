@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.deploy.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 SCRIPT = """
 import importlib, pkgutil, sys

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from codt_deploy.ray_adapter import ClusterActor
-from tests.deploy.conftest import example_paths, example_poses
+from tests.conftest import example_paths, example_poses
 
 
 def test_actor_clusters_raw_file_bytes_and_reports_bad_files(exported_tiny_model):

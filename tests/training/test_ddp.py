@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import REPO_ROOT
+
 WORKER = textwrap.dedent("""
     import sys
     from pathlib import Path
@@ -64,14 +66,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.ddp
-def test_two_gloo_ranks_keep_banks_and_students_in_sync(task_dir, tmp_path):
+def test_two_gloo_ranks_keep_banks_and_students_in_sync(any_task_dir, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script),
-               str(task_dir), str(tmp_path)]
+               str(any_task_dir), str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1",
+                                 "PYTHONPATH": os.pathsep.join(filter(None, (
+                                     str(REPO_ROOT), os.environ.get("PYTHONPATH"))))})
     assert result.returncode == 0, result.stderr[-4000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert (rank0["world_size"], rank1["world_size"]) == (2, 2)

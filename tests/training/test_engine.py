@@ -1,4 +1,5 @@
-"""The training engine on a tiny slice of real prepared data (NW-UCLA → MSR Action3D).
+"""The training engine on a tiny slice of real prepared data (NW-UCLA → MSR Action3D) and, where
+the test does not need real clips, also on a synthetic task of the same shape.
 
 Covers the batch/view policy (METHOD §10, D3, D5, D18), the loss terms of each stage (§13), the
 bank fill (D13) and write order (D14), the k-means initialisation (§9), evaluation, a non-finite
@@ -58,9 +59,9 @@ def test_view_presets_follow_the_stage_and_switches():
         assert presets.source.mask_p == aug.STRONG.mask_p and presets.teacher == aug.WEAK
 
 
-def test_train_batches_are_seeded_by_epoch_and_cover_the_target(task_dir):
-    config = tiny(task_dir)
-    data = load_task_data(task_dir, config)
+def test_train_batches_are_seeded_by_epoch_and_cover_the_target(any_task_dir):
+    config = tiny(any_task_dir)
+    data = load_task_data(any_task_dir, config)
     epoch1 = TrainBatches(data, config, epoch=1, stage=2)
     again = TrainBatches(data, config, epoch=1, stage=2)
     epoch2 = TrainBatches(data, config, epoch=2, stage=2)
@@ -81,12 +82,12 @@ def test_train_batches_are_seeded_by_epoch_and_cover_the_target(task_dir):
     assert torch.equal(first.shared_student[kept], first.shared_unmasked[kept])
 
 
-def test_loader_workers_give_the_same_batches(task_dir):
+def test_loader_workers_give_the_same_batches(any_task_dir):
     from training.data import train_batches
 
-    direct = tiny(task_dir)
-    workers = tiny(task_dir, runtime={"num_workers": 2})
-    data = load_task_data(task_dir, direct)
+    direct = tiny(any_task_dir)
+    workers = tiny(any_task_dir, runtime={"num_workers": 2})
+    data = load_task_data(any_task_dir, direct)
     n0, batches0 = train_batches(data, direct, epoch=3, stage=2)
     n2, batches2 = train_batches(data, workers, epoch=3, stage=2)
     assert n0 == n2 > 1
@@ -95,9 +96,9 @@ def test_loader_workers_give_the_same_batches(task_dir):
         assert torch.equal(a.source, b.source)
 
 
-def test_source_stream_restarts_within_an_epoch(task_dir):
-    config = tiny(task_dir, optim={"batch_source": 16})
-    data = load_task_data(task_dir, config)
+def test_source_stream_restarts_within_an_epoch(any_task_dir):
+    config = tiny(any_task_dir, optim={"batch_source": 16})
+    data = load_task_data(any_task_dir, config)
     batches = TrainBatches(data, config, epoch=1, stage=1)
     per_pass = len(data.source) // 16
     assert len(batches) > per_pass  # the target needs more batches than one source pass gives
@@ -108,8 +109,8 @@ def test_source_stream_restarts_within_an_epoch(task_dir):
 
 # ---------------------------------------------------------------------- one step
 
-def test_stage_terms_and_gradients(task_dir):
-    config = tiny(task_dir)
+def test_stage_terms_and_gradients(any_task_dir):
+    config = tiny(any_task_dir)
     data, model, optimizer, banks = setup(config)
     fill_banks(model, banks, data, config, CPU)
     assert all(bank.is_full for bank in banks.values())
@@ -128,14 +129,14 @@ def test_stage_terms_and_gradients(task_dir):
                          config, 2, PhaseTimer())
     assert set(stage2) == {"supervised", "reconstruction", "contrastive", "ocm", "ccm"}
     assert all(torch.isfinite(v) for v in stage2.values())
-    no_ccm = tiny(task_dir, ablation={"components": "bm+ocm", "shared_decoder": False})
+    no_ccm = tiny(any_task_dir, ablation={"components": "bm+ocm", "shared_decoder": False})
     terms = step_losses(model, banks, TrainBatches(data, no_ccm, epoch=2, stage=2).make_batch(0),
                         no_ccm, 2, PhaseTimer())
     assert set(terms) == {"supervised", "contrastive", "ocm"}
 
 
-def test_step_writes_the_batch_slots_after_the_contrastive_loss(task_dir):
-    config = tiny(task_dir)
+def test_step_writes_the_batch_slots_after_the_contrastive_loss(any_task_dir):
+    config = tiny(any_task_dir)
     data, model, _, banks = setup(config)
     fill_banks(model, banks, data, config, CPU)
     before = {name: bank.features.clone() for name, bank in banks.items()}
@@ -148,8 +149,8 @@ def test_step_writes_the_batch_slots_after_the_contrastive_loss(task_dir):
         assert not torch.allclose(bank.features[batch.ids], before[name][batch.ids])
 
 
-def test_kmeans_init_sets_both_heads_from_the_same_centroids(task_dir):
-    config = tiny(task_dir)
+def test_kmeans_init_sets_both_heads_from_the_same_centroids(any_task_dir):
+    config = tiny(any_task_dir)
     data, model, _, _ = setup(config)
     kmeans_init(model, data, config, CPU)
     for branch in ("shared", "specific"):
@@ -165,8 +166,8 @@ def test_kmeans_init_sets_both_heads_from_the_same_centroids(task_dir):
         assert torch.equal(p_teacher, p_student), name
 
 
-def test_evaluate_reports_both_branches(task_dir):
-    config = tiny(task_dir)
+def test_evaluate_reports_both_branches(any_task_dir):
+    config = tiny(any_task_dir)
     data, model, _, _ = setup(config)
     before_heads = evaluate(model, data, config, CPU, heads=False)
     assert {"shared/kmeans/acc", "specific/kmeans/nmi", "specific/kmeans/ari_std"} <= set(before_heads)
@@ -176,11 +177,11 @@ def test_evaluate_reports_both_branches(task_dir):
         assert 0.0 < with_heads[key] <= 100.0
 
 
-def test_non_finite_loss_stops_with_a_clear_message(task_dir, tmp_path):
+def test_non_finite_loss_stops_with_a_clear_message(any_task_dir, tmp_path):
     poisoned = tmp_path / "ucla2msr"
     import shutil
 
-    shutil.copytree(task_dir, poisoned)
+    shutil.copytree(any_task_dir, poisoned)
     path = poisoned / "source_train" / "data_kinect20.npy"
     source = np.load(path)
     source[:] = np.nan
@@ -194,10 +195,10 @@ def test_non_finite_loss_stops_with_a_clear_message(task_dir, tmp_path):
     assert torch.equal(model.shared_student.source_head.weight, weights)  # no update happened
 
 
-def test_a_batch_larger_than_the_target_is_a_clear_error(task_dir):
+def test_a_batch_larger_than_the_target_is_a_clear_error(any_task_dir):
     from training.data import TrainingDataError
 
-    config = tiny(task_dir, optim={"batch_target": 64})
+    config = tiny(any_task_dir, optim={"batch_target": 64})
     data, model, optimizer, banks = setup(config)
     with pytest.raises(TrainingDataError, match=r"24 samples\) is smaller than one batch of "
                                                 r"optim.batch_target=64"):

@@ -1,5 +1,6 @@
-"""``python -m training.run`` end to end on a tiny slice of real prepared data: outputs, resume,
-reproducibility on CPU, preparing a missing task folder, CLI errors."""
+"""``python -m training.run`` end to end on a tiny slice of real prepared data (some tests also on
+a synthetic task of the same shape): outputs, resume, reproducibility on CPU, preparing a missing
+task folder, CLI errors."""
 
 from __future__ import annotations
 
@@ -67,8 +68,8 @@ def test_two_epoch_run_writes_metrics_checkpoints_and_config(finished_run, capsy
     assert summary["specific/head/acc"] == stage2["specific/head/acc"]
 
 
-def test_final_table_is_printed(task_dir, tmp_path, capsys):
-    assert main(_args(task_dir, tmp_path / "run", "optim.epochs_stage2=0")) == 0
+def test_final_table_is_printed(any_task_dir, tmp_path, capsys):
+    assert main(_args(any_task_dir, tmp_path / "run", "optim.epochs_stage2=0")) == 0
     out = capsys.readouterr().out
     assert "| CoDT-B1 | k-means † |" in out and "| CoDT-B0 | k-means † |" in out
 
@@ -140,10 +141,11 @@ def test_cli_errors_are_clear(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_resume_without_a_checkpoint_fails_clearly(task_dir, tmp_path, capsys):
+def test_resume_without_a_checkpoint_fails_clearly(any_task_dir, tmp_path, capsys):
     run_dir = tmp_path / "empty"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text(f"data:\n  task: ucla2msr\n  prepared_dir: {task_dir}\n")
+    (run_dir / "config.yaml").write_text(
+        f"data:\n  task: ucla2msr\n  prepared_dir: {any_task_dir}\n")
     assert main(["--resume", "--run-dir", str(run_dir), "--no-export", "-q"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
 
@@ -178,11 +180,11 @@ def test_task_file_that_does_not_exist_is_named(tmp_path, capsys):
     assert "nope.yaml: task file not found" in capsys.readouterr().err
 
 
-def test_anchor_partition_and_batchnorm_recalibration_run_end_to_end(task_dir, tmp_path):
+def test_anchor_partition_and_batchnorm_recalibration_run_end_to_end(any_task_dir, tmp_path):
     """§15.4/§15.5: the anchor term appears in stage 2, heads are evaluated without collapse
     figures missing, and the recalibrated running statistics are what the final checkpoint holds."""
     run_dir = tmp_path / "anchors"
-    assert main(_args(task_dir, run_dir, "anchors.mode=spectral", "loss.anchor=5",
+    assert main(_args(any_task_dir, run_dir, "anchors.mode=spectral", "loss.anchor=5",
                       "decisions.recalibrate_bn=true", "optim.optimizer=adamw",
                       "optim.lr_stage1=0.001", "optim.lr_stage2=0.0001",
                       "optim.schedule=cosine")) == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +14,11 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
 from codt_deploy.errors import ModelError  # noqa: E402
-from tests.deploy.conftest import load_benchmark_script  # noqa: E402
+from tests.conftest import REPO_ROOT, load_benchmark_script  # noqa: E402
 from codt_deploy.models import Manifest, resolve_model, sha256_file  # noqa: E402
 from training.export import (INT8_RECIPES, EvalSet, ExportError, export_int8,  # noqa: E402
                              int8_parity, onnx_macs)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = [r for r in INT8_RECIPES if r.label == "per-channel-minmax"]  # no histograms: quick
 
 

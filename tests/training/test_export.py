@@ -11,6 +11,7 @@ onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
 from codt_deploy.models import METADATA_KEY, Manifest, resolve_model, sha256_file  # noqa: E402
+from codt_deploy.preprocess import PreprocessConfig  # noqa: E402
 
 
 def test_export_writes_checked_model_with_manifest_and_hashes(exported_tiny_model):
@@ -27,7 +28,7 @@ def test_export_writes_checked_model_with_manifest_and_hashes(exported_tiny_mode
     assert manifest.checkpoint_sha256 == "0" * 64
     assert manifest.layout == "msr20" and len(manifest.joints) == 20
     assert manifest.input.shape == ("N", 3, 50, 20, 2) and manifest.num_clusters == 5
-    assert manifest.preprocess["layout"] == "msr20" and manifest.preprocess["frames"] == 50
+    assert manifest.preprocess == PreprocessConfig(layout="msr20", frames=50)
     assert manifest.opset >= 17 and {"torch", "onnx", "onnxruntime"} <= set(manifest.versions)
     assert len(manifest.cluster_names) == 5
     parity = manifest.metrics["parity"]
@@ -60,7 +61,7 @@ def test_exported_model_matches_torch_on_fresh_batch_sizes(exported_tiny_model,
 
 def test_parity_failure_is_an_export_error(tmp_path, exported_tiny_model):
     from training.export import ExportError, check_parity
-    from tests.deploy.conftest import example_poses, tiny_network
+    from tests.conftest import example_poses, tiny_network
 
     poses = example_poses()[::5]  # (8, C, T, V, M)
     other = tiny_network(poses, seed=1)  # different weights than the exported file

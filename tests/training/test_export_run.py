@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from codt_deploy.models import resolve_model, sha256_file  # noqa: E402
-from tests.deploy.conftest import example_poses  # noqa: E402
+from tests.conftest import example_poses  # noqa: E402
 
 K = 4
 
