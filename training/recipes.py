@@ -90,7 +90,7 @@ def cpu_recipe(n_target_train: int, n_source: int, *, threads: int | None = None
         "loss": {"anchor": constants.anchor_weight, "ocm": constants.ocm_weight,
                  "ccm": constants.ccm_weight},
         "anchors": {"mode": "spectral", "stage1": True, "raw_graph": True, "feature_weight": 0.0},
-        "decisions": {"recalibrate_bn": True},
+        "decisions": {"recalibrate_bn": True, "refit_heads": True, "refit_raw_graph": True},
         "eval": {"every": epochs_1 + epochs_2 + 1},
         "runtime": {"device": "auto", "amp": fast_bf16() if bf16 is None else bf16, "threads": threads or os.cpu_count() or 1},
     }
@@ -104,5 +104,7 @@ def describe(config, n_target_train: int) -> str:
             f"{o.batch_target} target), EMA α {config.constants.ema_momentum:.4f}, dropout "
             f"{config.model.dropout}, anchors {config.anchors.mode} (weight {config.loss.anchor}), "
             f"OCM/CCM weights {config.loss.ocm}/{config.loss.ccm}, "
-            f"BatchNorm recalibration {config.decisions.recalibrate_bn}, {n.k} neighbours, "
+            f"BatchNorm recalibration {config.decisions.recalibrate_bn}, head refit "
+            f"{config.decisions.refit_heads}{' (+ raw graph)' if config.decisions.refit_raw_graph else ''}, "
+            f"{n.k} neighbours, "
             f"{'bf16 autocast' if config.runtime.amp else 'fp32'}")

@@ -73,7 +73,8 @@ def _tiny(task_dir: Path, **decisions):
                       "runtime": {"device": "cpu", "threads": 1, "progress": False}})
 
 
-def test_refit_heads_sets_students_and_teachers_from_one_partition(task_dir):
+def test_refit_heads_sets_students_and_teachers_from_one_partition(synthetic_task_dir):
+    task_dir = synthetic_task_dir
     config = _tiny(task_dir, refit_heads=True, refit_raw_graph=False)
     data = load_task_data(task_dir, config)
     model, _, _ = build(config, data, CPU, SINGLE)
@@ -99,8 +100,8 @@ def _refit_seed(config) -> int:
     return derive_seed(config.seed, 15)
 
 
-def test_a_run_with_refit_evaluates_the_refitted_heads(task_dir, tmp_path):
-    config = _tiny(task_dir, refit_heads=True)
+def test_a_run_with_refit_evaluates_the_refitted_heads(any_task_dir, tmp_path):
+    config = _tiny(any_task_dir, refit_heads=True)
     metrics = train(config, tmp_path / "run")
     assert "specific/head/acc" in metrics and "shared/head/acc" in metrics
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
