@@ -333,9 +333,11 @@ def _config_for(args: argparse.Namespace) -> TrainConfig:
                                             overrides=data_overrides))
 
 
-# Seconds per step of 32 source + 32 target samples, V = 20 joints, M = 1, one thread, bf16, on
-# the development machine (benchmarks/README.md); the estimate scales it by batch·V·M / threads.
-_REFERENCE_STEP_S = 1.25
+# Seconds per step of 32 source + 32 target samples, V = 20 joints, M = 1, one thread, measured on
+# development machines (benchmarks/README.md): bf16 autocast on an Intel Xeon with AMX (1.25 s),
+# fp32 on an AMD EPYC with AVX2 only (3.6 s; --recipe cpu keeps fp32 where bf16 is not native).
+# The estimate scales it by batch·V·M / threads.
+_REFERENCE_STEP_S = {True: 1.25, False: 3.6}
 
 
 def with_recipe(args: argparse.Namespace, config: TrainConfig) -> TrainConfig:
@@ -354,7 +356,7 @@ def with_recipe(args: argparse.Namespace, config: TrainConfig) -> TrainConfig:
     steps = config.total_epochs * (n_target // config.optim.batch_target)
     size = config.optim.batch_target * target.data.shape[3] * target.data.shape[4] / (32 * 20)
     threads = config.runtime.threads or 1
-    estimate_min = steps * _REFERENCE_STEP_S * size / threads ** 0.7 / 60
+    estimate_min = steps * _REFERENCE_STEP_S[config.runtime.amp] * size / threads ** 0.7 / 60
     print(f"{describe(config, n_target)}\nestimated wall time: {estimate_min:.0f} min "
           f"({steps} steps on {threads} thread(s) of a CPU like the development machine's; the "
           f"epoch log prints the real ETA)", flush=True)

@@ -226,3 +226,22 @@ def test_stalled_stage_1_is_reported_from_the_source_loss_alone():
 
 def test_cpu_recipe_keeps_the_loss_weights_that_learn():
     assert cpu_recipe(557, 1484)["loss"] == {"anchor": 1.0, "ocm": 1.0, "ccm": 1.0}
+
+
+def test_cpu_recipe_uses_bf16_only_where_it_is_native(monkeypatch):
+    import training.recipes as recipes
+
+    assert cpu_recipe(557, 1484, bf16=False)["runtime"]["amp"] is False
+    assert cpu_recipe(557, 1484, bf16=True)["runtime"]["amp"] is True
+    for native in (False, True):  # the default follows what oneDNN reports for this CPU
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda n=native: n,
+                            raising=False)
+        assert recipes.fast_bf16() is native
+        assert cpu_recipe(557, 1484)["runtime"]["amp"] is native
+
+
+def test_cpu_recipe_refits_the_heads_after_training():
+    decisions = cpu_recipe(557, 1484)["decisions"]
+    assert decisions["refit_heads"] is True and decisions["refit_raw_graph"] is True
+    assert from_dict({}).decisions.refit_heads is False  # the paper presets keep the trained heads
