@@ -11,8 +11,10 @@ so a user's own task gets the same treatment as the benchmarks:
 - the label-free improvements of METHOD §15 that measured better on both internal tasks: no
   dropout; the anchor partition (spectral clustering of the raw-pose kNN graph) learnt by both
   heads from the first epoch (§15.4) at weight 1; stage-2 clustering losses at weight 1
-  (λ_OCM = λ_CCM = 1); BatchNorm recalibration before evaluation and export (§15.5). The other
-  §15 switches stay off (benchmarks/README.md has the ablation).
+  (λ_OCM = λ_CCM = 1); BatchNorm recalibration before evaluation and export (§15.5); after the
+  last epoch both heads refitted to the spectral partition of the B1 features + raw-pose graph
+  (§15.10). The other §15 switches stay off (benchmarks/README.md has the ablation);
+- bf16 autocast only where the CPU (or GPU) has native bf16 (:func:`fast_bf16`).
 
 Precedence: preset ← ``--config`` file ← recipe ← ``--set``; so ``--set`` always wins.
 """
