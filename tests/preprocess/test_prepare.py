@@ -235,3 +235,15 @@ def test_config_file_overrides_a_builtin_task(shared_data, tmp_path, capsys):
     assert source.class_names == ("walk around", "sit down")
     assert {str(n)[:3] for n in source.names} == {"a04", "a05"}
     assert sorted(set(source.labels)) == [0, 1]
+
+
+def test_utkinect_label_files_are_skipped_not_failed(shared_data):
+    from training.preparation.pipeline import DomainReport, select_refs
+    from training.preparation.tasks import DomainSpec
+
+    domain = DomainSpec(dataset="files", paths=("utkinect_action3d",), format="utkinect",
+                        layout="kinect20")
+    report = DomainReport(role="target")
+    refs = select_refs(domain, shared_data / "utkinect_action3d", shared_data, report, None)
+    assert refs and all(r.path.name.startswith("joints_") for r in refs)
+    assert report.skipped["UTKinect action-label file (read for the segments)"] == 2

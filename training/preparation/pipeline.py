@@ -119,6 +119,11 @@ def select_refs(domain: DomainSpec, root: Path, raw: Path, report: DomainReport,
                                f"{', '.join(domain.file_list)}")
         report.filtered["not in " + found[0].name] += sum(r.name not in keep for r in refs)
         refs = [r for r in refs if r.name in keep]
+    if domain.format == "utkinect":  # its annotation files sit beside the joints files
+        labels = [r for r in refs if r.path.name.startswith("actionLabel")]
+        if labels:
+            report.skipped["UTKinect action-label file (read for the segments)"] += len(labels)
+            refs = [r for r in refs if not r.path.name.startswith("actionLabel")]
     skip, skip_files = _listed(domain.skip_lists, raw)
     for ref in refs:
         if ref.name in skip:
