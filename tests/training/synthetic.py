@@ -6,7 +6,7 @@ layout's joints plus a class-specific oscillation (its own amplitude per joint a
 frequency) with a random phase, length, body size and noise, in metres. They go through the real
 :func:`codt_deploy.preprocess.preprocess` into every layout a split needs, exactly like read files
 (joint mapping, centring, resampling to T, shoulder alignment), so the arrays are valid model
-input; labels, names and ``task.json`` follow ``training.prepare_build``. Same arguments, same
+input; labels, names and ``task.json`` follow ``training.preparation.builder``. Same arguments, same
 bytes.
 """
 
@@ -21,7 +21,7 @@ from codt_deploy.layouts import get_layout
 from codt_deploy.preprocess import PreprocessConfig, preprocess
 from codt_deploy.sequence import PoseSequence
 
-SCHEMA = 1  # training.datasets.SCHEMA
+from training.preparation.prepared import SCHEMA  # noqa: E402  (one schema number)
 
 
 def _clips(rng: np.random.Generator, labels: np.ndarray, motions: list[tuple[np.ndarray, float]],

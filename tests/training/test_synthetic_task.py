@@ -7,7 +7,7 @@ import numpy as np
 
 from codt_deploy.layouts import get_layout
 from tests.training.synthetic import write_synthetic_task
-from training.datasets import load_split, load_task
+from training.preparation.prepared import load_split, load_task
 
 
 def test_the_synthetic_task_reads_like_a_prepared_one(synthetic_task_dir):
