@@ -21,7 +21,7 @@ from codt_deploy.layouts import get_layout
 from codt_deploy.preprocess import PreprocessConfig, preprocess
 from codt_deploy.sequence import PoseSequence
 
-from training.preparation.prepared import SCHEMA  # noqa: E402  (one schema number)
+from training.preparation.prepared import SCHEMA
 
 
 def _clips(rng: np.random.Generator, labels: np.ndarray, motions: list[tuple[np.ndarray, float]],
