@@ -26,13 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.baselines import flattened_poses  # noqa: E402
-from training.checkpoint import checkpoint_dir, load_checkpoint, restore  # noqa: E402
 from training.clustering import spectral_labels, spherical_kmeans  # noqa: E402
-from training.config import from_dict, task_dir  # noqa: E402
+from training.config import from_dict, task_dir, to_dict  # noqa: E402
 from training.data import load_task_data  # noqa: E402
 from training.engine import embed_split  # noqa: E402
 from training.metrics import cluster_metrics  # noqa: E402
-from training.model import build_model  # noqa: E402
+from training.export import load_run  # noqa: E402
 from training.refit import refit_heads  # noqa: E402
 
 
@@ -59,19 +58,16 @@ def main(argv=None) -> int:
     from sklearn.cluster import AgglomerativeClustering
 
     torch.set_num_threads(1)
-    payload = load_checkpoint(checkpoint_dir(args.run_dir) / f"{args.checkpoint}.pt")
-    config = from_dict(payload["config"])
+    config, _, model, _ = load_run(args.run_dir, f"{args.checkpoint}.pt")
+    trained = {name: value.clone() for name, value in model.state_dict().items()}
     data = load_task_data(task_dir(config), config)
-    model = build_model(shared_layout=data.shared_layout, specific_layout=data.specific_layout,
-                        in_channels=data.in_channels, num_source_classes=data.num_source_classes,
-                        num_clusters=data.num_clusters, **config.model.network_options)
-    restore(payload, model=model)
     device = torch.device("cpu")
     labels = data.target_eval_specific.labels
     k = data.num_clusters
     raw = flattened_poses(data.target_eval_specific.data)  # (N, C·T·V·M)
-    feats = {b: F.normalize(embed_split(model, b, s, config, device)[0], dim=1).numpy()
-             for b, s in (("shared", data.target_eval_shared), ("specific", data.target_eval_specific))}
+    embedded = {b: embed_split(model, b, getattr(data, f"target_eval_{b}"), config, device)
+                for b in ("shared", "specific")}  # (features (N, 256), logits (N, K)) per branch
+    feats = {b: F.normalize(features, dim=1).numpy() for b, (features, _) in embedded.items()}
     rows: list[tuple[str, str]] = []
     for name, space in (("raw", raw), ("B1", feats["specific"]), ("B0", feats["shared"])):
         rows.append((f"10-NN purity {name}", f"{knn_purity(space, labels):.1f}"))
@@ -87,14 +83,15 @@ def main(argv=None) -> int:
                         ("B0 + B1", [feats["shared"], feats["specific"]])):
         sp = [cluster_metrics(labels, spectral_labels(views, k, seed=s)) for s in range(args.seeds)]
         rows.append((f"spectral {name}", _mean(sp)))
-    head = embed_split(model, "specific", data.target_eval_specific, config, device)[1].argmax(1).numpy()
+    head = embedded["specific"][1].argmax(1).numpy()
     rows.append(("B1 head", _mean([cluster_metrics(labels, head)])))
+    train_rows = flattened_poses(data.target_train_specific.data)  # (N_train, C·T·V·M)
+    values = to_dict(config)
     for raw_graph in (True, False):  # §15.10 as training.run applies it after the last epoch
-        refit_config = from_dict({**payload["config"], "decisions": {
-            **payload["config"]["decisions"], "refit_heads": True, "refit_raw_graph": raw_graph}})
-        restore(payload, model=model)
-        record = refit_heads(model, data, refit_config, device,
-                             flattened_poses(data.target_train_specific.data))
+        refit_config = from_dict({**values, "decisions": {
+            **values["decisions"], "refit_heads": True, "refit_raw_graph": raw_graph}})
+        model.load_state_dict(trained)  # each refit starts from the trained heads
+        record = refit_heads(model, data, refit_config, device, train_rows)
         for branch, name in (("specific", "B1"), ("shared", "B0")):
             pred = embed_split(model, branch, getattr(data, f"target_eval_{branch}"), config,
                                device)[1].argmax(1).numpy()

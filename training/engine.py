@@ -362,11 +362,10 @@ def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndar
 
 @torch.no_grad()
 def anchor_partition(views: list[torch.Tensor | np.ndarray], raw_rows: np.ndarray | None,
-                     config: TrainConfig, k: int, seed: int) -> np.ndarray:
-    """§15.4: spectral labels (N,) of the summed kNN graphs of the feature ``views`` (each
-    (N, D), L2-normalised here; weight ``anchors.feature_weight``) and, when given, of the raw
-    pose rows (N, C·T·V·M; weight 1)."""
-    weight = config.anchors.feature_weight
+                     weight: float, k: int, seed: int) -> np.ndarray:
+    """§15.4, §15.10: spectral labels (N,) of the summed kNN graphs of the feature ``views`` (each
+    (N, D), L2-normalised here; graph weight ``weight``, e.g. ``anchors.feature_weight``) and,
+    when given, of the raw pose rows (N, C·T·V·M; weight 1)."""
     matrices = [F.normalize(torch.as_tensor(v).float(), dim=1).cpu().numpy()
                 for v in views] if weight > 0 else []  # a zero-weight graph is never built
     weights = [weight] * len(matrices)
@@ -392,8 +391,8 @@ def kmeans_init(model: CoDTModel, data: TrainingData, config: TrainConfig, devic
     anchors = None
     if config.anchors.mode == "spectral":  # §15.4: one partition initialises both heads
         anchors = torch.from_numpy(anchor_partition(
-            list(features.values()), raw_rows if config.anchors.raw_graph else None, config,
-            model.num_clusters, derive_seed(config.seed, 13)))
+            list(features.values()), raw_rows if config.anchors.raw_graph else None,
+            config.anchors.feature_weight, model.num_clusters, derive_seed(config.seed, 13)))
     for i, branch in enumerate(BRANCHES):
         points = F.normalize(features[branch], dim=1)  # (N, 256)
         centroids, labels = spherical_kmeans(points, model.num_clusters,

@@ -614,15 +614,15 @@ def nearest_source_classes(model: nn.Module, shared_poses: np.ndarray, clusters:
     return [str(source_classes[int(row.argmax())]) if row.sum() > 0 else "" for row in totals]
 
 
-def _load_run(run_dir: Path):
-    """(config, task info, CoDTModel with the final weights in eval mode, checkpoint path) of a
-    finished run."""
+def load_run(run_dir: Path, checkpoint: str | None = None):
+    """(config, task info, CoDTModel with the weights of ``checkpoint`` in eval mode, checkpoint
+    path) of a run; ``checkpoint`` is a file name in its checkpoints folder, default the final one."""
     from training.checkpoint import FINAL, checkpoint_dir, load_checkpoint, restore
     from training.config import from_dict, task_dir
     from training.preparation.prepared import load_task
     from training.model import build_model
 
-    path = checkpoint_dir(run_dir) / FINAL
+    path = checkpoint_dir(run_dir) / (checkpoint or FINAL)
     payload = load_checkpoint(path)
     config = from_dict(payload["config"], origin=str(path))
     task = load_task(task_dir(config))
@@ -642,7 +642,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
     from training.model import ClusterNet
 
     run_dir = Path(run_dir)
-    config, task, model, checkpoint = _load_run(run_dir)
+    config, task, model, checkpoint = load_run(run_dir)
     name = name or task.name
     ckpt_sha = sha256_file(checkpoint)
     eval_specific = load_split(task.folder, "target_eval", task.specific)

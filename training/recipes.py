@@ -94,7 +94,8 @@ def cpu_recipe(n_target_train: int, n_source: int, *, threads: int | None = None
         "anchors": {"mode": "spectral", "stage1": True, "raw_graph": True, "feature_weight": 0.0},
         "decisions": {"recalibrate_bn": True, "refit_heads": True, "refit_raw_graph": True},
         "eval": {"every": epochs_1 + epochs_2 + 1},
-        "runtime": {"device": "auto", "amp": fast_bf16() if bf16 is None else bf16, "threads": threads or os.cpu_count() or 1},
+        "runtime": {"device": "auto", "amp": fast_bf16() if bf16 is None else bf16,
+                    "threads": threads or os.cpu_count() or 1},
     }
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.clustering import spectral_labels, update_centroids
+from training.clustering import update_centroids
 from training.config import TrainConfig
 from training.data import TrainingData, derive_seed
 
@@ -53,12 +53,11 @@ def fit_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
 
 def refit_partition(features_b1: torch.Tensor, raw_rows: np.ndarray | None, k: int,
                     seed: int) -> np.ndarray:
-    """The §15.10 partition (N,) of the B1 features (N, 256) (L2-normalised here) and, when
-    given, the raw pose rows (N, C·T·V·M): spectral clustering of their summed kNN graphs."""
-    views = [F.normalize(features_b1.float(), dim=1).numpy()]
-    if raw_rows is not None:
-        views.append(raw_rows)
-    return spectral_labels(views, k, seed=seed % 2**31)
+    """The §15.10 partition (N,) of the B1 features (N, 256) and, when given, the raw pose rows
+    (N, C·T·V·M): the §15.4 graph partition with both graphs at weight 1."""
+    from training.engine import anchor_partition
+
+    return anchor_partition([features_b1], raw_rows, 1.0, k, seed)
 
 
 @torch.no_grad()
@@ -78,14 +77,12 @@ def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.de
                                               derive_seed(config.seed, 15)))
     record: dict[str, float] = {"refit/clusters": float(labels.unique().numel())}
     for branch in BRANCHES:
-        student, teacher = model.students()[branch], model.teachers()[branch]
         points = F.normalize(features[branch], dim=1)  # (N, 256)
         seeds = points[torch.arange(model.num_clusters) % len(points)]  # (K, 256) for empty ones
-        head = student.cluster_head
         model.init_cluster_heads(branch, update_centroids(points, labels, seeds).to(device))
-        head_cpu = head.to("cpu")
-        record[f"refit/{branch}/agreement"] = fit_head(head_cpu, features[branch], labels)
-        head.to(device)
-        teacher.cluster_head.load_state_dict(head.state_dict())
+        head = model.students()[branch].cluster_head
+        record[f"refit/{branch}/agreement"] = fit_head(head, features[branch].to(device),
+                                                       labels.to(device))
+        model.teachers()[branch].cluster_head.load_state_dict(head.state_dict())
     record["refit/time_s"] = time.perf_counter() - start
     return record

@@ -183,7 +183,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
         if config.decisions.recalibrate_bn and (_eval_due(config, epoch) or epoch == config.total_epochs):
             record.update(recalibrate_batchnorm(model, data, config, device))  # every rank alike
         if epoch == config.total_epochs and config.decisions.refit_heads:  # §15.10, every rank
-            rows = raw_rows if raw_rows is not None else flattened_poses(data.target_train_specific.data)
+            rows = raw_rows
+            if rows is None and config.decisions.refit_raw_graph:
+                rows = flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
             record.update(refit_heads(model, data, config, device, rows))
         if ctx.is_main and _eval_due(config, epoch):
             metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2
@@ -246,7 +248,8 @@ def anchor_labels(model, banks, config: TrainConfig, epoch: int, device: torch.d
     k = model.num_clusters
     with torch.no_grad():
         views = [banks[branch].read() for branch in ("shared", "specific")]
-        labels = anchor_partition(views, raw_rows, config, k, derive_seed(config.seed, 14))
+        labels = anchor_partition(views, raw_rows, config.anchors.feature_weight, k,
+                                  derive_seed(config.seed, 14))
         if previous is not None:
             reference = previous.cpu().numpy()
         else:

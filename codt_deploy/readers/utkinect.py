@@ -36,6 +36,12 @@ NUM_JOINTS = 20
 CLASSES = ("walk", "sitDown", "standUp", "pickUp", "carry", "throw", "push", "pull",
            "waveHands", "clapHands")
 LABEL_FILE = "actionLabel.txt"
+
+
+def is_label_file(name: str) -> bool:
+    """Whether a file name is one of the dataset's annotation files (``actionLabel.txt`` and its
+    variants such as ``actionLabel_modified.txt``), not a joints file."""
+    return name.startswith(LABEL_FILE.split(".")[0])
 _KEY = re.compile(r"s\d+_e\d+")
 _SEGMENT = re.compile(rb"^\s*(\w+)\s*:\s*(\S+)\s+(\S+)\s*$")
 

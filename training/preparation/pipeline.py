@@ -17,7 +17,7 @@ from pathlib import Path
 
 from codt_deploy.errors import CodtError
 from codt_deploy.labels import LabelTable, read_labels
-from codt_deploy.readers import read_poses
+from codt_deploy.readers import read_poses, utkinect
 from codt_deploy.sequence import PoseSequence
 from training.preparation import catalogue as cat
 from training.preparation.builder import TaskBuilder, channel_mode, default_layouts, finish_task
@@ -120,10 +120,10 @@ def select_refs(domain: DomainSpec, root: Path, raw: Path, report: DomainReport,
         report.filtered["not in " + found[0].name] += sum(r.name not in keep for r in refs)
         refs = [r for r in refs if r.name in keep]
     if domain.format == "utkinect":  # its annotation files sit beside the joints files
-        labels = [r for r in refs if r.path.name.startswith("actionLabel")]
+        labels = [r for r in refs if utkinect.is_label_file(r.path.name)]
         if labels:
             report.skipped["UTKinect action-label file (read for the segments)"] += len(labels)
-            refs = [r for r in refs if not r.path.name.startswith("actionLabel")]
+            refs = [r for r in refs if not utkinect.is_label_file(r.path.name)]
     skip, skip_files = _listed(domain.skip_lists, raw)
     for ref in refs:
         if ref.name in skip:
