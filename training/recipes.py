@@ -54,14 +54,16 @@ class CpuRecipe:
 
 def fast_bf16() -> bool:
     """Whether bfloat16 autocast speeds training up here: a CUDA device with bf16, or a CPU with
-    native bf16 (AVX-512 BF16 or AMX, what oneDNN reports). On a CPU without it (e.g. AVX2 only)
-    bf16 is emulated and a step was measured 11× slower than fp32 (AMD EPYC, AVX2)."""
+    bf16 instructions (AMX tiles or AVX-512 BF16). oneDNN also reports bf16 as *supported* on
+    plain AVX-512, where it is emulated; measured, one ``--recipe cpu`` step of 32 + 32 clips
+    (2 threads) took 3.39 s in bf16 against 1.80 s in fp32 (Intel Xeon, AVX-512 without BF16),
+    and 11.0 s against 1.0–1.3 s on an AMD EPYC with AVX2 only."""
     import torch
 
     if torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     except (AttributeError, RuntimeError):  # an older or a stripped build: stay in fp32
         return False
 

@@ -233,9 +233,15 @@ def test_cpu_recipe_uses_bf16_only_where_it_is_native(monkeypatch):
 
     assert cpu_recipe(557, 1484, bf16=False)["runtime"]["amp"] is False
     assert cpu_recipe(557, 1484, bf16=True)["runtime"]["amp"] is True
-    for native in (False, True):  # the default follows what oneDNN reports for this CPU
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda n=native: n,
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # the default follows the CPU's bf16 instructions (AMX tiles or AVX-512 BF16); plain AVX-512,
+    # where oneDNN emulates bf16 and calls it supported, stays in fp32
+    for amx, avx512_bf16, native in ((False, False, False), (True, False, True),
+                                     (False, True, True), (True, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v,
+                            raising=False)
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True,
                             raising=False)
         assert recipes.fast_bf16() is native
         assert cpu_recipe(557, 1484)["runtime"]["amp"] is native
