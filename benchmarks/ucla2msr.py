@@ -65,8 +65,10 @@ class Job:
 
 
 def _command(job: Job, task: str, extra: list[str]) -> list[str]:
+    # not --quiet: each run's log gets its epoch lines (losses, time, ETA; no progress bars off a
+    # terminal), which is how a long benchmark is watched
     command = [sys.executable, "-m", "training.run", "--task", task, "--run-dir", str(job.run_dir),
-               "--no-export", "-q"]
+               "--no-export"]
     if job.recipe:
         command += ["--recipe", job.recipe]
     for item in ["runtime.threads=1", *extra, *job.sets]:
