@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.provenance import git_sha
     from training.run import ensure_prepared
 
+    trained_at = git_sha() or "unknown"  # the code the runs train with (commits may land meanwhile)
     overrides = (SMOKE if args.smoke else []) + args.overrides
     config = resolve_config(task=args.task, overrides=overrides)
     task_dir = ensure_prepared(config, args.raw)
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"task": name, "task_arg": args.task, "recipe": RECIPE, "overrides": overrides,
                "variants": variants, "seeds": args.seeds, "jobs": args.jobs,
                "num_clusters": num_clusters, "n_eval": n_eval, "runs": runs,
-               "git_sha": git_sha() or "unknown", "total_min": (time.time() - start) / 60,
+               "git_sha": trained_at, "total_min": (time.time() - start) / 60,
                "machine": {**_machine(), "load_avg_end": list(os.getloadavg())},
                "table": [{**r, **{m: {"mean": r[m][0], "std": r[m][1]} for m in ("acc", "nmi", "ari")}}
                          for r in rows]}
