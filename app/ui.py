@@ -209,12 +209,12 @@ class AppHandlers:
         return self._outputs(batch, str(example.labels) if example.labels else None)
 
 
-def build_app(store: ModelStore, *, limits: UploadLimits = UploadLimits(),
+def build_app(store: ModelStore, *, limits: UploadLimits | None = None,
               examples: list[ExampleSet] | None = None,
               reader: Reader = default_reader) -> gr.Blocks:
     """The app's Blocks. Outputs, in order: state, summary, table, CSV, picker, skeleton, details,
     counts, PCA map, metrics, confusion, problems. ``reader`` reads one uploaded file's bytes."""
-    handlers = AppHandlers(store, limits, reader)
+    handlers = AppHandlers(store, limits or UploadLimits(), reader)
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:  # drop uploads after 1 h
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         state = gr.State(None)

@@ -465,13 +465,13 @@ def run_cli(args: list[str], model_dir: Path) -> dict:
         peak_tree = max(peak_tree, _tree_rss_mib(proc.pid))
         time.sleep(0.05)
     stderr = proc.stderr.read()
-    line = next((l for l in stderr.splitlines() if l.startswith("BENCH ")), None)
+    line = next((row for row in stderr.splitlines() if row.startswith("BENCH ")), None)
     if line is None:
         raise RuntimeError(f"codt-cluster failed: {stderr[-2000:]}")
     stats = json.loads(line[6:])
     stats.pop("child_rss_mib", None)
     stats["tree_rss_mib"] = peak_tree
-    summary = next((l for l in stderr.splitlines() if "sequences clustered" in l), "")
+    summary = next((row for row in stderr.splitlines() if "sequences clustered" in row), "")
     stats["summary"] = summary.strip()
     stats["sequences"] = int(summary.split(" files, ")[1].split()[0]) if summary else 0
     stats["seq_per_s"] = stats["sequences"] / stats["wall_s"]
@@ -550,9 +550,9 @@ def int8_comparison(model: str, task_dir: Path | None, recipe: str, threads: int
     the wall clock), fp32 and int8 interleaved. The twin is the shipped ``<model>-int8`` when
     there is one, else quantised here with ``recipe`` (written even below the agreement bar)."""
     from codt_deploy.models import available_models, resolve_model
-    from training.preparation.prepared import load_split
     from training.config import prepared_task_dir
     from training.export import INT8_RECIPES, int8_from_task, int8_parity
+    from training.preparation.prepared import load_split
 
     fp32 = resolve_model(model)
     folder = task_dir or prepared_task_dir(fp32.manifest.task)

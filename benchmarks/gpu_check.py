@@ -176,7 +176,7 @@ def onnxruntime_cuda(args: argparse.Namespace) -> dict:
               "seq_per_s": {}}
     for batch in THROUGHPUT_BATCHES:
         x = np.resize(poses, (batch, *poses.shape[1:]))
-        result["seq_per_s"][str(batch)] = batch / _seconds(lambda: gpu.predict(x), args.reps)
+        result["seq_per_s"][str(batch)] = batch / _seconds(lambda x=x: gpu.predict(x), args.reps)
     one = poses[:1]
     result["latency_b1_ms"] = 1e3 * _seconds(lambda: gpu.predict(one), 10 * args.reps)
     return result

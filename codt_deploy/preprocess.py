@@ -33,8 +33,8 @@ a 2-D pose has no depth to rotate about the vertical axis.
 The output is always finite: an all-zero sequence gives zeros. Non-finite input, and values beyond
 ±``MAX_ABS_VALUE`` (1e6: no metres, millimetres, pixels or scores come near it, while ±3e38, finite
 in float32, would overflow centring and rotation), are rejected with a
-:class:`~codt_deploy.errors.PoseFormatError` naming the file and the frame, so the file fails alone. Everything here is numpy, vectorised
-over frames, persons and joints.
+:class:`~codt_deploy.errors.PoseFormatError` naming the file and the frame, so the file fails alone.
+Everything here is numpy, vectorised over frames, persons and joints.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import math
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,8 +31,18 @@ from codt_deploy.metrics import cluster_balance, collapse_warning, hungarian
 from training import losses
 from training.clustering import sinkhorn, spectral_labels, spherical_kmeans, update_centroids
 from training.config import TrainConfig
-from training.data import STREAM_FILL, TrainBatch, TrainingData, TrainingDataError, TrainingSplit, chunks, \
-    derive_seed, generator, train_batches, weak_views
+from training.data import (
+    STREAM_FILL,
+    TrainBatch,
+    TrainingData,
+    TrainingDataError,
+    TrainingSplit,
+    chunks,
+    derive_seed,
+    generator,
+    train_batches,
+    weak_views,
+)
 from training.distributed import SINGLE, DistContext, all_gather_rows, average_gradients
 from training.memory import MemoryBank
 from training.metrics import cluster_metrics, kmeans_metrics

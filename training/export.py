@@ -455,8 +455,7 @@ def quantize_onnx(fp32_path: Path, calibration: np.ndarray, out_path: Path,
                   recipe: QuantRecipe) -> None:
     """Statically quantise ``fp32_path`` to QDQ (uint8 activations, int8 weights) into
     ``out_path``, calibrated on the real preprocessed samples ``calibration`` (N, C, T, V, M)."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -619,8 +618,8 @@ def load_run(run_dir: Path, checkpoint: str | None = None):
     path) of a run; ``checkpoint`` is a file name in its checkpoints folder, default the final one."""
     from training.checkpoint import FINAL, checkpoint_dir, load_checkpoint, restore
     from training.config import from_dict, task_dir
-    from training.preparation.prepared import load_task
     from training.model import build_model
+    from training.preparation.prepared import load_task
 
     path = checkpoint_dir(run_dir) / (checkpoint or FINAL)
     payload = load_checkpoint(path)
@@ -638,8 +637,8 @@ def load_run(run_dir: Path, checkpoint: str | None = None):
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exported",
                name: str | None = None, *, shared: bool = False) -> list[Exported]:
     """Export a finished run's CoDT-B1 (and with ``shared`` CoDT-B0 as ``<name>-shared``)."""
-    from training.preparation.prepared import load_split
     from training.model import ClusterNet
+    from training.preparation.prepared import load_split
 
     run_dir = Path(run_dir)
     config, task, model, checkpoint = load_run(run_dir)

@@ -345,7 +345,7 @@ class ClusterNet(nn.Module):
         return probabilities, embedding
 
     @classmethod
-    def from_codt(cls, model: CoDTModel, branch: Branch = "specific") -> "ClusterNet":
+    def from_codt(cls, model: CoDTModel, branch: Branch = "specific") -> ClusterNet:
         """Copy a student's encoder and cluster head (CoDT-B1 by default), in eval mode."""
         student = model.students()[_check_branch(branch)]
         net = cls(copy.deepcopy(student.encoder), copy.deepcopy(student.cluster_head))

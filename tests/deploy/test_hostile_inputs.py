@@ -46,9 +46,10 @@ def _good_folder(tmp_path: Path, n: int = 3) -> Path:
     return folder
 
 
-def _items(*args, limits=ArchiveLimits(), timeout=20.0):
+def _items(*args, limits=None, timeout=20.0):
     """``list(iter_inputs(args))`` in a thread, so a hang fails the test instead of freezing it."""
     box: list = []
+    limits = ArchiveLimits() if limits is None else limits
     worker = threading.Thread(target=lambda: box.append(list(iter_inputs(list(map(str, args)),
                                                                           limits))), daemon=True)
     worker.start()

@@ -94,9 +94,9 @@ def pyskl_pickles(ntu_dir: Path, shared_data: Path,
         kin_ann.append(_pyskl_annotation(s.name, s.label, xy.transpose(1, 0, 2, 3),
                                          s.data[..., 2].transpose(1, 0, 2), (256, 340)))
     paths = {}
-    for key, annotations in (("ntu", ntu_ann), ("kinetics", kin_ann)):
-        content = {"split": {"xsub_val": [a["frame_dir"] for a in annotations[:2]]},
-                   "annotations": annotations}
+    for key, annotated in (("ntu", ntu_ann), ("kinetics", kin_ann)):
+        content = {"split": {"xsub_val": [a["frame_dir"] for a in annotated[:2]]},
+                   "annotations": annotated}
         paths[key] = folder / f"{key}_pyskl.pkl"
         paths[key].write_bytes(pickle.dumps(content, protocol=4))
     return paths

@@ -7,8 +7,17 @@ import yaml
 from pydantic import ValidationError
 
 from training.config import (
-    TASKS, ConfigError, TrainConfig, apply_overrides, available_presets, from_dict, load_yaml, preset,
-    resolve_config, save_yaml, to_dict,
+    TASKS,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    available_presets,
+    from_dict,
+    load_yaml,
+    preset,
+    resolve_config,
+    save_yaml,
+    to_dict,
 )
 
 

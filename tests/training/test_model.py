@@ -9,8 +9,14 @@ import torch
 from codt_deploy.layouts import get_layout
 from training.augment import STRONG, WEAK, augment
 from training.clustering import sinkhorn
-from training.losses import (ccm_loss, contrastive_loss, ocm_loss, reconstruction_loss,
-                             reconstruction_target, supervised_loss)
+from training.losses import (
+    ccm_loss,
+    contrastive_loss,
+    ocm_loss,
+    reconstruction_loss,
+    reconstruction_target,
+    supervised_loss,
+)
 from training.memory import MemoryBank
 from training.model import ClusterNet, CoDTModel, build_model
 

@@ -225,8 +225,9 @@ def iter_items(domain: DomainSpec, refs: list[cat.SampleRef], raw: Path, report:
             report.failures.append((str(ref.path), str(err)))
             logger.warning("skipped %s: %s", ref.path, err)
             continue
+        keys_are_counted = ref.class_key is None
         yield ref, _select(items, domain, report, lambda item: item.key,
-                           count_keys=lambda item: ref.class_key is None)
+                           count_keys=lambda item, counted=keys_are_counted: counted)
 
 
 # ------------------------------------------------------------------------------ the driver

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from codt_deploy.errors import CodtError
 from codt_deploy.layouts import NeckSource, get_layout
 from codt_deploy.preprocess import ChannelMode, PreprocessConfig
-from training.preparation import catalogue as cat
 from training.mappings import deep_merge, read_data_file
+from training.preparation import catalogue as cat
 
 # ntu/pku/ucla/msr: the datasets' own files and names; skeletics/finegym: VIBE JSON in class
 # folders; kinetics: Kinetics-skeleton JSON (label inside); pyskl: an NTU RGB+D pyskl pickle;
