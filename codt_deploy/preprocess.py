@@ -155,7 +155,7 @@ def center_on_joint(data: np.ndarray, center: Sequence[int], coord_channels: int
     coords = data[..., :coord_channels]  # (T, M, V, Cc)
     idx = list(center)
     origin = coords[:, :, idx].mean(axis=2)  # (T, M, Cc)
-    center_ok = joint_present[:, :, idx].all(axis=2)  # (T, M)
+    center_ok = np.all(joint_present[:, :, idx], axis=2)  # (T, M)
     if not center_ok.all():
         n_present = joint_present.sum(axis=2)  # (T, M)
         present_mean = ((coords * joint_present[..., None]).sum(axis=2)

@@ -74,9 +74,9 @@ class ClusterActor:
         paths = batch.get("path", [f"item{i}" for i in range(len(batch["bytes"]))])
         parsed = [parse_item(InputItem(source=str(path), data=bytes(data), explicit=True),
                              self.parse_options) for path, data in zip(paths, batch["bytes"])]
-        readable = [p for p in parsed if p.samples is not None]
-        predictions = dict(zip(map(id, readable),
-                               predict_blocks(self.model, [p.samples for p in readable])
+        readable = [(p, p.samples) for p in parsed if p.samples is not None]
+        predictions = dict(zip((id(p) for p, _ in readable),
+                               predict_blocks(self.model, [samples for _, samples in readable])
                                if readable else []))
         dim = self.model.manifest.embedding_dim
         rows: list[dict[str, Any]] = []
