@@ -116,7 +116,9 @@ def cluster_files(paths: str | Sequence[str], model: str | os.PathLike = "defaul
         import ray.data
     except ImportError:
         raise ImportError("the Ray adapter needs Ray Data: pip install 'ray[data]'") from None
-    dataset = ray.data.read_binary_files(paths, include_paths=True)
+    # Ray takes a str or a list only: a tuple or other sequence raises ValueError there
+    dataset = ray.data.read_binary_files(paths if isinstance(paths, str) else list(paths),
+                                         include_paths=True)
     return dataset.map_batches(ClusterActor, concurrency=concurrency, batch_size=batch_size,
                                fn_constructor_kwargs={"model": model, **actor_options},
                                num_cpus=num_cpus)
