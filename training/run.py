@@ -110,6 +110,7 @@ def build(config: TrainConfig, data: TrainingData, device: torch.device, ctx: dd
     model = ddp.prepare_model(ctx, model.to(device), device_type=device.type,
                               sync_batchnorm=config.runtime.sync_batchnorm)
     o = config.optim
+    optimizer: torch.optim.Optimizer
     if o.optimizer == "adamw":  # §15.6: converges in far fewer steps than SGD on a CPU budget
         optimizer = torch.optim.AdamW(model.student_parameters(), lr=o.lr_stage1,
                                       weight_decay=o.weight_decay)

@@ -244,7 +244,7 @@ _PRESETS: dict[str, dict] = {
 TASKS = tuple(_PRESETS)
 
 # Named target splits a preset accepts (--target-split), besides its default.
-_NAMED_SPLITS = {
+_NAMED_SPLITS: dict[str, dict[str, dict[str, Any]]] = {
     "ucla2msr": {"all": {"mode": "all"},
                  "cross_subject": {"mode": "subjects", "train": (1, 3, 5, 7, 9)}},
     "ntu2pku": {"cross_subject": _pku_split("cross-subject"),
