@@ -65,7 +65,7 @@ def openpose_from_kinetics(kinetics_clip: Path, tmp_path_factory: pytest.TempPat
     return folder
 
 
-def _pyskl_annotation(name: str, label: int, keypoint: np.ndarray,
+def _pyskl_annotation(name: str, label: int | None, keypoint: np.ndarray,
                       score: np.ndarray | None, img_shape: tuple[int, int]) -> dict:
     ann = {"frame_dir": name, "label": label, "img_shape": img_shape,
            "original_shape": img_shape, "total_frames": keypoint.shape[1],
