@@ -51,8 +51,8 @@ from codt_deploy.layouts import JointMap, NeckSource, get_layout, joint_map
 from codt_deploy.sequence import PoseSequence
 
 ChannelMode = Literal["xyz", "xy_score"]
-CHANNEL_NAMES: dict[str, tuple[str, ...]] = {"xyz": ("x", "y", "z"),
-                                              "xy_score": ("x", "y", "score")}
+CHANNEL_NAMES: dict[ChannelMode, tuple[str, ...]] = {"xyz": ("x", "y", "z"),
+                                                      "xy_score": ("x", "y", "score")}
 _ALIGN_EPS = 1e-4  # METHOD §2 step 4: θ = arccos(v_x / (‖v‖ + 1e-4))
 MAX_ABS_VALUE = 1e6  # larger input values are refused (see the module docstring)
 
@@ -61,7 +61,7 @@ def mode_of_channels(channels: Sequence[str]) -> ChannelMode | None:
     """The channel mode whose names are ``channels`` (e.g. ``("x", "y", "z")`` is "xyz"), else None."""
     for mode, names in CHANNEL_NAMES.items():
         if tuple(channels) == names:
-            return mode  # type: ignore[return-value]
+            return mode
     return None
 
 
