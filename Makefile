@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_CPU ?= torch==2.13.0
 OUT ?= artifacts
 
-.PHONY: run test test-fast install install-runtime install-dev app benchmark prepare train clean
+.PHONY: run test test-fast lint install install-runtime install-dev app benchmark prepare train clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: $(VENV)/.dev
 
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -m "not slow and not browser and not ddp"
+
+## Lint and type-check the whole tree (CI runs this before the tests; settings in pyproject.toml).
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 app: $(VENV)/.dev
 	$(PY) -m app

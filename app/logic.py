@@ -21,6 +21,7 @@ import numpy as np
 
 from codt_deploy.errors import CodtError
 from codt_deploy.labels import read_labels
+from codt_deploy.models import Manifest
 from codt_deploy.sequence import PoseSequence
 
 from .uploads import FileProblem, ParsedUploads, error_reason
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 class Predictor(Protocol):
     """What the app needs of :class:`codt_deploy.infer.ClusterModel`."""
 
-    manifest: object
+    @property
+    def manifest(self) -> Manifest: ...
 
     def predict_sequences(self, sequences: Sequence[PoseSequence]): ...
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -166,7 +167,7 @@ def skeleton_figure(seq: PoseSequence, *, title: str = "", colour: str = PALETTE
     edges = get_layout(seq.layout).edges
     coords = display_coordinates(seq)  # (T, M, V, D)
     shown = frame_indices(seq.num_frames, max_frames)
-    frames = [dict(name=str(int(t)), data=_frame_traces(coords[t], edges),
+    frames: list[dict[str, Any]] = [dict(name=str(int(t)), data=_frame_traces(coords[t], edges),
                    traces=list(range(2 * seq.num_persons))) for t in shown]
     labels = [f"{int(t) + 1}/{seq.num_frames}" for t in shown]
     figure = go.Figure(_base_traces(frames[0]["data"], seq.num_persons, colour, seq.is_3d))
@@ -187,14 +188,14 @@ def pca_figure(points: np.ndarray, clusters: Sequence[int], hover: Sequence[str]
     Each point's ``customdata`` is its row index in the batch, so a click can select it.
     """
     points = np.asarray(points, np.float64)
-    clusters = np.asarray(clusters, np.int64)
+    labels = np.asarray(clusters, np.int64)
     figure = go.Figure()
-    for cluster in np.unique(clusters):
-        rows = np.flatnonzero(clusters == cluster)
+    for cluster in np.unique(labels):
+        rows = np.flatnonzero(labels == cluster)
         name = cluster_label(int(cluster), cluster_names)
         figure.add_trace(go.Scatter(
             x=points[rows, 0], y=points[rows, 1], mode="markers", name=name,
-            customdata=rows, text=[hover[i] for i in rows],
+            customdata=rows, text=[hover[int(i)] for i in rows],
             hovertemplate="%{text}<extra>" + name + "</extra>",
             marker=dict(color=cluster_colour(int(cluster)), size=9, line=dict(color="white",
                                                                                width=0.5))))

@@ -209,11 +209,12 @@ class AppHandlers:
         return self._outputs(batch, str(example.labels) if example.labels else None)
 
 
-def build_app(store: ModelStore, *, limits: UploadLimits = UploadLimits(),
+def build_app(store: ModelStore, *, limits: UploadLimits | None = None,
               examples: list[ExampleSet] | None = None,
               reader: Reader = default_reader) -> gr.Blocks:
     """The app's Blocks. Outputs, in order: state, summary, table, CSV, picker, skeleton, details,
     counts, PCA map, metrics, confusion, problems. ``reader`` reads one uploaded file's bytes."""
+    limits = limits or UploadLimits()
     handlers = AppHandlers(store, limits, reader)
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:  # drop uploads after 1 h
         gr.Markdown(f"# {TITLE}\n{INTRO}")
@@ -253,14 +254,16 @@ def build_app(store: ModelStore, *, limits: UploadLimits = UploadLimits(),
                                         label="Files that could not be used")
         outputs = [state, summary, table, csv_file, picker, skeleton, details, counts, pca,
                    metrics, confusion, problems]
+        # api_name=False keeps an event off the API in every supported Gradio; Gradio 6 still takes
+        # it but types api_name as str | None only, hence the arg-type ignores.
         model_choice.change(lambda choice: model_markdown(store, choice), [model_choice],
-                            [model_info], api_name=False)
+                            [model_info], api_name=False)  # type: ignore[arg-type]
         run.click(handlers.analyse, [files, labels_file, model_choice], outputs,
                   api_name="analyse")
         for button, example in example_buttons:
             button.click(lambda choice, ex=example: handlers.run_example(ex, choice),
-                         [model_choice], outputs, api_name=False)
+                         [model_choice], outputs, api_name=False)  # type: ignore[arg-type]
         picker.change(handlers.show_sequence, [picker, state], [skeleton, details],
                       api_name="show_sequence")
-        table.select(handlers.select_row, [state], [picker], api_name=False)
+        table.select(handlers.select_row, [state], [picker], api_name=False)  # type: ignore[arg-type]
     return demo

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from codt_deploy.errors import CodtError, PoseFormatError
@@ -82,6 +83,7 @@ class _Member:
         """At most ``limit + 1`` bytes, so an over-size file is seen without reading it all."""
         if self.data is not None:
             return self.data[:limit + 1]
+        assert self.path is not None  # a member holds either bytes or a path
         with open(self.path, "rb") as handle:
             return handle.read(limit + 1)
 
@@ -112,6 +114,7 @@ def _archive_members(path: Path, limits: UploadLimits, problems: list[FileProble
         elif _is_pickle(item.member):
             problems.append(FileProblem(name, PICKLE_REFUSAL))
         else:
+            assert item.data is not None  # iter_archive reads every member it does not refuse
             yield _Member(name, len(item.data), data=item.data)
 
 
@@ -200,6 +203,15 @@ def default_reader(name: str, data: bytes) -> list[PoseSequence]:
     return read_bytes(name, data)
 
 
+def _read_member(reader: Reader, member: _Member, limits: UploadLimits) -> list[PoseSequence]:
+    return reader(member.name, _member_bytes(member, limits))
+
+
+def _read_frame_group(frames_reader: FramesReader, frames: list[_Member], source: str,
+                      limits: UploadLimits) -> list[PoseSequence]:
+    return frames_reader([(f.name, _member_bytes(f, limits)) for f in frames], source)
+
+
 def _add(parsed: ParsedUploads, source: str, read: Callable[[], list[PoseSequence]],
          limits: UploadLimits) -> None:
     """Run one read; its sequences join the batch, its failure becomes a problem row."""
@@ -239,12 +251,11 @@ def parse_uploads(paths: Iterable[str | os.PathLike], *, limits: UploadLimits = 
         if group is not None:
             frame_groups.setdefault(group, []).append(member)
             continue
-        _add(parsed, member.name, lambda m=member: reader(m.name, _member_bytes(m, limits)),
-             limits)
+        _add(parsed, member.name, partial(_read_member, reader, member, limits), limits)
     for group, frames in frame_groups.items():
         source = group or "uploaded OpenPose frames"
-        _add(parsed, source, lambda s=source, fs=frames: frames_reader(
-            [(f.name, _member_bytes(f, limits)) for f in fs], s), limits)
+        _add(parsed, source, partial(_read_frame_group, frames_reader, frames, source, limits),
+             limits)
     log.info("read %d sequences from %d files, %d problems", len(parsed.sequences),
              len(members), len(parsed.problems))
     return parsed

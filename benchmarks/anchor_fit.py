@@ -30,8 +30,8 @@ from training.augment import WEAK, augment  # noqa: E402
 from training.baselines import flattened_poses  # noqa: E402
 from training.clustering import spectral_labels  # noqa: E402
 from training.config import prepared_task_dir  # noqa: E402
-from training.preparation.prepared import load_split, load_task  # noqa: E402
 from training.metrics import cluster_metrics, kmeans_metrics  # noqa: E402
+from training.preparation.prepared import load_split, load_task  # noqa: E402
 from training.stgcn import STGCN  # noqa: E402
 
 

@@ -252,9 +252,9 @@ def sgemm_rates(n: int, threads: int) -> dict:
 def measure_peak(threads: int) -> dict:
     """The fp32 FMA peak, directly (compiled loop) and as the best sgemm, on 1 and ``threads``."""
     with tempfile.TemporaryDirectory(prefix="codt-fma-") as tmp:
-        loops = [fma_peak(isa, Path(tmp), t) for isa in _FMA_ISAS for t in sorted({1, threads})]
+        found = [fma_peak(isa, Path(tmp), t) for isa in _FMA_ISAS for t in sorted({1, threads})]
     sgemm = [sgemm_rates(n, t) for n in (1024, 2048, 4096) for t in sorted({1, threads})]
-    loops = [loop for loop in loops if loop is not None]
+    loops = [loop for loop in found if loop is not None]
     one_core = [max(loop["per_thread_cpu_gflops"]) for loop in loops if loop["threads"] == 1]
     best_sgemm_1t = max(max(s["torch_mm"], s["ort_mlas_matmul"]) for s in sgemm
                         if s["threads"] == 1)
@@ -284,7 +284,7 @@ def analytic_macs(v: int, m: int, k: int, t: int = 50, in_channels: int = 3) -> 
     subsets = 3
     parts = {"graph_matmul": 0, "graph_conv": 0, "temporal_conv": 0, "residual_conv": 0}
     for i, (c_in, c_out, stride) in enumerate(_BLOCKS):
-        c_in = in_channels if i == 0 else c_in
+        c_in = in_channels if c_in is None else c_in  # None: block 1 takes the input's channels
         t_out = -(-t // stride)
         parts["graph_matmul"] += c_in * t * v * subsets * v
         parts["graph_conv"] += c_out * t * v * subsets * c_in
@@ -464,14 +464,15 @@ def run_cli(args: list[str], model_dir: Path) -> dict:
     while proc.poll() is None:
         peak_tree = max(peak_tree, _tree_rss_mib(proc.pid))
         time.sleep(0.05)
+    assert proc.stderr is not None  # stderr=PIPE
     stderr = proc.stderr.read()
-    line = next((l for l in stderr.splitlines() if l.startswith("BENCH ")), None)
+    line = next((row for row in stderr.splitlines() if row.startswith("BENCH ")), None)
     if line is None:
         raise RuntimeError(f"codt-cluster failed: {stderr[-2000:]}")
     stats = json.loads(line[6:])
     stats.pop("child_rss_mib", None)
     stats["tree_rss_mib"] = peak_tree
-    summary = next((l for l in stderr.splitlines() if "sequences clustered" in l), "")
+    summary = next((row for row in stderr.splitlines() if "sequences clustered" in row), "")
     stats["summary"] = summary.strip()
     stats["sequences"] = int(summary.split(" files, ")[1].split()[0]) if summary else 0
     stats["seq_per_s"] = stats["sequences"] / stats["wall_s"]
@@ -550,9 +551,9 @@ def int8_comparison(model: str, task_dir: Path | None, recipe: str, threads: int
     the wall clock), fp32 and int8 interleaved. The twin is the shipped ``<model>-int8`` when
     there is one, else quantised here with ``recipe`` (written even below the agreement bar)."""
     from codt_deploy.models import available_models, resolve_model
-    from training.preparation.prepared import load_split
     from training.config import prepared_task_dir
     from training.export import INT8_RECIPES, int8_from_task, int8_parity
+    from training.preparation.prepared import load_split
 
     fp32 = resolve_model(model)
     folder = task_dir or prepared_task_dir(fp32.manifest.task)
@@ -568,9 +569,10 @@ def int8_comparison(model: str, task_dir: Path | None, recipe: str, threads: int
     paths = {"fp32": fp32.onnx_path, "int8": int8.onnx_path}
     speed = [model_rates(paths, poses, b, t, reps) for t in sorted({1, threads})
              for b in (1, 32, 128)]
+    quantization = int8.manifest.quantization
+    assert quantization is not None  # an int8 model's manifest records its recipe
     return {"model": fp32.name, "int8_model": int8.name, "shipped_twin": shipped,
-            "recipe": int8.manifest.quantization["recipe"],
-            "qualified": int8.manifest.quantization["qualified"],
+            "recipe": quantization["recipe"], "qualified": quantization["qualified"],
             "eval_clips": int(len(poses)), "parity": parity.as_dict(),
             "size_bytes": {"fp32": fp32.onnx_path.stat().st_size,
                            "int8": int8.onnx_path.stat().st_size},

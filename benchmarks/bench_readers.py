@@ -26,7 +26,9 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +81,7 @@ def dict_per_joint_ntu(data: bytes) -> np.ndarray:
     for _ in range(int(next(stream))):
         bodies = []
         for _ in range(int(next(stream))):
-            body = dict(zip(body_keys, (float(v) for v in next(stream).split())))
+            body: dict[str, Any] = dict(zip(body_keys, (float(v) for v in next(stream).split())))
             body["jointInfo"] = [dict(zip(joint_keys, (float(v) for v in next(stream).split())))
                                  for _ in range(int(next(stream)))]
             bodies.append(body)
@@ -92,14 +94,14 @@ def dict_per_joint_ntu(data: bytes) -> np.ndarray:
     return out
 
 
-def timed(work: Callable[[], None], reps: int) -> float:
+def timed(work: Callable[[], object], reps: int) -> float:
     start = time.perf_counter()
     for _ in range(reps):
         work()
     return time.perf_counter() - start
 
 
-def reps_for(work: Callable[[], None], min_seconds: float, tries: int = 5) -> int:
+def reps_for(work: Callable[[], object], min_seconds: float, tries: int = 5) -> int:
     """Repetitions of ``work`` that take at least ``min_seconds``, from its fastest single run
     (so that a calibration slowed down by other processes does not shrink the samples)."""
     fastest = min(timed(work, 1) for _ in range(tries))
@@ -111,6 +113,10 @@ def rate(files_per_rep: int, bytes_per_rep: int, reps: int, times: list) -> dict
     return {"files_per_s": files_per_rep * reps / seconds,
             "mb_per_s": bytes_per_rep * reps / seconds / 1e6,
             "median_sample_s": seconds, "reps_per_sample": reps, "samples_s": times}
+
+
+def _read_all(reader: Callable[[bytes], object], blobs: list[bytes]) -> list[object]:
+    return [reader(b) for b in blobs]
 
 
 NTU_READERS = {
@@ -131,7 +137,7 @@ def bench_ntu(folder: Path, min_seconds: float, samples: int, seed: int = 0) -> 
         np.testing.assert_array_equal(ours.data, theirs[:, order])
         reference = dict_per_joint_ntu(blob)
         np.testing.assert_array_equal(reference[:, :theirs.shape[1]], theirs[:, :2])
-    work = {name: (lambda r=reader: [r(b) for b in blobs]) for name, reader in NTU_READERS.items()}
+    work = {name: partial(_read_all, reader, blobs) for name, reader in NTU_READERS.items()}
     reps = {name: reps_for(w, min_seconds) for name, w in work.items()}
     times: dict[str, list[float]] = {name: [] for name in work}
     rng = random.Random(seed)

@@ -30,8 +30,8 @@ from training.clustering import spectral_labels, spherical_kmeans  # noqa: E402
 from training.config import from_dict, task_dir, to_dict  # noqa: E402
 from training.data import load_task_data  # noqa: E402
 from training.engine import embed_split  # noqa: E402
-from training.metrics import cluster_metrics  # noqa: E402
 from training.export import load_run  # noqa: E402
+from training.metrics import cluster_metrics  # noqa: E402
 from training.refit import refit_heads  # noqa: E402
 
 

@@ -34,8 +34,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from codt_deploy.models import ResolvedModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -131,7 +135,7 @@ def fallback_message(available: list[str], used: list[str] | None = None) -> str
     return None
 
 
-def eval_clips(model: str, task_dir: Path | None) -> tuple[object, np.ndarray]:
+def eval_clips(model: str, task_dir: Path | None) -> tuple[ResolvedModel, np.ndarray]:
     """(the resolved model, the task's eval clips in its layout)."""
     from codt_deploy.models import resolve_model
 
@@ -176,7 +180,7 @@ def onnxruntime_cuda(args: argparse.Namespace) -> dict:
               "seq_per_s": {}}
     for batch in THROUGHPUT_BATCHES:
         x = np.resize(poses, (batch, *poses.shape[1:]))
-        result["seq_per_s"][str(batch)] = batch / _seconds(lambda: gpu.predict(x), args.reps)
+        result["seq_per_s"][str(batch)] = batch / _seconds(lambda x=x: gpu.predict(x), args.reps)
     one = poses[:1]
     result["latency_b1_ms"] = 1e3 * _seconds(lambda: gpu.predict(one), 10 * args.reps)
     return result

@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO_ROOT))
 from training.baselines import flattened_poses  # noqa: E402
 from training.clustering import spectral_labels  # noqa: E402
 from training.config import prepared_task_dir  # noqa: E402
-from training.preparation.prepared import load_split, load_task  # noqa: E402
 from training.metrics import cluster_metrics  # noqa: E402
+from training.preparation.prepared import load_split, load_task  # noqa: E402
 
 
 def temporal_pyramid(poses: np.ndarray) -> np.ndarray:
@@ -47,7 +47,8 @@ def joint_distances(poses: np.ndarray) -> np.ndarray:
 def descriptors(poses: np.ndarray) -> dict[str, list[np.ndarray]]:
     """Name → views (each (N, D), unit rows); several views mean the sum of their kNN graphs."""
     velocity = np.diff(poses, axis=2)  # (N, C, T−1, V, M)
-    raw, vel, dist = flattened_poses(poses), flattened_poses(velocity), flattened_poses(joint_distances(poses))
+    raw, vel = flattened_poses(poses), flattened_poses(velocity)
+    dist = flattened_poses(joint_distances(poses))
     moments = np.concatenate([poses.mean(axis=2).reshape(len(poses), -1),
                               poses.std(axis=2).reshape(len(poses), -1)], axis=1)
     return {"raw poses (the baseline)": [raw], "velocities": [vel],

@@ -81,10 +81,12 @@ def _command(job: Job, task: str, extra: list[str]) -> list[str]:
 def run_jobs(jobs: list[Job], task: str, extra: list[str], parallel: int) -> None:
     """Run jobs as subprocesses, at most ``parallel`` at once, stage-1 runs first."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    pending, running = list(jobs), []
+    pending = list(jobs)
+    running: list[Job] = []
     done: dict[str, Job] = {}
     while pending or running:
         for job in list(running):
+            assert job.process is not None  # set when the job started
             if job.process.poll() is not None:
                 job.returncode, job.wall_s = job.process.returncode, time.time() - job.started
                 running.remove(job)
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in baselines:
         print(f"{row['method']}: ACC {row['acc'][0]:.1f} NMI {row['nmi'][0]:.1f} "
               f"ARI {row['ari'][0]:.1f}", flush=True)
-    variants = {} if args.no_recipe else {"recipe": []}
+    variants: dict[str, list[str]] = {} if args.no_recipe else {"recipe": []}
     variants.update(dict(args.variant))
     if args.paper:
         variants["paper"] = PAPER

@@ -6,7 +6,7 @@ They raise ``ArgumentTypeError`` (argparse hides a ``ValueError``'s message) nam
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 
 def int_in_range(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -9,12 +9,16 @@ scikit-learn. NMI is the arithmetic-mean normalisation of scikit-learn's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TypeAlias
 
 import numpy as np
 
+# One label per sample: a list, a tuple or a 1-D numpy array.
+Labels: TypeAlias = "Sequence | np.ndarray"
 
-def contingency(labels_true: Sequence, labels_pred: Sequence) -> np.ndarray:
+
+def contingency(labels_true: Labels, labels_pred: Labels) -> np.ndarray:
     """The (n_classes, n_clusters) count matrix; raises ValueError on length mismatch or no data."""
     true = np.asarray(labels_true)
     pred = np.asarray(labels_pred)
@@ -83,7 +87,7 @@ def hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64))
 
 
-def cluster_acc(labels_true: Sequence, labels_pred: Sequence) -> float:
+def cluster_acc(labels_true: Labels, labels_pred: Labels) -> float:
     """Best one-to-one cluster-to-class matching accuracy (Hungarian on the contingency matrix)."""
     table = contingency(labels_true, labels_pred)
     rows, cols = _assignment(-table)
@@ -95,7 +99,7 @@ def _entropy(counts: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def nmi(labels_true: Sequence, labels_pred: Sequence) -> float:
+def nmi(labels_true: Labels, labels_pred: Labels) -> float:
     """Normalised mutual information, arithmetic mean of the two entropies (sklearn's default)."""
     table = contingency(labels_true, labels_pred).astype(np.float64)
     total = table.sum()
@@ -110,7 +114,7 @@ def nmi(labels_true: Sequence, labels_pred: Sequence) -> float:
     return 0.0 if denom == 0.0 else max(mutual, 0.0) / denom
 
 
-def ari(labels_true: Sequence, labels_pred: Sequence) -> float:
+def ari(labels_true: Labels, labels_pred: Labels) -> float:
     """Adjusted Rand index (Hubert and Arabie), as scikit-learn's ``adjusted_rand_score``."""
     table = contingency(labels_true, labels_pred).astype(np.float64)
     n = table.sum()
@@ -127,7 +131,7 @@ def ari(labels_true: Sequence, labels_pred: Sequence) -> float:
     return float((sum_cells - expected) / (maximum - expected))
 
 
-def evaluate(labels_true: Sequence, labels_pred: Sequence) -> dict[str, float]:
+def evaluate(labels_true: Labels, labels_pred: Labels) -> dict[str, float]:
     """``{"acc", "nmi", "ari", "n"}``: the three METHOD.md §10 metrics as fractions."""
     return {"acc": cluster_acc(labels_true, labels_pred), "nmi": nmi(labels_true, labels_pred),
             "ari": ari(labels_true, labels_pred), "n": int(len(labels_true))}
@@ -139,14 +143,14 @@ COLLAPSE_LARGEST_SHARE = 0.5
 COLLAPSE_MIN_USED_SHARE = 0.5
 
 
-def cluster_balance(labels_pred: Sequence, num_clusters: int) -> dict[str, float]:
+def cluster_balance(labels_pred: Labels, num_clusters: int) -> dict[str, float]:
     """Label-free health of a clustering: ``clusters_used`` (of K), ``largest_share`` (fraction in
     the biggest cluster) and ``collapsed`` (1.0 past the thresholds above, else 0.0)."""
     _, counts = np.unique(np.asarray(labels_pred), return_counts=True)
     return balance_of_counts(counts, num_clusters)
 
 
-def balance_of_counts(counts: Sequence[int], num_clusters: int) -> dict[str, float]:
+def balance_of_counts(counts: Iterable[int], num_clusters: int) -> dict[str, float]:
     """:func:`cluster_balance` from the member counts of the non-empty clusters."""
     sizes = np.asarray([c for c in counts if c > 0], dtype=np.int64)
     total = int(sizes.sum())

@@ -75,6 +75,7 @@ def _detect(item: InputItem, options: ParseOptions) -> str | None:
     if item.data is not None:
         head = item.data[:_HEAD_BYTES]
     else:
+        assert item.path is not None  # an item without data is a file on disk
         with open(item.path, "rb") as handle:
             head = handle.read(_HEAD_BYTES)
     try:
@@ -93,8 +94,8 @@ class _Undetected(Exception):
 def parse_item(item: InputItem, options: ParseOptions) -> ParsedFile:
     """Read one input and preprocess every sequence in it; every failure, of whatever type,
     becomes ``ParsedFile.error`` (this is the per-item isolation boundary)."""
-    def failed(**reason: str) -> ParsedFile:
-        return ParsedFile(item.key, item.source, item.member, item.label, **reason)
+    def failed(*, error: str | None = None, skip: str | None = None) -> ParsedFile:
+        return ParsedFile(item.key, item.source, item.member, item.label, error=error, skip=skip)
 
     if item.error or item.skip:
         return failed(error=item.error, skip=item.skip)
@@ -124,6 +125,7 @@ def _read_and_prepare(item: InputItem, options: ParseOptions):
     if item.data is not None:
         seqs = read_bytes(item.name, item.data, format=fmt, **reader_options)
     else:
+        assert item.path is not None  # an item without data is a file on disk
         seqs = read_poses(item.path, format=fmt, trust_pickle=options.trust_pickle,
                           **reader_options)
     if not seqs:
@@ -212,12 +214,15 @@ class _Batcher:
         self.model, self.sink, self.summary = model, sink, summary
         self.embeddings, self.batch_size = embeddings, batch_size
         self.files: list[ParsedFile] = []
+        self.blocks: list[np.ndarray] = []  # the files' samples, in order
         self.count = 0
         names = model.manifest.cluster_names
         self.cluster_names = list(names) if names else None
 
     def add(self, parsed: ParsedFile) -> None:
+        assert parsed.samples is not None  # only files that were read come here
         self.files.append(parsed)
+        self.blocks.append(parsed.samples)
         self.count += parsed.samples.shape[0]
         if self.count >= self.batch_size:
             self.flush()
@@ -225,7 +230,7 @@ class _Batcher:
     def flush(self) -> None:
         if not self.files:
             return
-        predictions = predict_blocks(self.model, [f.samples for f in self.files])
+        predictions = predict_blocks(self.model, self.blocks)
         for parsed, prediction in zip(self.files, predictions):
             if isinstance(prediction, str):  # this file alone: the others are still written
                 self.summary.failures.append((parsed.label, prediction))
@@ -234,7 +239,7 @@ class _Batcher:
             self.sink.write_file(parsed.key, rows)
             self.summary.files += 1
             self.summary.sequences += len(rows)
-        self.files, self.count = [], 0
+        self.files, self.blocks, self.count = [], [], 0
 
     def _row(self, parsed: ParsedFile, i: int, n: int, prediction) -> dict[str, Any]:
         cluster = int(prediction.clusters[n])

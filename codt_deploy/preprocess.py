@@ -33,8 +33,8 @@ a 2-D pose has no depth to rotate about the vertical axis.
 The output is always finite: an all-zero sequence gives zeros. Non-finite input, and values beyond
 ±``MAX_ABS_VALUE`` (1e6: no metres, millimetres, pixels or scores come near it, while ±3e38, finite
 in float32, would overflow centring and rotation), are rejected with a
-:class:`~codt_deploy.errors.PoseFormatError` naming the file and the frame, so the file fails alone. Everything here is numpy, vectorised
-over frames, persons and joints.
+:class:`~codt_deploy.errors.PoseFormatError` naming the file and the frame, so the file fails alone.
+Everything here is numpy, vectorised over frames, persons and joints.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from codt_deploy.layouts import JointMap, NeckSource, get_layout, joint_map
 from codt_deploy.sequence import PoseSequence
 
 ChannelMode = Literal["xyz", "xy_score"]
-CHANNEL_NAMES: dict[str, tuple[str, ...]] = {"xyz": ("x", "y", "z"),
-                                              "xy_score": ("x", "y", "score")}
+CHANNEL_NAMES: dict[ChannelMode, tuple[str, ...]] = {"xyz": ("x", "y", "z"),
+                                                      "xy_score": ("x", "y", "score")}
 _ALIGN_EPS = 1e-4  # METHOD §2 step 4: θ = arccos(v_x / (‖v‖ + 1e-4))
 MAX_ABS_VALUE = 1e6  # larger input values are refused (see the module docstring)
 
@@ -61,7 +61,7 @@ def mode_of_channels(channels: Sequence[str]) -> ChannelMode | None:
     """The channel mode whose names are ``channels`` (e.g. ``("x", "y", "z")`` is "xyz"), else None."""
     for mode, names in CHANNEL_NAMES.items():
         if tuple(channels) == names:
-            return mode  # type: ignore[return-value]
+            return mode
     return None
 
 
@@ -155,7 +155,7 @@ def center_on_joint(data: np.ndarray, center: Sequence[int], coord_channels: int
     coords = data[..., :coord_channels]  # (T, M, V, Cc)
     idx = list(center)
     origin = coords[:, :, idx].mean(axis=2)  # (T, M, Cc)
-    center_ok = joint_present[:, :, idx].all(axis=2)  # (T, M)
+    center_ok = np.all(joint_present[:, :, idx], axis=2)  # (T, M)
     if not center_ok.all():
         n_present = joint_present.sum(axis=2)  # (T, M)
         present_mean = ((coords * joint_present[..., None]).sum(axis=2)

@@ -74,9 +74,9 @@ class ClusterActor:
         paths = batch.get("path", [f"item{i}" for i in range(len(batch["bytes"]))])
         parsed = [parse_item(InputItem(source=str(path), data=bytes(data), explicit=True),
                              self.parse_options) for path, data in zip(paths, batch["bytes"])]
-        readable = [p for p in parsed if p.samples is not None]
-        predictions = dict(zip(map(id, readable),
-                               predict_blocks(self.model, [p.samples for p in readable])
+        readable = [(p, p.samples) for p in parsed if p.samples is not None]
+        predictions = dict(zip((id(p) for p, _ in readable),
+                               predict_blocks(self.model, [samples for _, samples in readable])
                                if readable else []))
         dim = self.model.manifest.embedding_dim
         rows: list[dict[str, Any]] = []
@@ -116,7 +116,9 @@ def cluster_files(paths: str | Sequence[str], model: str | os.PathLike = "defaul
         import ray.data
     except ImportError:
         raise ImportError("the Ray adapter needs Ray Data: pip install 'ray[data]'") from None
-    dataset = ray.data.read_binary_files(paths, include_paths=True)
+    # Ray takes a str or a list only: a tuple or other sequence raises ValueError there
+    dataset = ray.data.read_binary_files(paths if isinstance(paths, str) else list(paths),
+                                         include_paths=True)
     return dataset.map_batches(ClusterActor, concurrency=concurrency, batch_size=batch_size,
                                fn_constructor_kwargs={"model": model, **actor_options},
                                num_cpus=num_cpus)

@@ -281,7 +281,8 @@ class _MemberTooBig(Exception):
 
 
 def _iter_zip(path: Path, limits: ArchiveLimits) -> Iterator[InputItem]:
-    total, seen = [0], set()
+    total = [0]
+    seen: set[str] = set()
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if info.is_dir():
@@ -294,6 +295,7 @@ def _iter_zip(path: Path, limits: ArchiveLimits) -> Iterator[InputItem]:
                 yield InputItem(source=str(path), member=safe or info.filename, error=error,
                                 skip=skip)
                 continue
+            assert safe is not None  # _member_problem gives an error for every unsafe name
             yield _zip_member(archive, info, safe, path, limits, total)
 
 
@@ -330,11 +332,12 @@ class _CountingReader:
         return block
 
     def _check(self) -> None:
-        limits = self.limits
+        limits, compressed = self.limits, self.compressed
+        assert limits is not None and compressed is not None  # limits come with the raw counter
         if self.count > limits.max_total_bytes:
             raise ArchiveLimitError(f"the stream inflates past {limits.max_total_bytes} bytes "
                                     f"(skipped members included)")
-        ratio = self.count / max(self.compressed.count, 1)
+        ratio = self.count / max(compressed.count, 1)
         if self.count > limits.ratio_floor_bytes and ratio > limits.max_ratio:
             raise ArchiveLimitError(f"compression ratio {ratio:.0f} above {limits.max_ratio:g} "
                                     f"(possible decompression bomb)")
@@ -354,11 +357,13 @@ def _inflated(raw) -> object:
 
 
 def _iter_tar(path: Path, limits: ArchiveLimits) -> Iterator[InputItem]:
-    total, seen = [0], set()
+    total = [0]
+    seen: set[str] = set()
     with open(path, "rb") as handle:
         raw = _CountingReader(handle)
         inflated = _CountingReader(_inflated(raw), limits, raw)
-        with tarfile.open(fileobj=inflated, mode="r|") as archive:  # streaming: no seeking back
+        # streaming ("r|"): no seeking back. typeshed wants a seekable, writable fileobj even so
+        with tarfile.open(fileobj=inflated, mode="r|") as archive:  # type: ignore[call-overload]
             for member in archive:
                 if member.isdir():
                     continue
@@ -369,6 +374,7 @@ def _iter_tar(path: Path, limits: ArchiveLimits) -> Iterator[InputItem]:
                     yield InputItem(source=str(path), member=safe or member.name, error=error,
                                     skip=skip)
                     continue
+                assert safe is not None  # _member_problem gives an error for every unsafe name
                 if total[0] + member.size > limits.max_total_bytes:
                     raise ArchiveLimitError(f"total uncompressed size would exceed "
                                             f"{limits.max_total_bytes} bytes at {safe!r}")

@@ -324,6 +324,8 @@ class JournalSink:
         unreadable = [0]
         for record in _iter_journal(self.journal, unreadable=unreadable):
             key = record.get("key")
+            if key is None:  # the header (_iter_journal lets only string keys through)
+                continue
             if record.get("type") == "row":
                 rows[key] += 1
             elif record.get("type") == "done" and record.get("rows") == rows[key]:

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
+else:  # Python 3.10: pytest's own dependency
     import tomli as tomllib
 
 from tests.conftest import REPO_ROOT, example_paths

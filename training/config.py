@@ -222,7 +222,7 @@ class TrainConfig(_Section):
     runtime: RuntimeConfig = RuntimeConfig()
     seed: int = 0
 
-    def validate(self) -> "TrainConfig":  # type: ignore[override]
+    def validate(self) -> TrainConfig:  # type: ignore[override]
         """Check the cross-field rules; return self or raise :class:`ConfigError` naming the keys."""
         problems = []
         if self.optim.epochs_stage1 + self.optim.epochs_stage2 == 0:

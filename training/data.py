@@ -15,9 +15,9 @@ permutation, seeded from (seed, epoch, restart), whenever it runs out within an 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -172,7 +172,7 @@ class TrainBatch:
     shared_unmasked: torch.Tensor  # shared_student before part masking: the L_dec target (§6)
     source_unmasked: torch.Tensor  # source before part masking
 
-    def to(self, device: torch.device) -> "TrainBatch":
+    def to(self, device: torch.device) -> TrainBatch:
         return TrainBatch(**{f.name: getattr(self, f.name).to(device, non_blocking=True)
                              for f in dataclasses.fields(self)})
 
@@ -193,11 +193,13 @@ class TrainBatches(IterableDataset):
         self.presets = view_presets(stage, config.augment)
         self.batch_target = _per_rank(config.optim.batch_target, world_size, "optim.batch_target")
         self.batch_source = _per_rank(config.optim.batch_source, world_size, "optim.batch_source")
-        order = torch.randperm(len(data.target_train_shared), generator=generator(self.seed, epoch, STREAM_TARGET))
+        order = torch.randperm(len(data.target_train_shared),
+                               generator=generator(self.seed, epoch, STREAM_TARGET))
         shard = order[rank::world_size].numpy()  # (N_t / world,)
         n_batches = len(shard) // self.batch_target if config.optim.drop_last \
             else -(-len(shard) // self.batch_target)
-        self.target_batches = [shard[b * self.batch_target:(b + 1) * self.batch_target] for b in range(n_batches)]
+        self.target_batches = [shard[b * self.batch_target:(b + 1) * self.batch_target]
+                               for b in range(n_batches)]  # n_batches × (batch_target,)
         self.parts_shared = _parts(data.shared_layout)
         self.parts_specific = _parts(data.specific_layout)
         self.world_size = world_size

@@ -20,6 +20,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -122,7 +123,10 @@ def broadcast_buffers(ctx: DistContext, module: nn.Module) -> None:
         dist.broadcast(buffer.data, src=0)
 
 
-def prepare_model(ctx: DistContext, model: nn.Module, *, device_type: str, sync_batchnorm: bool) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def prepare_model(ctx: DistContext, model: ModuleT, *, device_type: str, sync_batchnorm: bool) -> ModuleT:
     """SyncBatchNorm on CUDA when asked, then rank 0's weights everywhere."""
     if ctx.enabled and sync_batchnorm:
         if device_type == "cuda":

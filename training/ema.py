@@ -21,7 +21,8 @@ def _paired_parameters(teacher: nn.Module, student: nn.Module
                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(teacher, student) parameters matched by name; raises ValueError on any mismatch."""
     student_params = dict(student.named_parameters())
-    teacher_list, student_list = [], []
+    teacher_list: list[torch.Tensor] = []
+    student_list: list[torch.Tensor] = []
     for name, teacher_param in teacher.named_parameters():
         student_param = student_params.get(name)
         if student_param is None:

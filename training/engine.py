@@ -18,8 +18,8 @@ import math
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,15 +31,25 @@ from codt_deploy.metrics import cluster_balance, collapse_warning, hungarian
 from training import losses
 from training.clustering import sinkhorn, spectral_labels, spherical_kmeans, update_centroids
 from training.config import TrainConfig
-from training.data import STREAM_FILL, TrainBatch, TrainingData, TrainingDataError, TrainingSplit, chunks, \
-    derive_seed, generator, train_batches, weak_views
+from training.data import (
+    STREAM_FILL,
+    TrainBatch,
+    TrainingData,
+    TrainingDataError,
+    TrainingSplit,
+    chunks,
+    derive_seed,
+    generator,
+    train_batches,
+    weak_views,
+)
 from training.distributed import SINGLE, DistContext, all_gather_rows, average_gradients
 from training.memory import MemoryBank
 from training.metrics import cluster_metrics, kmeans_metrics
-from training.model import CoDTModel, SharedTargetOutput, SourceOutput
+from training.model import Branch, CoDTModel, SharedTargetOutput, SourceOutput
 
 log = logging.getLogger(__name__)
-BRANCHES = ("shared", "specific")
+BRANCHES: tuple[Branch, ...] = ("shared", "specific")
 
 
 class NonFiniteLossError(CodtError, FloatingPointError):
@@ -69,7 +79,7 @@ class PhaseTimer:
 def make_banks(num_samples: int, dim: int, device: torch.device, ctx: DistContext = SINGLE
                ) -> dict[str, MemoryBank]:
     """M_0 and M_1 (METHOD §5): one slot per target train sample; DDP writes gather first."""
-    banks = {branch: MemoryBank(num_samples, dim).to(device) for branch in BRANCHES}
+    banks: dict[str, MemoryBank] = {branch: MemoryBank(num_samples, dim).to(device) for branch in BRANCHES}
     if ctx.enabled:
         def gather(ids: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return all_gather_rows(ctx, ids), all_gather_rows(ctx, feats)
@@ -136,7 +146,7 @@ def _reconstruction(output_reconstruction: torch.Tensor, clean: torch.Tensor) ->
     return losses.reconstruction_loss(output_reconstruction.float(), target)
 
 
-def _pseudo_labels(model: CoDTModel, bank: MemoryBank, branch: str, ids: torch.Tensor,
+def _pseudo_labels(model: CoDTModel, bank: MemoryBank, branch: Branch, ids: torch.Tensor,
                    config: TrainConfig) -> torch.Tensor:
     """§13 step 7: Sinkhorn over Ĉ_b^t of the whole bank, rows of the batch ids → ŷ_b."""
     logits = model.teacher_cluster_logits(bank.read(), branch).float()  # (S, K)
@@ -145,7 +155,7 @@ def _pseudo_labels(model: CoDTModel, bank: MemoryBank, branch: str, ids: torch.T
     return labels[ids]
 
 
-def _neighbour_probabilities(model: CoDTModel, bank: MemoryBank, branch: str,
+def _neighbour_probabilities(model: CoDTModel, bank: MemoryBank, branch: Branch,
                              neighbour_ids: torch.Tensor) -> torch.Tensor:
     """Teacher softmax Ĉ_b^t over the bank features of each sample's neighbours (n, k, K)."""
     n, k = neighbour_ids.shape
@@ -215,7 +225,9 @@ def weighted_total(terms: dict[str, torch.Tensor], config: TrainConfig) -> torch
     weights = {"supervised": config.loss.supervised, "reconstruction": config.reconstruction_weight,
                "contrastive": config.loss.contrastive, "ocm": config.loss.ocm, "ccm": config.loss.ccm,
                "neighbour": config.loss.neighbour, "anchor": config.loss.anchor}
-    return sum(weights[name] * value for name, value in terms.items())
+    total = sum(weights[name] * value for name, value in terms.items())
+    assert isinstance(total, torch.Tensor), "no loss terms"  # step_losses always has "supervised"
+    return total
 
 
 def _check_finite(terms: dict[str, torch.Tensor], total: torch.Tensor, epoch: int, step: int) -> None:

@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -53,6 +53,9 @@ from codt_deploy.metrics import cluster_balance, collapse_warning, evaluate, hun
 from codt_deploy.models import METADATA_KEY, Manifest, TensorSpec, sha256_file
 from codt_deploy.preprocess import PreprocessConfig
 from codt_deploy.writers import atomic_write_text
+
+if TYPE_CHECKING:
+    from training.model import CoDTModel
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +201,7 @@ def _export_onnx(net: nn.Module, example: np.ndarray, path: Path) -> None:
                                     input_names=["poses"],
                                     output_names=["probabilities", "embedding"],
                                     dynamic_shapes=({0: batch},), verbose=False)
+    assert program is not None  # dynamo=True always returns an ONNXProgram
     program.save(str(path), external_data=False)
 
 
@@ -216,7 +220,8 @@ def _stamp(path: Path, manifest: Manifest) -> None:
     onnx.save(model, str(path))
 
 
-def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int) -> list[str] | None:
+def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int
+                            ) -> tuple[str, ...] | None:
     """Name each cluster by the eval class the Hungarian matching gives it ("" if unmatched)."""
     if evalset.labels is None or evalset.class_names is None:
         return None
@@ -229,7 +234,7 @@ def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int) -> 
     for cls, cluster in zip(rows, cols):
         if table[cls, cluster] > 0:
             names[cluster] = str(evalset.class_names[cls])
-    return names
+    return tuple(names)
 
 
 def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLike, name: str,
@@ -315,7 +320,7 @@ def onnx_macs(path: str | os.PathLike, batch: int = 1) -> dict[str, tuple[str, i
     shapes = {info.name: tuple(d.dim_value for d in info.type.tensor_type.shape.dim)
               for info in (*model.graph.input, *model.graph.value_info, *model.graph.output)}
     shapes.update({init.name: tuple(init.dims) for init in model.graph.initializer})
-    macs = {}
+    macs: dict[str, tuple[str, int]] = {}
     for node in model.graph.node:
         count = _node_macs(node, shapes)
         if count is not None:
@@ -455,8 +460,7 @@ def quantize_onnx(fp32_path: Path, calibration: np.ndarray, out_path: Path,
                   recipe: QuantRecipe) -> None:
     """Statically quantise ``fp32_path`` to QDQ (uint8 activations, int8 weights) into
     ``out_path``, calibrated on the real preprocessed samples ``calibration`` (N, C, T, V, M)."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -598,7 +602,7 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
 # ------------------------------------------------------------------------------ from a run
 
 @torch.no_grad()
-def nearest_source_classes(model: nn.Module, shared_poses: np.ndarray, clusters: np.ndarray,
+def nearest_source_classes(model: CoDTModel, shared_poses: np.ndarray, clusters: np.ndarray,
                            source_classes: Sequence[str], k: int) -> list[str]:
     """Per cluster, the source class C_0^s finds most likely on average over its eval samples.
 
@@ -619,8 +623,8 @@ def load_run(run_dir: Path, checkpoint: str | None = None):
     path) of a run; ``checkpoint`` is a file name in its checkpoints folder, default the final one."""
     from training.checkpoint import FINAL, checkpoint_dir, load_checkpoint, restore
     from training.config import from_dict, task_dir
-    from training.preparation.prepared import load_task
     from training.model import build_model
+    from training.preparation.prepared import load_task
 
     path = checkpoint_dir(run_dir) / (checkpoint or FINAL)
     payload = load_checkpoint(path)
@@ -638,8 +642,8 @@ def load_run(run_dir: Path, checkpoint: str | None = None):
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exported",
                name: str | None = None, *, shared: bool = False) -> list[Exported]:
     """Export a finished run's CoDT-B1 (and with ``shared`` CoDT-B0 as ``<name>-shared``)."""
-    from training.preparation.prepared import load_split
     from training.model import ClusterNet
+    from training.preparation.prepared import load_split
 
     run_dir = Path(run_dir)
     config, task, model, checkpoint = load_run(run_dir)
@@ -713,7 +717,9 @@ def _is_model(source: str, int8: bool) -> bool:
 def _summary(result: Exported) -> str:
     parity, scores = result.parity, result.manifest.metrics.get("eval", {})
     if isinstance(parity, Int8Parity):
-        head = (f"{result.onnx_path}: int8 ({result.manifest.quantization['recipe']['label']}), "
+        quantization = result.manifest.quantization
+        assert quantization is not None  # an int8 model's manifest records its recipe
+        head = (f"{result.onnx_path}: int8 ({quantization['recipe']['label']}), "
                 f"argmax agreement with fp32 {100 * parity.argmax_agreement:.2f} % on "
                 f"{parity.samples} eval samples, embedding cosine {parity.cosine_mean:.4f}")
     else:

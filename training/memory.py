@@ -22,6 +22,9 @@ GatherFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tens
 class MemoryBank(nn.Module):
     """``num_samples`` slots of ``dim`` features: buffers ``features`` (S, D), ``filled`` (S,)."""
 
+    features: torch.Tensor  # registered buffers (declared for the type checker)
+    filled: torch.Tensor
+
     def __init__(self, num_samples: int, dim: int, *, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if num_samples < 1 or dim < 1:

@@ -18,7 +18,7 @@ Every tensor is ``(N, C, T, V, M)`` in and named tuples out; no method switches 
 from __future__ import annotations
 
 import copy
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,7 @@ class CosineHead(nn.Module):
         return F.normalize(feature, dim=1) @ prototypes.T / self.temperature
 
 
-def make_cluster_head(kind: str, num_clusters: int, temperature: float) -> nn.Module:
+def make_cluster_head(kind: str, num_clusters: int, temperature: float) -> nn.Linear | CosineHead:
     """C_b^t: ``linear`` (the paper, Linear(256, K)) or ``cosine`` (:class:`CosineHead`)."""
     if kind == "cosine":
         return CosineHead(FEATURE_DIM, num_clusters, temperature)
@@ -180,7 +180,10 @@ class SpecificBranch(_Branch):
         return SpecificTargetOutput(feature, self.project(feature), self.cluster_head(feature))
 
 
-def make_teacher(student: _Branch) -> _Branch:
+BranchT = TypeVar("BranchT", bound=_Branch)
+
+
+def make_teacher(student: BranchT) -> BranchT:
     """A frozen copy of ``student`` without its student-only parts (METHOD §5, D2)."""
     teacher = copy.deepcopy(student)
     for name in student.STUDENT_ONLY:
@@ -345,7 +348,7 @@ class ClusterNet(nn.Module):
         return probabilities, embedding
 
     @classmethod
-    def from_codt(cls, model: CoDTModel, branch: Branch = "specific") -> "ClusterNet":
+    def from_codt(cls, model: CoDTModel, branch: Branch = "specific") -> ClusterNet:
         """Copy a student's encoder and cluster head (CoDT-B1 by default), in eval mode."""
         student = model.students()[_check_branch(branch)]
         net = cls(copy.deepcopy(student.encoder), copy.deepcopy(student.cluster_head))

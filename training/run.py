@@ -32,17 +32,35 @@ import torch
 from codt_deploy.errors import CodtError
 from training import checkpoint as ckpt
 from training import distributed as ddp
-from training.config import TrainConfig, apply_overrides, from_dict, load_yaml, resolve_config, save_yaml, \
-    task_dir, to_dict
-from training.data import TrainingData, derive_seed, load_task_data
 from training.baselines import flattened_poses
-from training.engine import aligned_labels, anchor_partition, append_jsonl, embed_split, evaluate, \
-    fill_banks, kmeans_init, make_banks, recalibrate_batchnorm, stalled_warning, \
-    train_one_epoch
+from training.config import (
+    TrainConfig,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    resolve_config,
+    save_yaml,
+    task_dir,
+    to_dict,
+)
+from training.data import TrainingData, derive_seed, load_task_data
+from training.engine import (
+    aligned_labels,
+    anchor_partition,
+    append_jsonl,
+    embed_split,
+    evaluate,
+    fill_banks,
+    kmeans_init,
+    make_banks,
+    recalibrate_batchnorm,
+    stalled_warning,
+    train_one_epoch,
+)
 from training.model import CoDTModel, build_model, use_fast_dropout
+from training.neighbours import knn_table, pose_features
 from training.recipes import RECIPES, cpu_recipe, describe
 from training.refit import refit_heads
-from training.neighbours import knn_table, pose_features
 from training.stgcn import FEATURE_DIM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +110,7 @@ def build(config: TrainConfig, data: TrainingData, device: torch.device, ctx: dd
     model = ddp.prepare_model(ctx, model.to(device), device_type=device.type,
                               sync_batchnorm=config.runtime.sync_batchnorm)
     o = config.optim
+    optimizer: torch.optim.Optimizer
     if o.optimizer == "adamw":  # §15.6: converges in far fewer steps than SGD on a CPU budget
         optimizer = torch.optim.AdamW(model.student_parameters(), lr=o.lr_stage1,
                                       weight_decay=o.weight_decay)

@@ -117,7 +117,7 @@ class STGCN(nn.Module):
         blocks = []
         for i, (c_in, c_out, stride) in enumerate(_BLOCKS):
             first = i == 0  # block 1: no residual, no dropout
-            blocks.append(STGCNBlock(in_channels if first else c_in, c_out, stride, num_joints,
+            blocks.append(STGCNBlock(in_channels if c_in is None else c_in, c_out, stride, num_joints,
                                      0.0 if first else dropout, residual=not first,
                                      edge_importance=edge_importance))
         self.blocks = nn.ModuleList(blocks)

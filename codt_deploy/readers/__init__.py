@@ -112,6 +112,7 @@ def _read_path(path: Path, format: str | None, trust_pickle: bool, max_bytes: in
         if reader.takes_trust:
             options = {**options, "trust_pickle": trust_pickle}
         return reader.read_path(path, **options)
+    assert reader.parse_bytes is not None  # every reader without read_path parses bytes
     return reader.parse_bytes(path.read_bytes(), source, **options)
 
 

@@ -134,15 +134,15 @@ def fixed_width_rows(data: bytes, source: str, width: int, what: str) -> np.ndar
         return rows
     if rows is not None and rows.shape[0] == 0:
         return np.empty((0, width))
-    rows = []
+    parsed = []
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         problem = line_problem(line, width)
         if problem is not None:
             raise PoseFormatError(source, f"{problem} ({what})", line=number)
-        rows.append(np.fromstring(line, sep=" "))
-    return np.array(rows, dtype=np.float64).reshape(len(rows), width)  # (lines, width)
+        parsed.append(np.fromstring(line, sep=" "))
+    return np.array(parsed, dtype=np.float64).reshape(len(parsed), width)  # (lines, width)
 
 
 def check_finite(array: np.ndarray, source: str, *, what: str = "coordinates",

@@ -170,7 +170,7 @@ def _labels(values: np.ndarray, source: str) -> list[int | None]:
     return [int(x) if x >= 0 else None for x in flat]
 
 
-def _optional_str(fields: dict, key: str, option: object) -> object:
+def _optional_str(fields: dict, key: str, option: str | None) -> str | None:
     if option is not None or key not in fields:
         return option
     return str(fields[key])

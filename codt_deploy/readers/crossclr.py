@@ -18,13 +18,13 @@ import numpy as np
 
 from codt_deploy.errors import PoseFormatError
 from codt_deploy.readers._pickle import load_plain
+from codt_deploy.readers._text import sample_name
 from codt_deploy.readers.arrays import (
     load_npy,
     resolve_layout,
     split_samples,
     to_canonical,
 )
-from codt_deploy.readers._text import sample_name
 from codt_deploy.sequence import PoseSequence
 
 logger = logging.getLogger(__name__)

@@ -78,6 +78,7 @@ def rank_persons(poses: np.ndarray, keep: int) -> np.ndarray:
 def parse(data: bytes, source: str) -> list[PoseSequence]:
     obj = load_json(data, source)
     frames = _frames(obj, source)
+    assert isinstance(obj, dict)  # _frames checked the schema
     num_frames = max(frame["frame_index"] for frame in frames)
     check_dense_size((num_frames, PERSONS_IN, NUM_JOINTS, 3), 8, len(data), source,
                      f"frame_index up to {num_frames}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,9 +61,10 @@ def parse_frame(data: bytes, source: str) -> tuple[str | None, np.ndarray]:
     return layout, stacked
 
 
-def _image_scale(image_size: object, source: str) -> np.ndarray:
+def _image_scale(image_size: Any, source: str) -> np.ndarray:
+    # image_size is whatever the caller passed: anything but two numbers fails below
     try:
-        width, height = (float(v) for v in image_size)  # type: ignore[union-attr]
+        width, height = (float(v) for v in image_size)
     except (TypeError, ValueError):
         raise PoseFormatError(source, f"image_size must be (width, height), got "
                                       f"{image_size!r}") from None

@@ -25,8 +25,8 @@ _LAYOUT_BY_JOINTS = {25: "ntu25", 17: "coco17", 18: "coco18"}
 
 def _annotations(content: object, source: str) -> tuple[list, dict]:
     if isinstance(content, dict) and isinstance(content.get("annotations"), list):
-        split = content.get("split") if isinstance(content.get("split"), dict) else {}
-        return content["annotations"], split
+        split = content.get("split")
+        return content["annotations"], (split if isinstance(split, dict) else {})
     if isinstance(content, list):
         return content, {}
     raise PoseFormatError(source, "wrong schema for a pyskl pickle; expected {'split': ..., "

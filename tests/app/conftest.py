@@ -138,7 +138,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         input=TensorSpec(name="poses", shape=("N", c, t, v, m)),
         outputs=(TensorSpec(name="probabilities", shape=("N", TINY_CLUSTERS)),
                  TensorSpec(name="embedding", shape=("N", 256))),
-        preprocess=config.model_dump(mode="json"), num_clusters=TINY_CLUSTERS,
+        preprocess=config, num_clusters=TINY_CLUSTERS,
         cluster_names=TINY_NAMES, opset=17, created=datetime.now(timezone.utc).isoformat(),
         onnx_sha256=sha256_file(onnx_path))
     onnx_path.with_suffix(".json").write_text(manifest.to_json(), encoding="utf-8")

@@ -55,6 +55,7 @@ def test_app_imports_neither_torch_nor_training():
 
 
 def _wait_for(url: str, process: subprocess.Popen, seconds: float = 90.0) -> str:
+    assert process.stderr is not None  # started with stderr=PIPE
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -9,6 +9,7 @@ import struct
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 _LOCAL_FLAGS, _LOCAL_METHOD = 6, 8  # byte offsets in a zip local file header
 _CENTRAL_FLAGS, _CENTRAL_METHOD = 8, 10  # ... and in a central directory entry
@@ -96,7 +97,7 @@ def _concatenate_raw(first: bytes, second: bytes) -> bytes:
     return bytes(body) + directory + end
 
 
-def tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+def tar_bytes(members: dict[str, bytes], mode: Literal["w", "w:gz", "w:bz2", "w:xz"] = "w:gz") -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode=mode) as archive:
         for name, data in members.items():

@@ -19,7 +19,7 @@ import pytest
 
 from codt_deploy import sources, writers
 from codt_deploy.infer import Prediction, predict_blocks
-from codt_deploy.sources import ArchiveLimits, iter_inputs
+from codt_deploy.sources import ArchiveLimits, InputItem, iter_inputs
 from tests.conftest import example_paths
 from tests.deploy.conftest import interrupt_journal_after
 from tests.deploy.hostile import (
@@ -46,9 +46,11 @@ def _good_folder(tmp_path: Path, n: int = 3) -> Path:
     return folder
 
 
-def _items(*args, limits=ArchiveLimits(), timeout=20.0):
+def _items(*args: object, limits: ArchiveLimits | None = None, timeout: float = 20.0
+           ) -> list[InputItem]:
     """``list(iter_inputs(args))`` in a thread, so a hang fails the test instead of freezing it."""
-    box: list = []
+    box: list[list[InputItem]] = []
+    limits = ArchiveLimits() if limits is None else limits
     worker = threading.Thread(target=lambda: box.append(list(iter_inputs(list(map(str, args)),
                                                                           limits))), daemon=True)
     worker.start()

@@ -8,7 +8,6 @@ from codt_deploy.errors import CodtError, LabelsError
 from codt_deploy.labels import KEY_COLUMNS, LabelTable, read_labels, sequence_keys
 from tests.conftest import EXAMPLES, write_csv
 
-
 # --- reading ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key_column", KEY_COLUMNS)

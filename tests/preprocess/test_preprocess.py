@@ -13,8 +13,14 @@ from pydantic import ValidationError
 
 from codt_deploy.errors import PoseFormatError
 from codt_deploy.layouts import get_layout
-from codt_deploy.preprocess import (PreprocessConfig, align_shoulders, preprocess,
-                                    preprocess_batch, resample_linear, select_persons)
+from codt_deploy.preprocess import (
+    PreprocessConfig,
+    align_shoulders,
+    preprocess,
+    preprocess_batch,
+    resample_linear,
+    select_persons,
+)
 from codt_deploy.sequence import PoseSequence
 
 NTU = get_layout("ntu25")

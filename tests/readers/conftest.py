@@ -65,7 +65,7 @@ def openpose_from_kinetics(kinetics_clip: Path, tmp_path_factory: pytest.TempPat
     return folder
 
 
-def _pyskl_annotation(name: str, label: int, keypoint: np.ndarray,
+def _pyskl_annotation(name: str, label: int | None, keypoint: np.ndarray,
                       score: np.ndarray | None, img_shape: tuple[int, int]) -> dict:
     ann = {"frame_dir": name, "label": label, "img_shape": img_shape,
            "original_shape": img_shape, "total_frames": keypoint.shape[1],
@@ -94,9 +94,9 @@ def pyskl_pickles(ntu_dir: Path, shared_data: Path,
         kin_ann.append(_pyskl_annotation(s.name, s.label, xy.transpose(1, 0, 2, 3),
                                          s.data[..., 2].transpose(1, 0, 2), (256, 340)))
     paths = {}
-    for key, annotations in (("ntu", ntu_ann), ("kinetics", kin_ann)):
-        content = {"split": {"xsub_val": [a["frame_dir"] for a in annotations[:2]]},
-                   "annotations": annotations}
+    for key, annotated in (("ntu", ntu_ann), ("kinetics", kin_ann)):
+        content = {"split": {"xsub_val": [a["frame_dir"] for a in annotated[:2]]},
+                   "annotations": annotated}
         paths[key] = folder / f"{key}_pyskl.pkl"
         paths[key].write_bytes(pickle.dumps(content, protocol=4))
     return paths

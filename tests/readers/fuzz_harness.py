@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from codt_deploy.errors import CodtError, UnforeseenInputError
-from codt_deploy.preprocess import PreprocessConfig, preprocess
+from codt_deploy.preprocess import ChannelMode, PreprocessConfig, preprocess
 from codt_deploy.readers import read_bytes, read_poses, save_npz
 from codt_deploy.sources import ArchiveLimits, iter_archive
 
@@ -136,7 +136,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
 def _preprocess_all(seqs, report: FuzzReport, recipe: str) -> str:
     """Preprocess each sequence on its own layout; the outcome name."""
     for seq in seqs:
-        channels = "xyz" if seq.channels == ("x", "y", "z") else "xy_score"
+        channels: ChannelMode = "xyz" if seq.channels == ("x", "y", "z") else "xy_score"
         try:
             out = preprocess(seq, PreprocessConfig(layout=seq.layout, channels=channels))
         except CodtError as exc:
@@ -177,7 +177,7 @@ def check_input(name: str, data: bytes, recipe: str, report: FuzzReport, *, as_p
 def _check_archive(name: str, data: bytes, recipe: str, report: FuzzReport, folder: Path) -> str:
     path = folder / name
     path.write_bytes(data)
-    outcomes = Counter()
+    outcomes: Counter[str] = Counter()
     for item in iter_archive(path, ARCHIVE_LIMITS):
         if item.data is None:
             outcomes["member error" if item.error else "member skipped"] += 1

@@ -18,8 +18,7 @@ import pytest
 
 from codt_deploy.errors import PoseFormatError, UnforeseenInputError
 from codt_deploy.preprocess import PreprocessConfig, preprocess
-from codt_deploy.readers import read_bytes
-from codt_deploy.readers import registry
+from codt_deploy.readers import read_bytes, registry
 from codt_deploy.sequence import PoseSequence
 
 NTU = "ntu_rgbd_samples/S001C001P001R001A011.skeleton"

@@ -42,8 +42,9 @@ def test_matches_scipy_on_valid_files(compress: bool) -> None:
         if isinstance(value, str):
             assert ours[key] == value
         else:
-            assert ours[key].dtype == reference[key].dtype
-            np.testing.assert_array_equal(ours[key], reference[key])
+            array = ours[key]
+            assert isinstance(array, np.ndarray) and array.dtype == reference[key].dtype
+            np.testing.assert_array_equal(array, reference[key])
 
 
 def _element(mdtype: int, payload: bytes) -> bytes:
@@ -67,7 +68,7 @@ def test_doubles_stored_as_small_integers() -> None:
     values = np.array([[1, 2, 3], [40, 50, 60]], np.float64)
     data = _matlab_style_file(values, "u1", 2)
     ours = read_mat_v5(data, "m.mat")["v"]
-    assert ours.dtype == np.float64
+    assert isinstance(ours, np.ndarray) and ours.dtype == np.float64
     np.testing.assert_array_equal(ours, values)
     np.testing.assert_array_equal(scipy_io.loadmat(io.BytesIO(data))["v"], values)
 

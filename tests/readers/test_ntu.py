@@ -64,7 +64,7 @@ def test_two_body_file_is_ordered_by_motion_energy(ntu_dir: Path) -> None:
 def test_synthetic_zero_body_frames_and_tracking(fixtures_dir: Path) -> None:
     [seq] = read_poses(fixtures_dir / "ntu" / "S999C001P001R001A005.skeleton")
     assert seq.data.shape == (8, 2, 25, 3) and seq.label == 4
-    present = seq.data.any(axis=(2, 3))  # (T, M)
+    present = np.any(seq.data, axis=(2, 3))  # (T, M)
     # body ...002 moves more, so it is person 0 although it appears later
     assert seq.meta["body_ids"] == ["72057594037900002", "72057594037900001"]
     assert present[:, 0].tolist() == [False, False, False, True, True, True, True, False]

@@ -44,6 +44,7 @@ def test_label_rows_are_one_based_inclusive_and_clamped(pku_file: Path,
     assert [c.label for c in clips] == [2, 16, 40, 7]
     assert [c.name for c in clips] == [f"A10N08-L#{i}" for i in range(4)]
     for clip in clips:
+        assert clip.segment is not None
         first, last = clip.segment
         assert clip.num_frames == last - first + 1
         np.testing.assert_array_equal(clip.data, whole.data[first - 1:last])

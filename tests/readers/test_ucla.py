@@ -22,10 +22,12 @@ def ucla_dir(shared_data: Path) -> Path:
 def test_every_real_clip(ucla_dir: Path) -> None:
     files = sorted(ucla_dir.glob("*.json"))
     assert len(files) == 1484
-    views, one_frame = Counter(), []
+    views: Counter[str] = Counter()
+    one_frame: list[str] = []
     for path in files:
         [seq] = read_poses(path)
         assert seq.layout == "kinect20" and seq.data.shape[1:] == (1, 20, 3)
+        assert seq.label is not None
         assert seq.name == path.stem and seq.label_name == CLASSES[seq.label]
         views[seq.name[-3:]] += 1
         if seq.num_frames == 1:

@@ -23,13 +23,16 @@ def test_all_segments_of_the_20_sequences(utk_dir: Path) -> None:
     segments = [seg for path in files for seg in read_poses(path)]
     assert len(segments) == 199  # s10_e02 carry is NaN NaN
     assert "s10_e02#carry" not in {s.name for s in segments}
+    labels = []
     for seg in segments:
+        assert seg.segment is not None and seg.label is not None
         first, last = seg.segment
         ids = seg.meta["frame_ids"]
         assert seg.layout == "kinect20" and seg.data.shape[1:] == (1, 20, 3)
         assert first <= ids.min() and ids.max() <= last and len(ids) == seg.num_frames
         assert CLASSES[seg.label] == seg.label_name == seg.name.split("#")[1]
-    counts = np.bincount([s.label for s in segments], minlength=10)
+        labels.append(seg.label)
+    counts = np.bincount(labels, minlength=10)
     assert counts.tolist() == [20, 20, 20, 20, 19, 20, 20, 20, 20, 20]
 
 

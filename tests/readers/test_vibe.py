@@ -30,7 +30,7 @@ def test_two_longest_tracks_placed_at_their_frame_ids(gappy: tuple[Path, dict]) 
     for m, track in enumerate(("7", "3")):
         joints = np.array(raw[track]["joints3d"])[:, :25]
         np.testing.assert_allclose(seq.data[raw[track]["frame_ids"], m], joints, atol=1e-6)
-    present = seq.data.any(axis=(2, 3))  # (T, M)
+    present = np.any(seq.data, axis=(2, 3))  # (T, M)
     assert present[:, 0].tolist() == [True] * 10 + [False]  # 0..9, gaps filled
     assert present[:, 1].tolist() == [False, False] + [True] * 9  # 2..10
 

@@ -20,7 +20,6 @@ import numpy as np
 from codt_deploy.layouts import get_layout
 from codt_deploy.preprocess import PreprocessConfig, preprocess
 from codt_deploy.sequence import PoseSequence
-
 from training.preparation.prepared import SCHEMA
 
 

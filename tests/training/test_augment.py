@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from codt_deploy.layouts import get_layout
-from training.augment import (STRONG, WEAK, AugmentPreset, augment, part_mask, shear,
-                              temporal_crop)
+from training.augment import STRONG, WEAK, AugmentPreset, augment, part_mask, shear, temporal_crop
 
 
 def _gen(seed: int = 0) -> torch.Generator:

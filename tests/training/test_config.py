@@ -7,8 +7,17 @@ import yaml
 from pydantic import ValidationError
 
 from training.config import (
-    TASKS, ConfigError, TrainConfig, apply_overrides, available_presets, from_dict, load_yaml, preset,
-    resolve_config, save_yaml, to_dict,
+    TASKS,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    available_presets,
+    from_dict,
+    load_yaml,
+    preset,
+    resolve_config,
+    save_yaml,
+    to_dict,
 )
 
 
@@ -42,7 +51,7 @@ def test_every_task_has_a_preset():
 def test_config_is_frozen():
     config = TrainConfig()
     with pytest.raises(ValidationError, match="frozen"):
-        config.optim.lr_stage1 = 1.0  # type: ignore[misc]
+        config.optim.lr_stage1 = 1.0
 
 
 def test_unknown_key_in_a_file_names_the_key(tmp_path):

@@ -9,28 +9,35 @@ loss stop and the B1 invariance of METHOD §12.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from training import augment as aug
-from training.config import AugmentConfig, from_dict
+from training.config import AugmentConfig, TrainConfig, from_dict
 from training.data import TrainBatches, load_task_data, view_presets
+from training.distributed import SINGLE
 from training.engine import (
-    NonFiniteLossError, PhaseTimer, evaluate, fill_banks, kmeans_init, step_losses, train_one_epoch,
+    NonFiniteLossError,
+    PhaseTimer,
+    evaluate,
+    fill_banks,
+    kmeans_init,
+    step_losses,
+    train_one_epoch,
     weighted_total,
 )
 from training.run import build, train
-from training.distributed import SINGLE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = torch.device("cpu")
 
 
-def tiny(task_dir: Path, **sections) -> "TrainConfig":  # noqa: F821
-    values = {"data": {"task": "ucla2msr", "prepared_dir": str(task_dir)},
+def tiny(task_dir: Path, **sections) -> TrainConfig:
+    values: dict[str, Any] = {"data": {"task": "ucla2msr", "prepared_dir": str(task_dir)},
               "model": {"num_clusters": 6},
               "optim": {"epochs_stage1": 1, "epochs_stage2": 1, "batch_source": 4, "batch_target": 8},
               "eval": {"kmeans_seeds": 2, "every": 1},
@@ -254,8 +261,7 @@ def test_b1_never_sees_the_source_without_ccm(task_dir, tmp_path):
 # ---------------------------------------------------------------------- speed levers
 
 def test_fast_dropout_matches_dropout_statistics_and_keeps_checkpoints():
-    from training.model import FastDropout, use_fast_dropout
-    from training.model import build_model
+    from training.model import FastDropout, build_model, use_fast_dropout
 
     torch.manual_seed(0)
     x = torch.ones(200_000)

@@ -60,8 +60,8 @@ def test_exported_model_matches_torch_on_fresh_batch_sizes(exported_tiny_model,
 
 
 def test_parity_failure_is_an_export_error(tmp_path, exported_tiny_model):
-    from training.export import ExportError, check_parity
     from tests.conftest import example_poses, tiny_network
+    from training.export import ExportError, check_parity
 
     poses = example_poses()[::5]  # (8, C, T, V, M)
     other = tiny_network(poses, seed=1)  # different weights than the exported file
@@ -79,6 +79,6 @@ def test_the_exporter_notes_are_silenced_for_one_export_only():
     with _quiet_exporter():
         assert all(logging.getLogger(n).level == logging.ERROR for n in _NOISY_LOGGERS)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.warn("deprecated", FutureWarning)
+            warnings.warn("deprecated", FutureWarning, stacklevel=1)
         assert not caught or all(w.category is not FutureWarning for w in caught)
     assert [logging.getLogger(name).level for name in _NOISY_LOGGERS] == before

@@ -14,10 +14,9 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
 from codt_deploy.errors import ModelError  # noqa: E402
-from tests.conftest import REPO_ROOT, load_benchmark_script  # noqa: E402
 from codt_deploy.models import Manifest, resolve_model, sha256_file  # noqa: E402
-from training.export import (INT8_RECIPES, EvalSet, ExportError, export_int8,  # noqa: E402
-                             int8_parity, onnx_macs)
+from tests.conftest import REPO_ROOT, load_benchmark_script  # noqa: E402
+from training.export import INT8_RECIPES, EvalSet, ExportError, export_int8, int8_parity, onnx_macs  # noqa: E402
 
 FAST = [r for r in INT8_RECIPES if r.label == "per-channel-minmax"]  # no histograms: quick
 

@@ -8,8 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import (ccm_loss, contrastive_loss, ocm_loss, reconstruction_loss,
-                             reconstruction_target, supervised_loss)
+from training.losses import (
+    ccm_loss,
+    contrastive_loss,
+    ocm_loss,
+    reconstruction_loss,
+    reconstruction_target,
+    supervised_loss,
+)
 
 
 def _close(value: torch.Tensor, expected: float) -> None:

@@ -9,10 +9,16 @@ import torch
 from codt_deploy.layouts import get_layout
 from training.augment import STRONG, WEAK, augment
 from training.clustering import sinkhorn
-from training.losses import (ccm_loss, contrastive_loss, ocm_loss, reconstruction_loss,
-                             reconstruction_target, supervised_loss)
+from training.losses import (
+    ccm_loss,
+    contrastive_loss,
+    ocm_loss,
+    reconstruction_loss,
+    reconstruction_target,
+    supervised_loss,
+)
 from training.memory import MemoryBank
-from training.model import ClusterNet, CoDTModel, build_model
+from training.model import Branch, ClusterNet, CoDTModel, build_model
 
 K, SOURCE_CLASSES, T = 4, 6, 16
 
@@ -78,7 +84,8 @@ def _stage_two_loss(model: CoDTModel) -> torch.Tensor:
     model.update_teachers(0.999)
     teacher = model.forward_teachers(augment(x_shared, WEAK, shared_parts, generator),
                                      augment(x_specific, WEAK, specific_parts, generator))
-    banks = {b: MemoryBank(8, 256) for b in ("shared", "specific")}
+    branches: tuple[Branch, ...] = ("shared", "specific")
+    banks = {b: MemoryBank(8, 256) for b in branches}
     for bank in banks.values():
         bank.write(torch.arange(8), torch.randn(8, 256, generator=generator))
     contrastive = contrastive_loss(target.specific.query, teacher.key,

@@ -110,7 +110,8 @@ def test_reproducible_on_cpu_with_a_seed(finished_run, task_dir, tmp_path):
     assert main(_args(task_dir, tmp_path / "again")) == 0
     again, reference = _final_model(tmp_path / "again"), _final_model(finished_run)
     assert all(torch.equal(again[k], v) for k, v in reference.items())
-    assert [_outcome(r) for r in _records(tmp_path / "again")] == [_outcome(r) for r in _records(finished_run)]
+    again_outcomes = [_outcome(r) for r in _records(tmp_path / "again")]
+    assert again_outcomes == [_outcome(r) for r in _records(finished_run)]
     assert main(_args(task_dir, tmp_path / "seed1", "seed=1")) == 0
     other = _final_model(tmp_path / "seed1")
     assert any(not torch.equal(other[k], v) for k, v in reference.items())
@@ -153,6 +154,7 @@ def test_resume_without_a_checkpoint_fails_clearly(any_task_dir, tmp_path, capsy
 @pytest.mark.slow
 def test_a_users_task_file_is_prepared_and_trained(shared_data, tmp_path, capsys):
     import yaml
+
     from training.preparation.tasks import get_task
 
     spec = get_task("ucla2msr").model_dump(mode="json")

@@ -65,6 +65,7 @@ def test_eval_mode_samples_are_independent():
 def _conv_first_reference(gcn: GraphConv, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
     """The reference order: 1×1 conv to K·C_out channels, then contract with A ⊙ importance."""
     k, o, c = gcn.num_subsets, gcn.out_channels, gcn.in_channels
+    assert gcn.edge_importance is not None  # the tests build it with edge importance
     weight = gcn.weight[:, :, 0, :].permute(2, 0, 1).reshape(k * o, c)  # W[k·O + o, c]
     y = F.conv2d(x, weight[:, :, None, None], gcn.bias.reshape(k * o))  # (N, K·O, T, V)
     n, _, t, v = y.shape

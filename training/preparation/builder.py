@@ -6,7 +6,9 @@ import datetime as _dt
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +97,7 @@ class TaskBuilder:
         self.writers = {"source_train": SplitWriter(folder / "source_train", source_cfg),
                         "target_train": SplitWriter(folder / "target_train", self.configs),
                         "target_eval": SplitWriter(folder / "target_eval", self.configs)}
-        self.unassigned = Counter()
+        self.unassigned: Counter[str] = Counter()
 
     def target_parts(self, meta: dict) -> tuple[str, ...]:
         """Which target splits a sample joins (METHOD §12; TargetSplit)."""
@@ -109,8 +111,9 @@ class TaskBuilder:
             return ("target_train",) if value in split.train else ("target_eval",)
         if split.mode == "folders":
             part = meta.get("part")
-            return {split.folders[0]: ("target_train",), split.folders[1]: ("target_eval",)}.get(
-                part, ())
+            by_folder: dict[str | None, tuple[str, ...]] = {split.folders[0]: ("target_train",),
+                                                            split.folders[1]: ("target_eval",)}
+            return by_folder.get(part, ())
         video = meta.get("video")
         if video in self.split_sets.get("train", ()):
             return ("target_train",)
@@ -118,6 +121,8 @@ class TaskBuilder:
 
     def add(self, role: str, ref: cat.SampleRef, items: list) -> None:
         """Preprocess every item of one file first, so a failure leaves no partial sample."""
+        layouts: tuple[str, ...]
+        parts_of: Callable[[Any], tuple[str, ...]]
         if role == "source":
             layouts, parts_of = (self.shared,), (lambda item: ("source_train",))
         else:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from codt_deploy.errors import CodtError
 
+
 class CatalogueError(CodtError, ValueError):
     """A list or labels file of a dataset is malformed; the message names it."""
 

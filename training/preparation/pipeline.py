@@ -17,6 +17,7 @@ from pathlib import Path
 
 from codt_deploy.errors import CodtError
 from codt_deploy.labels import LabelTable, read_labels
+from codt_deploy.preprocess import ChannelMode
 from codt_deploy.readers import read_poses, utkinect
 from codt_deploy.sequence import PoseSequence
 from training.preparation import catalogue as cat
@@ -225,8 +226,9 @@ def iter_items(domain: DomainSpec, refs: list[cat.SampleRef], raw: Path, report:
             report.failures.append((str(ref.path), str(err)))
             logger.warning("skipped %s: %s", ref.path, err)
             continue
+        keys_are_counted = ref.class_key is None
         yield ref, _select(items, domain, report, lambda item: item.key,
-                           count_keys=lambda item: ref.class_key is None)
+                           count_keys=lambda item, counted=keys_are_counted: counted)
 
 
 # ------------------------------------------------------------------------------ the driver
@@ -248,7 +250,7 @@ def _peek(domain: DomainSpec, root: Path, raw: Path, trust_pickle: bool) -> Pose
 
 
 def resolve_layouts(task: TaskDefinition, roots: dict[str, Path], raw: Path,
-                    trust_pickle: bool) -> tuple[str, str, str]:
+                    trust_pickle: bool) -> tuple[str, str, ChannelMode]:
     """(shared, specific, channels) from the task, else from the first file of each domain."""
     layouts, channels = {}, task.channels
     for role in ("source", "target"):
@@ -259,6 +261,7 @@ def resolve_layouts(task: TaskDefinition, roots: dict[str, Path], raw: Path,
             layouts[role] = layouts[role] or seq.layout
             channels = channels or channel_mode(seq)
     shared, specific = default_layouts(task, layouts["source"], layouts["target"])
+    assert channels is not None  # the source's first file decides when the task does not
     return shared, specific, channels
 
 

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from codt_deploy.errors import CodtError
 from codt_deploy.layouts import NeckSource, get_layout
 from codt_deploy.preprocess import ChannelMode, PreprocessConfig
-from training.preparation import catalogue as cat
 from training.mappings import deep_merge, read_data_file
+from training.preparation import catalogue as cat
 
 # ntu/pku/ucla/msr: the datasets' own files and names; skeletics/finegym: VIBE JSON in class
 # folders; kinetics: Kinetics-skeleton JSON (label inside); pyskl: an NTU RGB+D pyskl pickle;
@@ -244,7 +244,7 @@ _PRESETS: dict[str, dict] = {
 TASKS = tuple(_PRESETS)
 
 # Named target splits a preset accepts (--target-split), besides its default.
-_NAMED_SPLITS = {
+_NAMED_SPLITS: dict[str, dict[str, dict[str, Any]]] = {
     "ucla2msr": {"all": {"mode": "all"},
                  "cross_subject": {"mode": "subjects", "train": (1, 3, 5, 7, 9)}},
     "ntu2pku": {"cross_subject": _pku_split("cross-subject"),
