@@ -303,7 +303,7 @@ def test_unknown_layout_is_refused_by_name(run, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- --summary
 
-def _rows_by_cluster(rows):
+def _rows_by_cluster(rows: list[dict]) -> dict[int, list[dict]]:
     by: dict[int, list[dict]] = {}
     for row in rows:
         by.setdefault(int(row["cluster"]), []).append(row)
