@@ -4,6 +4,10 @@ Nothing here knows about Gradio. :func:`analyse` runs a model over the sequences
 :func:`app.uploads.parse_uploads` and returns a :class:`BatchResult`; the UI only formats it.
 Cluster assignment is the exported network's argmax over its K cluster probabilities and the
 confidence is that probability (METHOD.md §10, "Inference"); the PCA map is of its 256-d embedding.
+The cluster gallery is :func:`codt_deploy.summary.summarize_assignments` of the batch (the one
+implementation, shared with ``codt-cluster --summary``): per cluster its size, mean confidence,
+most central sequence (the medoid, animated by the UI), the next most central ones and the model's
+nearest source class.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from codt_deploy.errors import CodtError
 from codt_deploy.labels import read_labels
 from codt_deploy.models import Manifest
 from codt_deploy.sequence import PoseSequence
+from codt_deploy.summary import ClusterSummary, summarize_assignments
 
 from .uploads import FileProblem, ParsedUploads, error_reason
 
@@ -65,6 +70,7 @@ class BatchResult:
     results: list[SequenceResult] = field(default_factory=list)
     problems: list[FileProblem] = field(default_factory=list)
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, D)
+    clusters: list[ClusterSummary] = field(default_factory=list)  # one per cluster id 0..K-1
 
     def counts(self) -> dict[int, int]:
         """Sequences per cluster, for the clusters that got any."""
@@ -128,6 +134,9 @@ def analyse(parsed: ParsedUploads, model: Predictor, *, model_name: str = "") ->
     batch.results = [SequenceResult(seq, int(c[0]), float(p[0])) for seq, (c, p, _) in pairs]
     if pairs:
         batch.embeddings = np.concatenate([e for _, (_, _, e) in pairs])  # (N, D)
+        batch.clusters = summarize_assignments(
+            [r.name for r in batch.results], np.array([r.cluster for r in batch.results], np.int64),
+            np.array([r.confidence for r in batch.results]), batch.embeddings, manifest)
     return batch
 
 
@@ -237,6 +246,38 @@ def result_rows(batch: BatchResult) -> list[list]:
     return [[i, r.file, r.name, r.sequence.num_frames, r.sequence.num_persons, r.cluster,
              names[r.cluster] if r.cluster < len(names) else "", round(r.confidence, 4)]
             for i, r in enumerate(batch.results)]
+
+
+# --- the cluster gallery ------------------------------------------------------------------------
+
+GALLERY_COLUMNS = ["cluster", "cluster name", "nearest source class", "sequences", "share",
+                   "mean confidence", "most central sequence", "next most central"]
+
+
+def gallery_rows(batch: BatchResult) -> list[list]:
+    """One row per cluster, empty ones included (0 sequences); fractions in [0, 1]."""
+    return [[s.cluster, s.name or "", s.nearest_source_class or "", s.size, round(s.share, 4),
+             "" if s.mean_confidence is None else round(s.mean_confidence, 4), s.medoid or "",
+             ", ".join(s.members)] for s in batch.clusters]
+
+
+def gallery_choices(batch: BatchResult) -> list[str]:
+    """One label per non-empty cluster for the gallery's picker: ``"3: wave · 12 sequence(s)"``."""
+    return [f"{s.cluster}: " + (f"{s.name} · " if s.name else "") + f"{s.size} sequence(s)"
+            for s in batch.clusters if s.size]
+
+
+def cluster_summary(batch: BatchResult, choice: str | int) -> ClusterSummary:
+    """The summary of the cluster a gallery choice (or a cluster id) names; ValueError if none."""
+    text = str(choice).split(":", 1)[0].strip()
+    if not text.lstrip("-").isdigit() or not 0 <= int(text) < len(batch.clusters):
+        raise ValueError(f"no cluster {text!r} in this batch (it has {len(batch.clusters)})")
+    return batch.clusters[int(text)]
+
+
+def medoid_result(batch: BatchResult, summary: ClusterSummary) -> SequenceResult | None:
+    """The most central sequence of the cluster (None for an empty cluster)."""
+    return None if summary.medoid_index is None else batch.results[summary.medoid_index]
 
 
 def problem_rows(batch: BatchResult) -> list[list[str]]:

@@ -2,7 +2,12 @@
 
 All decisions live in :mod:`app.logic`, :mod:`app.uploads` and :mod:`app.plots`; the handlers
 here only call them and turn their errors into messages. API names (for ``gradio_client``):
-``/analyse`` (files, labels CSV, model) and ``/show_sequence`` (a picker choice).
+``/analyse`` (files, labels CSV, model), ``/show_sequence`` (a picker choice) and ``/show_cluster``
+(a cluster gallery choice).
+
+The cluster gallery animates one cluster's most central sequence at a time, picked from a list or
+from the table of every cluster: a 3-D Plotly scene is a WebGL context and browsers allow only
+about 16 per page, so one scene per cluster would break past that many clusters.
 """
 
 from __future__ import annotations
@@ -96,6 +101,35 @@ def _skeleton(index: int, batch: logic.BatchResult):
                                  colour=plots.cluster_colour(result.cluster))
 
 
+def _cluster_details(summary, batch: logic.BatchResult) -> str:
+    """The gallery card: size, share, mean confidence, nearest source class, the members."""
+    head = f"**Cluster {plots.cluster_label(summary.cluster, batch.cluster_names)}**"
+    if not summary.size:
+        return head + ": no sequence of this batch"
+    lines = [f"{head}: **{summary.size}** sequence(s) ({summary.share:.0%} of the batch), "
+             f"mean confidence **{summary.mean_confidence:.1%}**"]
+    if summary.nearest_source_class:
+        lines.append(f"nearest source class: **{summary.nearest_source_class}** (what the "
+                     f"model's source classifier makes of this cluster; no target labels used)")
+    central = f"most central: `{summary.medoid}`"
+    if summary.medoid_similarity is not None:
+        central += f" (mean cosine similarity {summary.medoid_similarity:.3f} to the others)"
+    lines.append(central)
+    if summary.members:
+        lines.append("next most central: " + ", ".join(f"`{m}`" for m in summary.members))
+    return "  \n".join(lines)
+
+
+def _cluster_skeleton(summary, batch: logic.BatchResult):
+    result = logic.medoid_result(batch, summary)
+    if result is None:
+        return None
+    label = plots.cluster_label(summary.cluster, batch.cluster_names)
+    return plots.skeleton_figure(result.sequence, title=f"cluster {label} · most central: "
+                                                        f"{result.name}",
+                                 colour=plots.cluster_colour(summary.cluster))
+
+
 def _summary(batch: logic.BatchResult, evaluation: logic.Evaluation | None, note: str = "") -> str:
     parts = [f"Model **{batch.model_name}** ({batch.num_clusters} clusters): "
              f"**{len(batch.results)}** sequence(s) clustered into **{len(batch.counts())}** "
@@ -171,7 +205,8 @@ class AppHandlers:
         if not batch.results:
             return (batch, _summary(batch, None, note), [], None,
                     gr.update(choices=[], value=None), None, "", None, None,
-                    _metrics_markdown(None, note), None, problems)
+                    _metrics_markdown(None, note), None, problems,
+                    gr.update(choices=[], value=None), None, "", [])
         folder = tempfile.mkdtemp(dir=self._workdir.name)  # one per call: the file is "clusters.csv"
         csv_path = logic.write_results_csv(batch, folder, row_labels)
         names = batch.cluster_names
@@ -182,10 +217,14 @@ class AppHandlers:
             evaluation.confusion, evaluation.cluster_ids, evaluation.label_names,
             cluster_names=names)
         choices = batch.choices()
+        gallery = logic.gallery_choices(batch)
+        first = logic.cluster_summary(batch, gallery[0])
         return (batch, _summary(batch, evaluation, note), logic.result_rows(batch), str(csv_path),
                 gr.update(choices=choices, value=choices[0]), _skeleton(0, batch),
                 _sequence_details(0, batch), plots.counts_figure(batch.counts(), cluster_names=names),
-                pca, _metrics_markdown(evaluation, note), confusion, problems)
+                pca, _metrics_markdown(evaluation, note), confusion, problems,
+                gr.update(choices=gallery, value=gallery[0]), _cluster_skeleton(first, batch),
+                _cluster_details(first, batch), logic.gallery_rows(batch))
 
     def show_sequence(self, choice: str | None, batch: logic.BatchResult | None):
         """The picked sequence's animated skeleton and details."""
@@ -195,6 +234,25 @@ class AppHandlers:
         if not 0 <= index < len(batch.results):
             raise gr.Error(f"no sequence number {index} in this batch")
         return _skeleton(index, batch), _sequence_details(index, batch)
+
+    def show_cluster(self, choice: str | None, batch: logic.BatchResult | None):
+        """The gallery: the chosen cluster's most central sequence, animated, and its card."""
+        if batch is None or not batch.clusters or not choice:
+            return None, ""
+        try:
+            summary = logic.cluster_summary(batch, choice)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+        return _cluster_skeleton(summary, batch), _cluster_details(summary, batch)
+
+    def select_cluster_row(self, batch: logic.BatchResult | None, evt: gr.SelectData):
+        """A click in the gallery table picks that row's cluster (if it has sequences)."""
+        if batch is None or not batch.clusters:
+            return gr.update()
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        cluster = batch.clusters[int(row)].cluster
+        matches = [c for c in logic.gallery_choices(batch) if c.startswith(f"{cluster}:")]
+        return gr.update(value=matches[0]) if matches else gr.update()
 
     def select_row(self, batch: logic.BatchResult | None, evt: gr.SelectData):
         """A click in the results table picks that row's sequence."""
@@ -213,7 +271,8 @@ def build_app(store: ModelStore, *, limits: UploadLimits | None = None,
               examples: list[ExampleSet] | None = None,
               reader: Reader = default_reader) -> gr.Blocks:
     """The app's Blocks. Outputs, in order: state, summary, table, CSV, picker, skeleton, details,
-    counts, PCA map, metrics, confusion, problems. ``reader`` reads one uploaded file's bytes."""
+    counts, PCA map, metrics, confusion, problems, then the cluster gallery's picker, skeleton,
+    card and table. ``reader`` reads one uploaded file's bytes."""
     limits = limits or UploadLimits()
     handlers = AppHandlers(store, limits, reader)
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:  # drop uploads after 1 h
@@ -242,6 +301,15 @@ def build_app(store: ModelStore, *, limits: UploadLimits | None = None,
                 table = gr.Dataframe(headers=logic.RESULT_COLUMNS, interactive=False,
                                      label="Click a row to show it")
                 csv_file = gr.File(label="Download the table (CSV)", interactive=False)
+            with gr.Tab("Cluster gallery"):
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=280):
+                        gallery_picker = gr.Dropdown([], label="Cluster", interactive=True)
+                        gallery_details = gr.Markdown()
+                    with gr.Column(scale=3):
+                        gallery_skeleton = gr.Plot(label="Most central sequence")
+                gallery_table = gr.Dataframe(headers=logic.GALLERY_COLUMNS, interactive=False,
+                                             label="Every cluster (click a row to show it)")
             with gr.Tab("Clusters"):
                 with gr.Row():
                     counts = gr.Plot(label="Sequences per cluster")
@@ -253,7 +321,8 @@ def build_app(store: ModelStore, *, limits: UploadLimits | None = None,
                 problems = gr.Dataframe(headers=["file", "problem"], interactive=False,
                                         label="Files that could not be used")
         outputs = [state, summary, table, csv_file, picker, skeleton, details, counts, pca,
-                   metrics, confusion, problems]
+                   metrics, confusion, problems, gallery_picker, gallery_skeleton,
+                   gallery_details, gallery_table]
         # api_name=False keeps an event off the API in every supported Gradio; Gradio 6 still takes
         # it but types api_name as str | None only, hence the arg-type ignores.
         model_choice.change(lambda choice: model_markdown(store, choice), [model_choice],
@@ -266,4 +335,8 @@ def build_app(store: ModelStore, *, limits: UploadLimits | None = None,
         picker.change(handlers.show_sequence, [picker, state], [skeleton, details],
                       api_name="show_sequence")
         table.select(handlers.select_row, [state], [picker], api_name=False)  # type: ignore[arg-type]
+        gallery_picker.change(handlers.show_cluster, [gallery_picker, state],
+                              [gallery_skeleton, gallery_details], api_name="show_cluster")
+        gallery_table.select(handlers.select_cluster_row, [state], [gallery_picker],
+                             api_name=False)  # type: ignore[arg-type]
     return demo

@@ -3,11 +3,18 @@
     codt-cluster INPUT... [-o out.csv] [--format csv|jsonl|parquet] [--model NAME|PATH]
                  [--labels labels.csv] [--embeddings] [--resume] [--workers N] [--batch-size N]
                  [--providers P[,P...]] [--pose-format FMT] [--trust-pickle] [--show N] [--quiet]
+                 [--summary clusters.csv|clusters.json]
 
 INPUT is a pose file, a folder (searched recursively), a glob pattern or a .zip / .tar(.gz) archive
 (read member by member, never extracted). One output row per sequence. Without ``-o`` the rows go
 to standard output. A per-file failure is reported and the run carries on; the exit status is 1 if
 any input failed, 2 on a usage or setup error, 130 when interrupted (rerun with ``--resume``).
+
+``--summary FILE`` also writes one row per cluster (:mod:`codt_deploy.summary`: size, share, mean
+confidence, the most central sequence and the next ones, the nearest source class) over every
+sequence in the output, those kept by ``--resume`` included; it needs each sequence's embedding, so
+the journal holds the embeddings (and this process about 1 KiB per sequence) even without
+``--embeddings``. Standard error gets one line naming the file, not the table.
 """
 
 from __future__ import annotations
@@ -19,10 +26,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from codt_deploy.argtypes import non_negative_int, positive_int
 from codt_deploy.errors import CodtError
 from codt_deploy.labels import LabelTable, read_labels
 from codt_deploy.readers.arrays import AXES
+from codt_deploy.sources import canonical_path
 from codt_deploy.writers import check_output
 
 log = logging.getLogger("codt_deploy.cli")
@@ -68,6 +78,17 @@ def existing_file(text: str) -> Path:
     return path
 
 
+def summary_file(text: str) -> Path:
+    """argparse type: a summary file name ending in .csv or .json."""
+    from codt_deploy.summary import summary_format
+
+    try:
+        summary_format(text)
+    except CodtError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codt-cluster", description="Cluster skeleton action sequences with an exported "
@@ -85,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="labels CSV (a key column such as file or name, and a label "
                              "column; see codt_deploy/labels.py); prints ACC/NMI/ARI")
     parser.add_argument("--embeddings", action="store_true", help="also write the embedding")
+    parser.add_argument("--summary", type=summary_file, metavar="FILE",
+                        help="also write a per-cluster summary (.csv or .json): size, share, mean "
+                             "confidence, most central sequence and 5 more, nearest source class")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run, skipping files it already wrote")
     parser.add_argument("--workers", type=non_negative_int, default=1,
@@ -115,19 +139,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Observer:
-    """Sees every final output row: cluster counts, labelled pairs, the first rows for --show."""
+    """Sees every final output row: cluster counts, labelled pairs, the first rows for --show, and
+    with ``summary`` each row's name, cluster, confidence and embedding for ``--summary``."""
 
-    def __init__(self, labels: LabelTable | None, show: int) -> None:
-        self.labels, self.show = labels, show
+    def __init__(self, labels: LabelTable | None, show: int, summary: bool = False) -> None:
+        self.labels, self.show, self.summary = labels, show, summary
         self.counts: Counter[int] = Counter()
         self.true: list[str] = []
         self.pred: list[int] = []
         self.first: list[dict[str, Any]] = []
         self.rows = 0
+        self.names: list[str] = []
+        self.clusters: list[int] = []
+        self.confidence: list[float] = []
+        self.embeddings: list[np.ndarray] = []  # each (D,) float32
 
     def __call__(self, row: dict[str, Any]) -> None:
         self.rows += 1
         self.counts[row["cluster"]] += 1
+        if self.summary:
+            self.names.append(sequence_name(row))
+            self.clusters.append(int(row["cluster"]))
+            self.confidence.append(float(row["confidence"]))
+            self.embeddings.append(np.asarray(row["embedding"], np.float32))
         if len(self.first) < self.show:
             self.first.append(row)
         if self.labels is not None:
@@ -135,6 +169,32 @@ class Observer:
             if label is not None:
                 self.true.append(label)
                 self.pred.append(row["cluster"])
+
+
+def sequence_name(row: dict[str, Any]) -> str:
+    """How the summary names an output row: ``source[::member][ (name)][ @segment]``; the name is
+    left out when the file's own name starts with it (``a01_s01_e01_skeleton3D.txt``)."""
+    source, member = str(row["source"]), row.get("member") or ""
+    text = f"{source}::{member}" if member else source
+    file_name = (member or source).replace("\\", "/").rsplit("/", 1)[-1]
+    name = row.get("name") or ""
+    if name and not file_name.startswith(name):
+        text += f" ({name})"
+    return text + (f" @{row['segment']}" if row.get("segment") else "")
+
+
+def write_cluster_summary(path: Path, observer: Observer, model) -> None:
+    """``--summary``: the per-cluster summary of every output row, atomically; one line on stderr."""
+    from codt_deploy.summary import summarize_assignments, write_summary
+
+    dim = model.manifest.embedding_dim
+    embeddings = np.stack(observer.embeddings) if observer.embeddings else np.zeros((0, dim))
+    summaries = summarize_assignments(observer.names, np.asarray(observer.clusters, np.int64),
+                                      np.asarray(observer.confidence), embeddings, model.manifest)
+    write_summary(path, summaries, model=model.manifest.name, sequences=len(observer.names))
+    empty = sum(1 for s in summaries if s.size == 0)
+    print(f"codt-cluster: summary of {len(summaries)} clusters ({empty} empty) over "
+          f"{len(observer.names)} sequences written to {path}", file=sys.stderr)
 
 
 def list_models() -> int:
@@ -161,6 +221,8 @@ def _make_sink(args: argparse.Namespace, model, observer: Observer):
               "onnx_sha256": model.manifest.onnx_sha256,
               "format": fmt, "embeddings": bool(args.embeddings),
               "pose_format": args.pose_format, "axes": args.axes, "layout": args.layout}
+    if args.summary and not args.embeddings:  # rows keep their embeddings for the summary
+        header["embeddings_for_summary"] = True
     return JournalSink(args.output, fmt, fieldnames, emb_dim, header, observer,
                        resume=args.resume)
 
@@ -223,10 +285,14 @@ def run(args: argparse.Namespace) -> int:
         return list_models()
     if args.output:
         check_output(args.output, args.inputs)
+    if args.summary:
+        check_output(args.summary, args.inputs)
+        if args.output and canonical_path(str(args.summary)) == canonical_path(args.output):
+            raise CodtError(f"{args.summary}: --summary and -o name the same file")
     labels = read_labels(args.labels) if args.labels is not None else None
     model = ClusterModel(args.model, providers=args.providers, threads=args.threads,
                          batch_size=args.batch_size)
-    observer = Observer(labels, args.show)
+    observer = Observer(labels, args.show, summary=bool(args.summary))
     sink = _make_sink(args, model, observer)
     array_options = {key: value for key, value in (("axes", args.axes), ("skeleton", args.layout))
                      if value is not None}
@@ -234,7 +300,8 @@ def run(args: argparse.Namespace) -> int:
                                  pose_format=args.pose_format, trust_pickle=args.trust_pickle,
                                  array_options=array_options)
     options = PipelineOptions(workers=args.workers, executor=args.executor,
-                              batch_size=args.batch_size, embeddings=args.embeddings)
+                              batch_size=args.batch_size,
+                              embeddings=bool(args.embeddings or args.summary))
     bar = _progress(args)
     try:
         summary = run_pipeline(args.inputs, model, sink, parse_options, options, bar.update)
@@ -248,6 +315,8 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         return 130
     report(summary, observer, args, model)
+    if args.summary:
+        write_cluster_summary(args.summary, observer, model)
     return 0 if summary.ok else 1
 
 

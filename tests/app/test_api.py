@@ -17,7 +17,8 @@ from codt_deploy.readers import read_poses
 gradio_client = pytest.importorskip("gradio_client")
 
 OUTPUTS = ("summary", "table", "csv", "picker", "skeleton", "details", "counts", "pca", "metrics",
-           "confusion", "problems")
+           "confusion", "problems", "gallery_picker", "gallery_skeleton", "gallery_details",
+           "gallery_table")
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,25 @@ def test_api_show_sequence_after_analyse(client, tiny_model, example_files):
     name = out["table"]["data"][3][2]
     assert json.loads(skeleton["plot"])["layout"]["title"]["text"].startswith(name)
     assert f"`{example_files[3].name}`" in details
+
+
+def test_api_cluster_gallery_shows_each_clusters_most_central_sequence(client, tiny_model,
+                                                                     example_files):
+    out = _analyse(client, tiny_model, example_files)
+    clusters = [r[5] for r in out["table"]["data"]]
+    gallery = out["gallery_table"]["data"]
+    assert [r[0] for r in gallery] == [0, 1, 2, 3]
+    assert [r[3] for r in gallery] == [clusters.count(k) for k in range(4)]
+    choices = [c[0] for c in out["gallery_picker"]["choices"]]
+    assert [int(c.split(":")[0]) for c in choices] == [k for k in range(4) if k in clusters]
+    names = {r[2]: r[5] for r in out["table"]["data"]}  # sequence name -> cluster
+    for choice in choices:
+        skeleton, details = client.predict(choice, api_name="/show_cluster")
+        cluster = int(choice.split(":")[0])
+        medoid = gallery[cluster][6]
+        assert names[medoid] == cluster and f"`{medoid}`" in details
+        title = json.loads(skeleton["plot"])["layout"]["title"]["text"]
+        assert title.endswith(f"most central: {medoid}")
 
 
 def test_api_empty_upload_is_a_clear_error(client, tiny_model):

@@ -201,3 +201,57 @@ def test_model_store_offers_every_available_model(tiny_model, tmp_path, monkeypa
     assert ModelStore().default == "default"
     pinned = ModelStore("alpha")
     assert pinned.choices[0] == "alpha" and pinned.choices.count("alpha") == 1
+
+
+# --- the cluster gallery ------------------------------------------------------------------------
+
+class _WithNearest:
+    """The tiny model with nearest source classes in its manifest (the exporter's field)."""
+
+    def __init__(self, model, nearest):
+        self.model = model
+        self.manifest = model.manifest.model_copy(update={"nearest_source_classes": nearest})
+
+    def predict_sequences(self, sequences):
+        return self.model.predict_sequences(sequences)
+
+
+def test_gallery_is_the_codt_deploy_summary_of_the_batch(model, sequences):
+    from codt_deploy.summary import summarize_clusters
+
+    nearest = ("walk", "sit", "throw", "carry")
+    batch = logic.analyse(ParsedUploads(list(sequences), []), _WithNearest(model, nearest))
+    direct = model.predict_sequences(sequences)
+    expected = summarize_clusters([r.name for r in batch.results], direct.probabilities,
+                                  direct.embedding, model.manifest)
+    assert [(s.cluster, s.size, s.medoid, s.members) for s in batch.clusters] == \
+        [(s.cluster, s.size, s.medoid, s.members) for s in expected]
+    rows = logic.gallery_rows(batch)
+    assert len(rows) == 4 and [r[0] for r in rows] == [0, 1, 2, 3]  # empty clusters listed too
+    assert sum(r[3] for r in rows) == len(sequences) and [r[2] for r in rows] == list(nearest)
+    assert [r[1] for r in rows] == list(model.manifest.cluster_names)
+    used = [s for s in batch.clusters if s.size]
+    assert [int(c.split(":")[0]) for c in logic.gallery_choices(batch)] == [s.cluster for s in used]
+    for summary in used:
+        medoid = logic.medoid_result(batch, summary)
+        assert medoid is not None and medoid.cluster == summary.cluster
+        assert medoid.name == summary.medoid
+        members = [i for i, r in enumerate(batch.results) if r.cluster == summary.cluster]
+        unit = batch.embeddings[members] / np.linalg.norm(batch.embeddings[members], axis=1,
+                                                          keepdims=True)
+        sims = unit @ unit.T  # (n, n)
+        if len(members) > 2:  # two members tie: the first is the medoid by definition
+            assert members[int(np.argmax(sims.sum(1)))] == summary.medoid_index
+        assert logic.cluster_summary(batch, logic.gallery_choices(batch)[0]).size > 0
+
+
+def test_gallery_of_an_empty_batch_and_bad_choices(model, sequences):
+    assert logic.analyse(ParsedUploads([], []), model).clusters == []
+    batch = logic.analyse(ParsedUploads(list(sequences[:1]), []), model)
+    assert [s.size for s in batch.clusters].count(1) == 1
+    (only,) = [s for s in batch.clusters if s.size]
+    assert only.medoid_similarity is None and only.members == ()
+    empty = next(s for s in batch.clusters if not s.size)
+    assert logic.medoid_result(batch, empty) is None
+    with pytest.raises(ValueError, match="no cluster '9' in this batch"):
+        logic.cluster_summary(batch, "9: nothing")

@@ -34,3 +34,26 @@ def test_model_markdown_describes_the_model_or_the_problem(tiny_model, tmp_path)
     assert text.startswith("`tiny`: task `test`, layout `kinect20` (20 joints), 4 clusters")
     missing = model_markdown(ModelStore(str(tmp_path / "gone.onnx")), None)
     assert missing.startswith("**Model unavailable:**") and "gone.onnx" in missing
+
+
+def test_gallery_card_and_animation_of_the_most_central_sequence(tiny_model, example_files,
+                                                                 hand_read):
+    from app import logic
+    from app.ui import AppHandlers, _cluster_details
+    from app.uploads import ParsedUploads, UploadLimits, default_reader
+
+    store = ModelStore(str(tiny_model))
+    batch = logic.analyse(ParsedUploads([hand_read(f) for f in example_files], []),
+                          store.get(None))
+    handlers = AppHandlers(store, UploadLimits(), default_reader)
+    biggest = max(batch.clusters, key=lambda s: s.size)
+    choice = next(c for c in logic.gallery_choices(batch) if c.startswith(f"{biggest.cluster}:"))
+    figure, card = handlers.show_cluster(choice, batch)
+    assert figure.layout.title.text.endswith(f"most central: {biggest.medoid}")
+    assert f"**{biggest.size}** sequence(s)" in card and f"`{biggest.medoid}`" in card
+    assert all(f"`{m}`" in card for m in biggest.members)
+    assert "nearest source class" not in card  # the tiny model's manifest has none
+    empty = [s for s in batch.clusters if not s.size]
+    if empty:
+        assert _cluster_details(empty[0], batch).endswith("no sequence of this batch")
+    assert handlers.show_cluster(None, batch) == (None, "")

@@ -200,6 +200,7 @@ def test_process_workers_give_the_same_rows(run, tmp_path):
     (["x", "--pose-format", "mp4"], "unknown pose format 'mp4'"),
     (["x", "--labels", "/no/such/labels.csv"], "no such file"),
     (["x", "--resume"], "--resume needs -o"),
+    (["x", "--summary", "clusters.txt"], "a summary file must end in .csv or .json"),
     ([], "give at least one INPUT"),
 ])
 def test_argument_errors(args, message, capsys):
@@ -298,3 +299,100 @@ def test_unknown_layout_is_refused_by_name(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(_plain_arrays(tmp_path, n=1), "--layout", "nosuchlayout")
     assert "nosuchlayout" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- --summary
+
+def _rows_by_cluster(rows: list[dict]) -> dict[int, list[dict]]:
+    by: dict[int, list[dict]] = {}
+    for row in rows:
+        by.setdefault(int(row["cluster"]), []).append(row)
+    return by
+
+
+def _brute_medoid(rows):
+    """The most central member by full pairwise cosine similarity (independent of the module)."""
+    x = np.array([r["embedding"] for r in rows], np.float64)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = unit @ unit.T  # (n, n)
+    return rows[int(np.argmax(np.round(sims.sum(1) - np.diag(sims), 9)))]  # ties: the first
+
+
+def test_summary_csv_is_written_over_what_was_clustered(run, tmp_path):
+    folder = _examples(tmp_path, n=6)
+    (folder / "a09_s01_e01_skeleton3D.txt").write_text("1 2 3\nnot numbers here\n")
+    out, summary = tmp_path / "out.jsonl", tmp_path / "clusters.csv"
+    status, _, err = run(folder, "-o", out, "--embeddings", "--summary", summary)
+    assert status == 1 and "1 failed" in err  # the failure is reported, the rest summarised
+    assert "summary of 5 clusters" in err and f"over 6 sequences written to {summary}" in err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_cluster = _rows_by_cluster(rows)
+    table = _csv_rows(summary)
+    assert [int(r["cluster"]) for r in table] == list(range(5))  # empty clusters too
+    for entry in table:
+        members = by_cluster.get(int(entry["cluster"]), [])
+        assert int(entry["size"]) == len(members)
+        assert float(entry["share"]) == pytest.approx(len(members) / 6, abs=1e-6)
+        if not members:
+            assert entry["medoid"] == entry["mean_confidence"] == entry["member_1"] == ""
+            continue
+        assert float(entry["mean_confidence"]) == pytest.approx(
+            np.mean([r["confidence"] for r in members]), abs=1e-6)
+        assert entry["medoid"] == _brute_medoid(members)["source"]
+        listed = [entry[f"member_{i}"] for i in range(1, 6) if entry[f"member_{i}"]]
+        assert len(listed) == min(len(members) - 1, 5)
+        assert set(listed) | {entry["medoid"]} <= {r["source"] for r in members}
+        assert entry["cluster_name"] == members[0]["cluster_name"]  # the tiny model names its own
+
+
+def test_summary_without_embeddings_in_the_output(run, tmp_path):
+    folder = _examples(tmp_path, n=3)
+    out, summary = tmp_path / "out.csv", tmp_path / "clusters.json"
+    status, _, err = run(folder, "-o", out, "--summary", summary)
+    assert status == 0, err
+    assert "embedding_0" not in _csv_rows(out)[0]  # the summary needs them, the output does not
+    doc = json.loads(summary.read_text())
+    assert doc["model"] == "tiny" and doc["sequences"] == 3 and doc["num_clusters"] == 5
+    assert sum(c["size"] for c in doc["clusters"]) == 3
+
+
+def test_summary_with_resume_covers_the_kept_files(run, tmp_path, monkeypatch):
+    from codt_deploy import writers
+
+    folder = _examples(tmp_path, n=6)
+    out, summary = tmp_path / "out.csv", tmp_path / "clusters.json"
+    real_write = writers.JournalSink.write_file
+    interrupt_journal_after(monkeypatch, 2)
+    status, _, _ = run(folder, "-o", out, "--batch-size", "1", "--summary", summary)
+    assert status == 130 and not summary.exists()
+    monkeypatch.setattr(writers.JournalSink, "write_file", real_write)
+    status, _, err = run(folder, "-o", out, "--resume")  # without --summary: other settings
+    assert status == 2 and "embeddings_for_summary" in err
+    status, _, err = run(folder, "-o", out, "--resume", "--summary", summary)
+    assert status == 0 and "2 files kept from the interrupted run" in err
+    doc = json.loads(summary.read_text())
+    assert doc["sequences"] == 6
+    counts = {int(c): len(rows) for c, rows in _rows_by_cluster(_csv_rows(out)).items()}
+    assert {c["cluster"]: c["size"] for c in doc["clusters"] if c["size"]} == counts
+
+
+def test_summary_must_not_be_the_output(run, tmp_path):
+    out = tmp_path / "out.csv"
+    status, _, err = run(_examples(tmp_path, n=1), "-o", out, "--summary", out)
+    assert status == 2 and "--summary and -o name the same file" in err
+
+
+def test_summary_with_the_shipped_model_names_the_nearest_source_class(tmp_path, capsys):
+    from codt_deploy.models import load_manifest
+
+    shipped = REPO_ROOT / "exported" / "ucla2msr.onnx"
+    manifest = load_manifest(shipped.with_suffix(".json"))
+    summary = tmp_path / "clusters.csv"
+    status = cli.main([str(_examples(tmp_path, n=4)), "--model", str(shipped), "--quiet",
+                       "-o", str(tmp_path / "out.csv"), "--summary", str(summary)])
+    assert status == 0, capsys.readouterr().err
+    table = _csv_rows(summary)
+    assert len(table) == manifest.num_clusters == 20
+    assert [r["nearest_source_class"] for r in table] == list(manifest.nearest_source_classes)
+    assert [r["cluster_name"] for r in table] == list(manifest.cluster_names)
+    assert sum(int(r["size"]) for r in table) == 4
