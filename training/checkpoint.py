@@ -53,10 +53,18 @@ def save_checkpoint(path: str | Path, *, config: dict[str, Any], model: torch.nn
         "git_sha": provenance.git_sha() or "unknown",
         "banks": {name: bank.detach().cpu().clone() for name, bank in banks.items()},
     }
+    write_payload(path, payload)
+    log.info("saved checkpoint %s (epoch %d, stage %d)", path, epoch, stage)
+    return path
+
+
+def write_payload(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a checkpoint payload atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
-    log.info("saved checkpoint %s (epoch %d, stage %d)", path, epoch, stage)
     return path
 
 

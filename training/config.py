@@ -142,6 +142,9 @@ class DecisionConfig(_Section):
     # (plus the raw-pose kNN graph with refit_raw_graph); off = the heads as trained (the paper).
     refit_heads: bool = False
     refit_raw_graph: bool = True
+    # §15.10: with refit_heads, the stage-1 checkpoint's B1 features are a second feature graph of
+    # the refit partition (the learnt graphs ½ each); off = the final features only.
+    refit_stage1_graph: bool = False
 
 
 class AnchorConfig(_Section):

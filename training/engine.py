@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -373,7 +373,7 @@ def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndar
 
 
 @torch.no_grad()
-def anchor_partition(views: list[torch.Tensor | np.ndarray], raw_rows: np.ndarray | None,
+def anchor_partition(views: Sequence[torch.Tensor | np.ndarray], raw_rows: np.ndarray | None,
                      weight: float, k: int, seed: int) -> np.ndarray:
     """§15.4, §15.10: spectral labels (N,) of the summed kNN graphs of the feature ``views`` (each
     (N, D), L2-normalised here; graph weight ``weight``, e.g. ``anchors.feature_weight``) and,

@@ -8,10 +8,19 @@ the partition that spectral clustering finds in the trained students' target-tra
 2. one partition a (N,) = spectral clustering of the sum of the kNN graphs of the B1 features and,
    with ``decisions.refit_raw_graph``, of the flattened preprocessed raw poses
    (:func:`training.engine.anchor_partition`'s graphs, :func:`training.clustering.spectral_labels`);
+   with ``decisions.refit_stage1_graph`` the B1 features of the stage-1 checkpoint (the students
+   as they ended stage 1, :func:`stage1_features`) are a second feature graph, and both feature
+   graphs weigh ½ so that the learnt features together weigh as much as the raw poses;
 3. per branch: the head starts from the partition's unit member means (it then assigns as
    nearest prototype) and is fitted to a by full-batch cross-entropy on the frozen features
    (:func:`fit_head`), so the inductive head reproduces the partition on the clips it was found on
    and assigns new clips by the same rule. The teachers' heads get the same weights.
+
+``python -m training.refit RUN --out NEW_RUN [--set decisions.refit_stage1_graph=true]`` applies
+the refit, with the run's config and the overrides, to a finished run's final checkpoint and
+writes a new run folder (its final checkpoint and a copy of its stage-1 checkpoint) that
+``training.export`` exports like any other: the same function as in training, so a change of the
+refit can be measured on, and shipped from, runs trained before it.
 
 No label is read: the partition, the fit and the agreement recorded (the share of train clips
 whose head argmax equals a) are label-free. The heads keep their kind (linear or cosine), so the
@@ -20,7 +29,11 @@ export is unchanged.
 
 from __future__ import annotations
 
+import argparse
+import copy
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,20 +65,38 @@ def fit_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
 
 
 def refit_partition(features_b1: torch.Tensor, raw_rows: np.ndarray | None, k: int,
-                    seed: int) -> np.ndarray:
-    """The §15.10 partition (N,) of the B1 features (N, 256) and, when given, the raw pose rows
-    (N, C·T·V·M): the §15.4 graph partition with both graphs at weight 1."""
+                    seed: int, stage1_b1: torch.Tensor | None = None) -> np.ndarray:
+    """The §15.10 partition (N,) of the B1 features (N, 256), when given the stage-1 B1 features
+    (N, 256), and when given the raw pose rows (N, C·T·V·M): the §15.4 graph partition with the
+    feature graphs at a total weight of 1 (½ each when there are two) and the raw graph at 1."""
     from training.engine import anchor_partition
 
-    return anchor_partition([features_b1], raw_rows, 1.0, k, seed)
+    views = [features_b1] if stage1_b1 is None else [stage1_b1, features_b1]
+    return anchor_partition(views, raw_rows, 1.0 / len(views), k, seed)
+
+
+@torch.no_grad()
+def stage1_features(model, checkpoint: Path, data: TrainingData, config: TrainConfig,
+                    device: torch.device) -> torch.Tensor:
+    """B1 student features (N, 256) of the target train clips under the weights (BatchNorm
+    statistics included) of the stage-1 ``checkpoint``: a copy of ``model`` loads them, so the
+    model being refitted is untouched."""
+    from training.checkpoint import load_checkpoint, restore
+    from training.engine import embed_split
+
+    stage1 = copy.deepcopy(model)
+    restore(load_checkpoint(checkpoint), model=stage1, origin=str(checkpoint))
+    return embed_split(stage1, "specific", data.target_train_specific, config, device)[0]
 
 
 @torch.no_grad()
 def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.device,
-                raw_rows: np.ndarray | None) -> dict[str, float]:
+                raw_rows: np.ndarray | None,
+                stage1_b1: torch.Tensor | None = None) -> dict[str, float]:
     """Replace both branches' cluster heads (students and teachers) by the §15.10 partition of the
     target train features; ``raw_rows`` (N, C·T·V·M) are the raw poses of
-    ``training.run.raw_pose_rows`` (used when ``decisions.refit_raw_graph``)."""
+    ``training.run.raw_pose_rows`` (used when ``decisions.refit_raw_graph``); ``stage1_b1``
+    (N, 256) the stage-1 B1 features of :func:`stage1_features` (used when given)."""
     from training.engine import BRANCHES, embed_split
 
     start = time.perf_counter()
@@ -74,8 +105,9 @@ def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.de
                 for branch in BRANCHES}  # (N, 256) each, on the CPU
     raw = raw_rows if config.decisions.refit_raw_graph else None
     labels = torch.from_numpy(refit_partition(features["specific"], raw, model.num_clusters,
-                                              derive_seed(config.seed, 15)))
-    record: dict[str, float] = {"refit/clusters": float(labels.unique().numel())}
+                                              derive_seed(config.seed, 15), stage1_b1))
+    record: dict[str, float] = {"refit/clusters": float(labels.unique().numel()),
+                                "refit/stage1_graph": float(stage1_b1 is not None)}
     for branch in BRANCHES:
         points = F.normalize(features[branch], dim=1)  # (N, 256)
         seeds = points[torch.arange(model.num_clusters) % len(points)]  # (K, 256) for empty ones
@@ -86,3 +118,62 @@ def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.de
         model.teachers()[branch].cluster_head.load_state_dict(head.state_dict())
     record["refit/time_s"] = time.perf_counter() - start
     return record
+
+
+def refit_run(run_dir: Path, out_dir: Path, overrides: list[str]) -> dict[str, float]:
+    """Refit the heads of ``run_dir``'s final checkpoint under its config plus ``overrides``
+    (``--set`` syntax) into ``out_dir`` (a new run folder); returns the refit record and the
+    new evaluation metrics."""
+    import shutil
+
+    from training.baselines import flattened_poses
+    from training.checkpoint import FINAL, STAGE1, checkpoint_dir, load_checkpoint, write_payload
+    from training.config import apply_overrides, from_dict, save_yaml, task_dir, to_dict
+    from training.data import load_task_data
+    from training.engine import evaluate
+    from training.export import load_run
+
+    config, _, model, path = load_run(run_dir)
+    config = from_dict(apply_overrides(to_dict(config), [*overrides, "decisions.refit_heads=true"]),
+                       origin=f"{path} with --set overrides")
+    data = load_task_data(task_dir(config), config)
+    device = torch.device("cpu")
+    stage1 = checkpoint_dir(run_dir) / STAGE1
+    if out_dir.resolve() == run_dir.resolve():
+        raise ValueError(f"{out_dir}: the refitted run needs a folder of its own")
+    rows = flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
+    features = (stage1_features(model, stage1, data, config, device)
+                if config.decisions.refit_stage1_graph else None)
+    record = refit_heads(model, data, config, device, rows, features)
+    record.update(evaluate(model, data, config, device, heads=True))
+    payload = load_checkpoint(path)
+    payload.update(model=model.state_dict(), config=to_dict(config),
+                   metrics={k: float(v) for k, v in record.items()})
+    write_payload(checkpoint_dir(out_dir) / FINAL, payload)
+    if stage1.is_file():
+        shutil.copy2(stage1, checkpoint_dir(out_dir) / STAGE1)
+    save_yaml(config, out_dir / "config.yaml")
+    (out_dir / "refit.json").write_text(json.dumps({"refit_of": str(run_dir), "overrides": overrides,
+                                                    **record}, indent=1) + "\n", encoding="utf-8")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.refit",
+                                     description="Refit a finished run's cluster heads (§15.10) "
+                                                 "into a new run folder.")
+    parser.add_argument("run_dir", type=Path, help="a finished run (checkpoints/final.pt)")
+    parser.add_argument("--out", type=Path, required=True, help="the new run folder")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. decisions.refit_stage1_graph=true (repeatable)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    record = refit_run(args.run_dir, args.out, args.overrides)
+    for key in sorted(record):
+        if key.startswith(("specific/head/", "shared/head/", "refit/")):
+            print(f"{key}: {record[key]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,7 +14,7 @@ from training.data import load_task_data
 from training.distributed import SINGLE
 from training.engine import embed_split
 from training.model import CosineHead
-from training.refit import fit_head, refit_heads, refit_partition
+from training.refit import fit_head, refit_heads, refit_partition, refit_run, stage1_features
 from training.run import build, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,6 +61,51 @@ def test_refit_partition_finds_separated_clusters_and_uses_the_raw_graph():
     raw_rows, _ = _blobs(seed=3)  # another view with the same memberships
     with_raw = refit_partition(noise, raw_rows.numpy(), 4, seed=0)
     assert all(len(set(with_raw[truth == c])) == 1 for c in range(4))  # carried by the raw graph
+
+
+def test_refit_partition_with_stage1_features_halves_the_feature_graphs():
+    from training.clustering import spectral_labels
+
+    truth_features, truth = _blobs()
+    noise = torch.from_numpy(np.random.default_rng(2).normal(size=truth_features.shape)).float()
+    raw_rows = _blobs(seed=3)[0].numpy()  # another view with the same memberships
+    labels = refit_partition(noise, raw_rows, 4, seed=0, stage1_b1=truth_features)
+    # the stage-1 graph (½) and the raw graph (1) carry the clusters against the noisy final (½)
+    assert all(len(set(labels[truth == c])) == 1 for c in range(4)) and len(set(labels)) == 4
+    unit = [torch.nn.functional.normalize(v, dim=1).numpy() for v in (truth_features, noise)]
+    expected = spectral_labels([*unit, raw_rows], 4, seed=0, weights=[0.5, 0.5, 1.0])
+    np.testing.assert_array_equal(labels, expected)  # exactly the documented graph weights
+
+
+def test_a_run_with_the_stage1_graph_refits_from_its_stage1_checkpoint(synthetic_task_dir, tmp_path):
+    config = _tiny(synthetic_task_dir, refit_heads=True, refit_stage1_graph=True)
+    train(config, tmp_path / "run")
+    last = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1]
+    assert '"refit/stage1_graph": 1.0' in last
+    # the stage-1 features are those of the stage-1 weights, not of the final ones
+    from training.export import load_run
+
+    _, _, model, _ = load_run(tmp_path / "run")
+    data = load_task_data(synthetic_task_dir, config)
+    final = embed_split(model, "specific", data.target_train_specific, config, CPU)[0]
+    stage1 = stage1_features(model, tmp_path / "run" / "checkpoints" / "stage1.pt", data, config, CPU)
+    assert stage1.shape == final.shape and not torch.allclose(stage1, final)
+    _, _, model_after, _ = load_run(tmp_path / "run")  # the refitted model itself is untouched
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 model_after.state_dict().values()))
+
+
+def test_refit_run_writes_a_new_exportable_run(synthetic_task_dir, tmp_path):
+    train(_tiny(synthetic_task_dir, refit_heads=True), tmp_path / "run")
+    record = refit_run(tmp_path / "run", tmp_path / "again", ["decisions.refit_stage1_graph=true"])
+    assert record["refit/stage1_graph"] == 1.0 and "specific/head/acc" in record
+    from training.export import load_run
+
+    config, _, _, path = load_run(tmp_path / "again")
+    assert config.decisions.refit_stage1_graph and path.parent == tmp_path / "again" / "checkpoints"
+    assert (tmp_path / "again" / "checkpoints" / "stage1.pt").is_file()
+    with pytest.raises(ValueError, match="folder of its own"):
+        refit_run(tmp_path / "run", tmp_path / "run", [])
 
 
 def _tiny(task_dir: Path, **decisions):
