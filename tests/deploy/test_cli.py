@@ -298,3 +298,23 @@ def test_unknown_layout_is_refused_by_name(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(_plain_arrays(tmp_path, n=1), "--layout", "nosuchlayout")
     assert "nosuchlayout" in capsys.readouterr().err
+
+
+def test_2d_arrays_for_a_3d_model_fail_each_naming_channels_and_fix(run, tmp_path):
+    """The tiny model reads x, y, z: 2-D arrays (depth dropped) and arrays declared x, y, score
+    are refused file by file with what they have, what the model expects and what to do; the 3-D
+    arrays in the same run are clustered."""
+    folder = _plain_arrays(tmp_path, n=3)
+    flat = sorted(folder.glob("*.npy"))[:2]
+    for path in flat:
+        np.save(path, np.load(path)[..., :2])  # (T, V, 2): x, y
+    status, _, err = run(folder, "--layout", "msr20", "--axes", "TVC", "-o", tmp_path / "o.csv")
+    assert status == 1 and "1 sequences clustered" in err and "2 failed" in err
+    for path in flat:
+        line = next(line for line in err.splitlines() if path.name in line)
+        assert line.strip().startswith(f"FAILED {path}: has channels ('x', 'y') (2-D poses")
+        assert "the model expects ('x', 'y', 'z') (3-D poses (x, y, z), channels='xyz')" in line
+        assert "use a model trained for 2-D input" in line
+    status, _, err = run(sorted(folder.glob("*.npy"))[2], "--layout", "msr20", "--axes", "TVC",
+                         "--channels", "xy_score", "-o", tmp_path / "s.csv")
+    assert status == 1 and "has channels ('x', 'y', 'score')" in err
