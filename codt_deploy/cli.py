@@ -151,7 +151,8 @@ def list_models() -> int:
         print("no models found in " + ", ".join(str(d) for d in model_dirs()))
     for name, path in models.items():
         manifest = load_manifest(path.with_suffix(".json"))
-        print(f"{name}\t{manifest.task}\t{manifest.layout}\tK={manifest.num_clusters}\t{path}")
+        print(f"{name}\t{manifest.task}\t{manifest.layout}\t{manifest.preprocess.channels}\t"
+              f"K={manifest.num_clusters}\t{path}")
     return 0
 
 

@@ -318,3 +318,9 @@ def test_2d_arrays_for_a_3d_model_fail_each_naming_channels_and_fix(run, tmp_pat
     status, _, err = run(sorted(folder.glob("*.npy"))[2], "--layout", "msr20", "--axes", "TVC",
                          "--channels", "xy_score", "-o", tmp_path / "s.csv")
     assert status == 1 and "has channels ('x', 'y', 'score')" in err
+
+
+def test_list_models_names_each_models_channels(tiny_model_env, capsys):
+    assert cli.main(["--list-models"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny\t"))
+    assert line.split("\t")[2:4] == ["msr20", "xyz"] and line.split("\t")[4].startswith("K=")
