@@ -2,7 +2,8 @@
 
     codt-cluster INPUT... [-o out.csv] [--format csv|jsonl|parquet] [--model NAME|PATH]
                  [--labels labels.csv] [--embeddings] [--resume] [--workers N] [--batch-size N]
-                 [--providers P[,P...]] [--pose-format FMT] [--trust-pickle] [--show N] [--quiet]
+                 [--providers P[,P...]] [--pose-format FMT] [--axes AXES] [--layout L]
+                 [--channels xyz|xy|xy_score] [--trust-pickle] [--show N] [--quiet]
                  [--summary clusters.csv|clusters.json]
 
 INPUT is a pose file, a folder (searched recursively), a glob pattern or a .zip / .tar(.gz) archive
@@ -31,6 +32,7 @@ import numpy as np
 from codt_deploy.argtypes import non_negative_int, positive_int
 from codt_deploy.errors import CodtError
 from codt_deploy.labels import LabelTable, read_labels
+from codt_deploy.preprocess import CHANNEL_MODES, CHANNEL_NAMES
 from codt_deploy.readers.arrays import AXES
 from codt_deploy.sources import canonical_path
 from codt_deploy.writers import check_output
@@ -129,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layout", type=layout_name,
                         help="joint layout of plain .npy/.npz arrays (e.g. msr20, ntu25, coco17); "
                              "other formats ignore it")
+    parser.add_argument("--channels", choices=CHANNEL_MODES,
+                        help="what the channels of plain .npy/.npz arrays are: xyz (3-D), xy "
+                             "(2-D) or xy_score (2-D + confidence); default xyz for 3 channels, "
+                             "xy for 2; other formats ignore it")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow .pkl/.pickle/.joblib inputs (unpickling runs code: only for "
                              "files you trust)")
@@ -205,7 +211,8 @@ def list_models() -> int:
         print("no models found in " + ", ".join(str(d) for d in model_dirs()))
     for name, path in models.items():
         manifest = load_manifest(path.with_suffix(".json"))
-        print(f"{name}\t{manifest.task}\t{manifest.layout}\tK={manifest.num_clusters}\t{path}")
+        print(f"{name}\t{manifest.task}\t{manifest.layout}\t{manifest.preprocess.channels}\t"
+              f"K={manifest.num_clusters}\t{path}")
     return 0
 
 
@@ -223,6 +230,8 @@ def _make_sink(args: argparse.Namespace, model, observer: Observer):
               "pose_format": args.pose_format, "axes": args.axes, "layout": args.layout}
     if args.summary and not args.embeddings:  # rows keep their embeddings for the summary
         header["embeddings_for_summary"] = True
+    if args.channels:  # only when given, so journals of earlier versions still resume
+        header["channels"] = args.channels
     return JournalSink(args.output, fmt, fieldnames, emb_dim, header, observer,
                        resume=args.resume)
 
@@ -294,8 +303,11 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size)
     observer = Observer(labels, args.show, summary=bool(args.summary))
     sink = _make_sink(args, model, observer)
-    array_options = {key: value for key, value in (("axes", args.axes), ("skeleton", args.layout))
-                     if value is not None}
+    array_options: dict[str, Any] = {
+        key: value for key, value in (("axes", args.axes), ("skeleton", args.layout))
+        if value is not None}
+    if args.channels:
+        array_options["channels"] = CHANNEL_NAMES[args.channels]
     parse_options = ParseOptions(preprocess=model.config,
                                  pose_format=args.pose_format, trust_pickle=args.trust_pickle,
                                  array_options=array_options)

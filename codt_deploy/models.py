@@ -66,7 +66,7 @@ class Manifest(BaseModel):
     branch: str = "specific"  # METHOD.md §10: the deployable network is F_1 -> C_1^t
     layout: str
     joints: tuple[str, ...]
-    channels: tuple[str, ...] = ("x", "y", "z")
+    channels: tuple[str, ...] = ("x", "y", "z")  # the input's C, = preprocess.channel_names
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
     preprocess: PreprocessConfig  # how raw poses become ``input`` (a JSON object in the file)
@@ -105,6 +105,10 @@ class Manifest(BaseModel):
         elif self.preprocess.output_shape != self.input_shape:
             problems.append(f"preprocessing gives (C, T, V, M) = {self.preprocess.output_shape} "
                             f"but the input is {self.input_shape}")
+        if tuple(self.channels) != self.preprocess.channel_names:
+            problems.append(f"channels {tuple(self.channels)} are not those of its preprocessing "
+                            f"{self.preprocess.channel_names} (channels="
+                            f"{self.preprocess.channels!r})")
         if self.preprocess.layout != self.layout:
             problems.append(f"preprocessing layout {self.preprocess.layout!r} is not the model's "
                             f"layout {self.layout!r}")

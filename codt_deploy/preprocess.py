@@ -26,9 +26,19 @@ Steps, in order:
    sequence if Σ_t v_z ≥ 0, then every joint is rotated by R_y(θ) = [[cos, 0, −sin], [0, 1, 0],
    [sin, 0, cos]]. Frames whose v_z has the sign of the sum end with v parallel to +x.
 
-**2-D data** (channels x, y, score): steps 1-5 apply to x and y only; the score channel is kept
-(and resampled); a joint whose score is 0 keeps x = y = 0 after centring; there is no rotation, as
-a 2-D pose has no depth to rotate about the vertical axis.
+**2-D data** (channel modes ``xy_score``: x, y, score, and ``xy``: x, y): steps 1-5 apply to x and
+y only; the score channel is kept (and resampled); a joint whose score is 0 (``xy``: whose x and y
+are both 0) keeps x = y = 0 after centring; there is no rotation, as a 2-D pose has no depth to
+rotate about the vertical axis.
+
+:func:`preprocess` takes only sequences whose channels are the model's; a mismatch is refused with a
+message saying what the file has, what the model expects and what to do. Training converts a
+domain that holds more than the model reads (:func:`preprocess_converted`, METHOD.md §2 "2-D
+models"): a 3-D sequence for a 2-D model goes through steps 1-6 in 3-D and is then projected
+(:func:`project_depth`: an optional rotation about the vertical axis, then depth dropped), with
+score 1 for present joints and 0 for missing ones when the model reads ``xy_score``;
+:func:`reduce_channels` drops depth or the score of raw data as recorded (a 3-D target used as a
+2-D one).
 
 The output is always finite: an all-zero sequence gives zeros. Non-finite input, and values beyond
 ±``MAX_ABS_VALUE`` (1e6: no metres, millimetres, pixels or scores come near it, while ±3e38, finite
@@ -39,6 +49,7 @@ Everything here is numpy, vectorised over frames, persons and joints.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Literal
@@ -50,9 +61,11 @@ from codt_deploy.errors import LayoutError, PoseFormatError
 from codt_deploy.layouts import JointMap, NeckSource, get_layout, joint_map
 from codt_deploy.sequence import PoseSequence
 
-ChannelMode = Literal["xyz", "xy_score"]
+ChannelMode = Literal["xyz", "xy", "xy_score"]
 CHANNEL_NAMES: dict[ChannelMode, tuple[str, ...]] = {"xyz": ("x", "y", "z"),
+                                                      "xy": ("x", "y"),
                                                       "xy_score": ("x", "y", "score")}
+CHANNEL_MODES: tuple[ChannelMode, ...] = tuple(CHANNEL_NAMES)
 _ALIGN_EPS = 1e-4  # METHOD §2 step 4: θ = arccos(v_x / (‖v‖ + 1e-4))
 MAX_ABS_VALUE = 1e6  # larger input values are refused (see the module docstring)
 
@@ -63,6 +76,46 @@ def mode_of_channels(channels: Sequence[str]) -> ChannelMode | None:
         if tuple(channels) == names:
             return mode
     return None
+
+
+def describe_mode(mode: ChannelMode | None) -> str:
+    """Words for a channel mode, for messages: "3-D poses (x, y, z)"."""
+    if mode is None:
+        return "unsupported channels"
+    kind = "3-D poses" if mode == "xyz" else "2-D poses"
+    return f"{kind} ({', '.join(CHANNEL_NAMES[mode])})"
+
+
+def conversion_problem(have: ChannelMode, want: ChannelMode) -> str | None:
+    """Why data in channel mode ``have`` cannot be turned into ``want``; None when it can.
+
+    Data holding more than a model reads can be reduced: 3-D to 2-D (depth dropped), x, y, score to
+    x, y (score dropped), and x, y to x, y, score (score 1 for present joints). 2-D data cannot
+    become 3-D: depth is not recoverable.
+    """
+    if have == want or want != "xyz":
+        return None
+    return (f"{describe_mode(have)} cannot feed a 3-D model: depth cannot be recovered from 2-D "
+            f"poses")
+
+
+def mismatch_hint(have: ChannelMode | None, want: ChannelMode) -> str:
+    """What to do when a file's channels are not the model's (for the refusal message)."""
+    if have is None:
+        return f"give {describe_mode(want)}"
+    if want == "xyz":
+        return ("use a model trained for 2-D input (a task whose target has channels: xy or "
+                "xy_score), or give 3-D poses")
+    if have == "xyz":
+        hint = ("drop the depth (z) before clustering (e.g. save x, y as plain .npy arrays), or use "
+                "a model trained on 3-D poses (channels: xyz)")
+        if want == "xy_score":
+            hint += "; plain arrays that hold x, y, score are read as such with --channels xy_score"
+        return hint
+    if have == "xy_score":
+        return "drop the score channel, or use a model trained with channels: xy_score"
+    return ("this model needs a confidence score per joint: use a model trained with channels: xy, "
+            "or give x, y, score poses")
 
 
 class PreprocessConfig(BaseModel):
@@ -76,7 +129,7 @@ class PreprocessConfig(BaseModel):
     center: bool = True  # §2 step 2
     align: bool = True  # §2 step 4 (3-D data only)
     neck: NeckSource = "spine_shoulder"  # which NTU joint plays the neck when mapping (METHOD §4)
-    channels: ChannelMode = "xyz"  # "xyz" (3-D) or "xy_score" (2-D with a confidence)
+    channels: ChannelMode = "xyz"  # "xyz" (3-D), "xy" (2-D) or "xy_score" (2-D + confidence)
 
     @field_validator("layout")
     @classmethod
@@ -210,6 +263,50 @@ def align_shoulders(data: np.ndarray, right: int, left: int) -> np.ndarray:
     return rotate_y(data, shoulder_angles(data, right, left))
 
 
+def presence(data: np.ndarray, mode: ChannelMode) -> np.ndarray:
+    """(T, M, V, C) → (T, M, V) float32: 1 where a joint is present, else 0.
+
+    ``xy_score``: its score is above 0; ``xyz`` and ``xy``: any coordinate is non-zero.
+    """
+    if mode == "xy_score":
+        return (data[..., 2] > 0).astype(np.float32)
+    return np.any(data != 0, axis=-1).astype(np.float32)
+
+
+def reduce_channels(data: np.ndarray, have: ChannelMode, want: ChannelMode) -> np.ndarray:
+    """Raw ``(T, M, V, C_have)`` → ``(T, M, V, C_want)`` as recorded (no alignment first).
+
+    ``xyz`` → ``xy``: depth dropped; → ``xy_score``: depth dropped, score = :func:`presence`;
+    ``xy_score`` → ``xy``: score dropped, joints with score 0 zeroed (absent, as in ``xy`` data);
+    ``xy`` → ``xy_score``: score = presence. Refuses what :func:`conversion_problem` refuses.
+    """
+    problem = conversion_problem(have, want)
+    if problem is not None:
+        raise ValueError(problem)
+    if have == want:
+        return data
+    xy = data[..., :2]  # (T, M, V, 2)
+    if have == "xy_score":
+        xy = xy * (data[..., 2:3] > 0)
+    if want == "xy":
+        return np.ascontiguousarray(xy, dtype=data.dtype)
+    score = presence(data, have)[..., None].astype(data.dtype)  # (T, M, V, 1)
+    return np.concatenate([xy, score], axis=-1)  # (T, M, V, 3)
+
+
+def project_depth(data: np.ndarray, angle: float = 0.0) -> np.ndarray:
+    """Project 3-D points ``(T, M, V, 3)`` onto the x-y plane → ``(T, M, V, 2)``.
+
+    The points are first rotated by ``angle`` radians about the vertical (y) axis with
+    :func:`rotate_y` (the view the camera would have from there; 0 keeps the view), then the depth
+    z is dropped. Absent joints (zeros) stay zero.
+    """
+    if angle:
+        theta = np.full(data.shape[:2], angle, dtype=np.float64)  # (T, M)
+        data = rotate_y(data.astype(np.float64), theta)  # (T, M, V, 3)
+    return np.ascontiguousarray(data[..., :2])  # (T, M, V, 2)
+
+
 # ---------------------------------------------------------------------------------------------
 # The pipeline
 # ---------------------------------------------------------------------------------------------
@@ -217,8 +314,16 @@ def align_shoulders(data: np.ndarray, right: int, left: int) -> np.ndarray:
 def _check_input(seq: PoseSequence, cfg: PreprocessConfig) -> None:
     wanted = cfg.channel_names
     if tuple(seq.channels) != wanted:
-        raise PoseFormatError(seq.source, f"has channels {tuple(seq.channels)} but the model "
-                                          f"expects {wanted} (channels={cfg.channels!r})")
+        have = mode_of_channels(seq.channels)
+        raise PoseFormatError(seq.source, f"has channels {tuple(seq.channels)} "
+                                          f"({describe_mode(have)}) but the model expects "
+                                          f"{wanted} ({describe_mode(cfg.channels)}, "
+                                          f"channels={cfg.channels!r}): "
+                                          f"{mismatch_hint(have, cfg.channels)}")
+    _check_values(seq)
+
+
+def _check_values(seq: PoseSequence) -> None:
     if not np.all(np.isfinite(seq.data)):
         bad = np.argwhere(~np.isfinite(seq.data))[0]
         raise PoseFormatError(seq.source, "contains NaN or infinite coordinates", frame=int(bad[0]))
@@ -246,27 +351,89 @@ def _map_joints(seq: PoseSequence, cfg: PreprocessConfig) -> np.ndarray:
     return mapping.apply(np.asarray(seq.data, dtype=np.float32), axis=2)
 
 
-def preprocess(seq: PoseSequence, cfg: PreprocessConfig) -> np.ndarray:
-    """One sequence → float32 ``(C, T, V, M)`` = ``cfg.output_shape`` (METHOD §2; see above)."""
-    _check_input(seq, cfg)
+def _standardise(data: np.ndarray, cfg: PreprocessConfig, coord_channels: int) -> np.ndarray:
+    """Steps 2-6 on mapped ``(T, M_in, V, C)`` → ``(T, M, V, C)``; the first ``coord_channels``
+    channels are coordinates (3: 3-D, aligned), a channel after them is a score / presence (> 0:
+    the joint is present; without one, a joint is present where a coordinate is non-zero)."""
     layout = get_layout(cfg.layout)
-    is_3d = cfg.channels == "xyz"
-    coord_channels = 3 if is_3d else 2
-    data = _map_joints(seq, cfg)  # (T, M_in, V, C)
     data = select_persons(data, cfg.persons, coord_channels)  # (T, M, V, C)
     data = drop_empty_frames(data)  # (L, M, V, C)
     if cfg.center:
-        if is_3d:
-            joint_present = np.any(data != 0, axis=-1)  # (L, M, V)
+        if data.shape[-1] > coord_channels:
+            joint_present = data[..., coord_channels] > 0  # (L, M, V): score 0 = undetected
         else:
-            joint_present = data[..., 2] > 0  # (L, M, V): score 0 = undetected joint
+            joint_present = np.any(data != 0, axis=-1)  # (L, M, V)
         data = center_on_joint(data, layout.center, coord_channels, joint_present)  # (L, M, V, C)
     data = resample_linear(data, cfg.frames)  # (T, M, V, C)
-    if cfg.align and is_3d:
+    if cfg.align and coord_channels == 3:
         right, left = layout.shoulders
-        data = align_shoulders(data.astype(np.float64), right, left)  # (T, M, V, 3)
+        aligned = align_shoulders(data[..., :3].astype(np.float64), right, left)  # (T, M, V, 3)
+        data = aligned if data.shape[-1] == 3 else np.concatenate(
+            [aligned, data[..., 3:].astype(np.float64)], axis=-1)  # (T, M, V, C)
+    return data
+
+
+def _to_model_input(data: np.ndarray) -> np.ndarray:
     out = np.transpose(data, (3, 0, 2, 1))  # (T, M, V, C) -> (C, T, V, M)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def preprocess(seq: PoseSequence, cfg: PreprocessConfig) -> np.ndarray:
+    """One sequence → float32 ``(C, T, V, M)`` = ``cfg.output_shape`` (METHOD §2; see above)."""
+    _check_input(seq, cfg)
+    data = _map_joints(seq, cfg)  # (T, M_in, V, C)
+    coord_channels = 3 if cfg.channels == "xyz" else 2
+    return _to_model_input(_standardise(data, cfg, coord_channels))
+
+
+def reduce_sequence(seq: PoseSequence, mode: ChannelMode) -> PoseSequence:
+    """``seq`` with its channels reduced to ``mode`` as recorded (:func:`reduce_channels`: a 3-D
+    recording used as a 2-D one keeps its camera's x and y); unchanged when they are already
+    ``mode``. A conversion that cannot be made is a :class:`PoseFormatError` naming the file."""
+    have = mode_of_channels(seq.channels)
+    if have == mode:
+        return seq
+    problem = f"unsupported channels {tuple(seq.channels)}" if have is None else \
+        conversion_problem(have, mode)
+    if problem is not None or have is None:
+        raise PoseFormatError(seq.source, f"{problem}; expected {describe_mode(mode)}")
+    data = reduce_channels(np.asarray(seq.data, np.float32), have, mode)  # (T, M, V, C')
+    return dataclasses.replace(seq, data=data, channels=CHANNEL_NAMES[mode])
+
+
+def preprocess_converted(seq: PoseSequence, cfg: PreprocessConfig, *,
+                         view_angle: float = 0.0) -> np.ndarray:
+    """Like :func:`preprocess`, converting a sequence that holds more than ``cfg.channels``.
+
+    A 3-D sequence for a 2-D model is mapped, centred, resampled and shoulder-aligned in 3-D
+    (steps 1-6), then :func:`project_depth` rotates it by ``view_angle`` radians about the vertical
+    axis and drops the depth; an ``xy_score`` model gets score 1 for present joints and 0 for
+    missing ones (resampled like a score). Other 2-D conversions reduce the raw channels first
+    (:func:`reduce_channels`). A conversion :func:`conversion_problem` refuses, or a
+    ``view_angle`` without a 3-D → 2-D projection, is a :class:`PoseFormatError`.
+    """
+    have = mode_of_channels(seq.channels)
+    projects = have == "xyz" and cfg.channels != "xyz"
+    if view_angle and not projects:
+        raise PoseFormatError(seq.source, f"a view rotation applies only to 3-D poses projected "
+                                          f"for a 2-D model, not to {describe_mode(have)} for a "
+                                          f"{cfg.channels!r} model")
+    if have is None or have == cfg.channels:
+        return preprocess(seq, cfg)  # the usual checks and messages
+    problem = conversion_problem(have, cfg.channels)
+    if problem is not None:
+        raise PoseFormatError(seq.source, problem)
+    _check_values(seq)
+    if not projects:
+        return preprocess(reduce_sequence(seq, cfg.channels), cfg)
+    data = _map_joints(seq, cfg)  # (T, M_in, V, 3)
+    present = presence(data, "xyz")[..., None]  # (T, M_in, V, 1)
+    data = np.concatenate([data, present], axis=-1)  # (T, M_in, V, 4): x, y, z, presence
+    data = _standardise(data, cfg, coord_channels=3)  # (T, M, V, 4), aligned in 3-D
+    out = project_depth(data[..., :3], view_angle)  # (T, M, V, 2)
+    if cfg.channels == "xy_score":
+        out = np.concatenate([out, data[..., 3:4]], axis=-1)  # (T, M, V, 3)
+    return _to_model_input(out)
 
 
 def preprocess_batch(seqs: Sequence[PoseSequence], cfg: PreprocessConfig) -> np.ndarray:

@@ -103,6 +103,14 @@ def print_summary(summary: dict, folder: Path) -> None:
         print(f"  {split:<13} {info['samples']:>7,} samples  {layouts:<18} {labels}")
     print(f"K = {summary['num_clusters']}; layouts shared={summary['layouts']['shared']} "
           f"specific={summary['layouts']['specific']}; written to {folder}")
+    model, source = summary["channels"], summary.get("source_channels", summary["channels"])
+    if source != model:
+        how = "projected after alignment" if source == "xyz" else "converted"
+        rotation = summary["task_spec"]["source"].get("view_rotation") or 0
+        how += f", view rotation ±{rotation:g}°" if rotation else ""
+        print(f"channels {model}: the model reads the target's; the {source} source is {how}")
+    else:
+        print(f"channels {model}")
     if summary["failures"]:
         print(f"{len(summary['failures'])} file(s) failed:")
         for failure in summary["failures"]:

@@ -50,6 +50,19 @@ def test_a_sequence_the_model_cannot_take_is_a_problem_not_a_failure(model, sequ
     assert batch.embeddings.shape == (2, 256)
 
 
+def test_2d_poses_for_a_3d_model_are_a_problem_naming_the_file_and_the_fix(model, sequences):
+    flat = PoseSequence(data=np.ascontiguousarray(sequences[0].data[..., :2]),
+                        layout=sequences[0].layout, source="upload/flat.npy",
+                        channels=("x", "y"))  # the same poses with their depth dropped
+    batch = logic.analyse(ParsedUploads([flat, sequences[1]], []), model)
+    assert [r.file for r in batch.results] == [sequences[1].source]
+    [problem] = batch.problems
+    assert problem.file == "upload/flat.npy"
+    assert "has channels ('x', 'y') (2-D poses (x, y)) but the model expects ('x', 'y', 'z')" \
+        in problem.reason
+    assert "use a model trained for 2-D input" in problem.reason
+
+
 def test_analyse_empty_batch(model):
     batch = logic.analyse(ParsedUploads([], [FileProblem("a", "b")]), model)
     assert batch.results == [] and batch.counts() == {} and len(batch.problems) == 1

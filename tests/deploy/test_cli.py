@@ -396,3 +396,29 @@ def test_summary_with_the_shipped_model_names_the_nearest_source_class(tmp_path,
     assert [r["nearest_source_class"] for r in table] == list(manifest.nearest_source_classes)
     assert [r["cluster_name"] for r in table] == list(manifest.cluster_names)
     assert sum(int(r["size"]) for r in table) == 4
+
+
+def test_2d_arrays_for_a_3d_model_fail_each_naming_channels_and_fix(run, tmp_path):
+    """The tiny model reads x, y, z: 2-D arrays (depth dropped) and arrays declared x, y, score
+    are refused file by file with what they have, what the model expects and what to do; the 3-D
+    arrays in the same run are clustered."""
+    folder = _plain_arrays(tmp_path, n=3)
+    flat = sorted(folder.glob("*.npy"))[:2]
+    for path in flat:
+        np.save(path, np.load(path)[..., :2])  # (T, V, 2): x, y
+    status, _, err = run(folder, "--layout", "msr20", "--axes", "TVC", "-o", tmp_path / "o.csv")
+    assert status == 1 and "1 sequences clustered" in err and "2 failed" in err
+    for path in flat:
+        line = next(line for line in err.splitlines() if path.name in line)
+        assert line.strip().startswith(f"FAILED {path}: has channels ('x', 'y') (2-D poses")
+        assert "the model expects ('x', 'y', 'z') (3-D poses (x, y, z), channels='xyz')" in line
+        assert "use a model trained for 2-D input" in line
+    status, _, err = run(sorted(folder.glob("*.npy"))[2], "--layout", "msr20", "--axes", "TVC",
+                         "--channels", "xy_score", "-o", tmp_path / "s.csv")
+    assert status == 1 and "has channels ('x', 'y', 'score')" in err
+
+
+def test_list_models_names_each_models_channels(tiny_model_env, capsys):
+    assert cli.main(["--list-models"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny\t"))
+    assert line.split("\t")[2:4] == ["msr20", "xyz"] and line.split("\t")[4].startswith("K=")

@@ -92,6 +92,11 @@ def test_preprocessing_that_disagrees_with_the_input_is_a_bad_manifest(tiny_mode
         manifest_path.write_text(json.dumps({**data, "preprocess": {**data["preprocess"], **change}}))
         with pytest.raises(ModelError, match=message):
             load_manifest(manifest_path)
+    # The channels the manifest names must be those its preprocessing produces.
+    manifest_path.write_text(json.dumps({**data, "channels": ["x", "y", "score"]}))
+    with pytest.raises(ModelError, match=r"channels \('x', 'y', 'score'\) are not those of its "
+                                         r"preprocessing \('x', 'y', 'z'\)"):
+        load_manifest(manifest_path)
 
 
 def test_the_shipped_manifests_load_with_their_preprocessing_config():

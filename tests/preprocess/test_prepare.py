@@ -247,3 +247,89 @@ def test_utkinect_label_files_are_skipped_not_failed(shared_data):
     refs = select_refs(domain, shared_data / "utkinect_action3d", shared_data, report, None)
     assert refs and all(r.path.name.startswith("joints_") for r in refs)
     assert report.skipped["UTKinect action-label file (read for the segments)"] == 2
+
+
+# ---------------------------------------------------------------------- 2-D models (channels)
+
+def _two_d_config(tmp_path, target_channels="xy", **source):
+    overrides = tmp_path / f"two_d_{target_channels}.yaml"
+    overrides.write_text(json.dumps({"target": {"channels": target_channels},
+                                     **({"source": source} if source else {})}))
+    return overrides
+
+
+def test_a_3d_source_for_a_2d_target_is_projected_and_the_target_drops_depth(
+        shared_data, tmp_path, capsys):
+    """NW-UCLA 3-D → MSR Action3D with depth dropped: the model reads x, y; the source is aligned
+    in 3-D and then projected, the target keeps the camera's x and y as recorded."""
+    from codt_deploy.preprocess import PreprocessConfig, preprocess, reduce_sequence
+
+    three_d, two_d = tmp_path / "3d", tmp_path / "2d"
+    assert run(capsys, "ucla2msr", "--raw", shared_data, "--out", three_d, "--limit", 8)[0] == 0
+    code, out, _ = run(capsys, "ucla2msr", "--raw", shared_data, "--out", two_d, "--limit", 8,
+                       "--config", _two_d_config(tmp_path))
+    assert code == 0, out
+    assert "channels xy: the model reads the target's; the xyz source is projected" in out
+    task = load_task(two_d / "ucla2msr")
+    assert task.channels == "xy" and task.raw["source_channels"] == "xyz"
+    assert task.preprocess_config("msr20").output_shape == (2, 50, 20, 1)
+    source = load_split(two_d / "ucla2msr", "source_train")
+    source_3d = load_split(three_d / "ucla2msr", "source_train")
+    assert source.data.shape == (8, 2, 50, 20, 1)
+    np.testing.assert_allclose(source.data, source_3d.data[:, :2], atol=1e-6)
+    target = load_split(two_d / "ucla2msr", "target_eval", "msr20")
+    assert target.data.shape == (8, 2, 50, 20, 1)
+    name = str(target.names[0])
+    seq = read_poses(shared_data / "msr_action3d" / f"{name}_skeleton3D.txt")[0]
+    expected = preprocess(reduce_sequence(seq, "xy"), PreprocessConfig(
+        layout="msr20", persons=1, channels="xy"))  # depth dropped before, no alignment
+    np.testing.assert_allclose(target.data[0], expected, atol=1e-6)
+    assert not np.allclose(target.data[0], load_split(
+        three_d / "ucla2msr", "target_eval", "msr20").data[0, :2], atol=1e-3)
+
+
+def test_view_rotation_and_an_xy_score_target(shared_data, tmp_path, capsys):
+    args = ("ucla2msr", "--raw", shared_data, "--limit", 6)
+    plain, turned = tmp_path / "plain", tmp_path / "turned"
+    assert run(capsys, *args, "--out", plain, "--config",
+               _two_d_config(tmp_path, "xy_score"))[0] == 0
+    code, out, _ = run(capsys, *args, "--out", turned, "--config",
+                       _two_d_config(tmp_path, "xy_score", view_rotation=45))
+    assert code == 0 and "view rotation ±45°" in out
+    a = load_split(plain / "ucla2msr", "source_train").data
+    b = load_split(turned / "ucla2msr", "source_train").data
+    assert a.shape == b.shape == (6, 3, 50, 20, 1)
+    np.testing.assert_array_equal(a[:, 2], 1.0)  # NW-UCLA joints are all present: score 1
+    np.testing.assert_allclose(a[:, 1], b[:, 1], atol=1e-5)  # the vertical axis is kept
+    assert np.abs(a[:, 0] - b[:, 0]).max() > 0.05  # x changes with the view
+    again = tmp_path / "again"
+    assert run(capsys, *args, "--out", again, "--config",
+               _two_d_config(tmp_path, "xy_score", view_rotation=45))[0] == 0
+    np.testing.assert_array_equal(load_split(again / "ucla2msr", "source_train").data, b)
+    score = load_split(plain / "ucla2msr", "target_eval", "msr20").data[:, 2]
+    assert 0.0 <= score.min() and score.max() == 1.0  # the target's score: joint presence
+
+
+def test_a_2d_source_for_a_3d_target_is_refused_before_preparing(shared_data, tmp_path, capsys):
+    arrays = tmp_path / "src"
+    arrays.mkdir()
+    rows = ["file,label"]
+    for i, path in enumerate(sorted((shared_data / "nw_ucla").glob("a0[12]_s01_e00_v01.json"))):
+        np.save(arrays / f"c{i}.npy", read_poses(path)[0].data[:, 0, :, :2])  # (T, V, 2): x, y
+        rows.append(f"c{i}.npy,{path.name[:3]}")
+    (arrays / "labels.csv").write_text("\n".join(rows) + "\n")
+    task_file = tmp_path / "two_d_source.yaml"
+    task_file.write_text(
+        "source: {path: src, labels: src/labels.csv, layout: kinect20, options: {axes: TVC}}\n"
+        f"target: {{dataset: msr, path: {shared_data / 'msr_action3d'}}}\npersons: 1\n")
+    code, _, err = run(capsys, task_file, "--out", tmp_path / "out")
+    assert code == 2
+    assert "source: 2-D poses (x, y) cannot train a model for the target's 3-D poses" in err
+    assert "Set target.channels to 'xy' or 'xy_score'" in err
+    assert not (tmp_path / "out" / "two_d_source").exists()
+    # With the target's depth dropped the same source trains a 2-D model.
+    task_file.write_text(task_file.read_text().replace("msr_action3d}",
+                                                       "msr_action3d, channels: xy}"))
+    code, out, err = run(capsys, task_file, "--out", tmp_path / "out", "--limit", 4)
+    assert code == 0, err
+    assert load_task(tmp_path / "out" / "two_d_source").channels == "xy"

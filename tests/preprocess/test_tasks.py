@@ -8,7 +8,14 @@ import json
 import pytest
 
 from training.preparation import catalogue as cat
-from training.preparation.tasks import TASKS, TaskError, get_task, load_task_file, named_splits
+from training.preparation.tasks import (
+    TASKS,
+    TaskDefinition,
+    TaskError,
+    get_task,
+    load_task_file,
+    named_splits,
+)
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -96,3 +103,62 @@ def test_user_task_yaml_errors_name_the_file(tmp_path):
     path.write_text("- just\n- a list\n")
     with pytest.raises(TaskError, match="mapping"):
         load_task_file(path)
+
+
+# ------------------------------------------------------------------- channels (2-D models)
+
+def _ucla_to(target: dict, **top) -> dict:
+    return {"source": {"dataset": "ucla", "path": "nw_ucla"}, "target": target, **top}
+
+
+def test_per_domain_channels_the_model_reads_the_targets():
+    task = get_task("ucla2msr", overrides={"target": {"channels": "xy"}})
+    assert task.check_channels("xyz", "xyz") == ("xyz", "xy")  # MSR with depth dropped
+    assert task.provided_channels("target", "xyz") == "xy"
+    plain = get_task("ucla2msr")
+    assert plain.check_channels("xyz", "xyz") == ("xyz", "xyz")
+    assert get_task("kinetics2ntu").check_channels("xy_score", None) == ("xy_score", "xy_score")
+    # The top-level key still names the model's channels (= the target's).
+    legacy = get_task("ucla2msr", overrides={"channels": "xy_score"})
+    assert legacy.check_channels("xyz", "xyz") == ("xyz", "xy_score")
+    rotated = get_task("ucla2msr", overrides={"target": {"channels": "xy"},
+                                              "source": {"view_rotation": 30}})
+    assert rotated.source.view_rotation == 30
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    # A 2-D source cannot train a 3-D model: the fix is the target's channels.
+    (_ucla_to({"dataset": "ucla", "path": "x"}) | {"source": {"dataset": "kinetics", "path": "k"}},
+     r"source: 2-D poses \(x, y, score\) cannot train a model for the target's 3-D poses.*"
+     r"Set target.channels to 'xy' or 'xy_score'"),
+    # A domain cannot be asked for more than its files hold.
+    (_ucla_to({"dataset": "kinetics", "path": "k", "channels": "xyz"}),
+     r"target.channels: 'xyz' asks for 3-D poses but the target's files hold 2-D poses"),
+    (_ucla_to({"dataset": "msr", "path": "m"}, channels="xy") | {"target": {
+        "dataset": "msr", "path": "m", "channels": "xy_score"}},
+     r"channels \('xy'\) and target.channels \('xy_score'\) disagree"),
+    (_ucla_to({"dataset": "msr", "path": "m"}) | {"source": {
+        "dataset": "ucla", "path": "u", "view_rotation": 20}},
+     r"source.view_rotation: 20 degrees applies only when a 3-D source is projected for a 2-D"),
+    (_ucla_to({"dataset": "msr", "path": "m", "channels": "xy", "view_rotation": 5}),
+     r"target.view_rotation: only the source is rotated"),
+    (_ucla_to({"dataset": "msr", "path": "m", "channels": "xz"}),
+     r"target.channels: Input should be 'xyz', 'xy' or 'xy_score'"),
+])
+def test_channel_combinations_are_refused_before_any_file_is_read(tmp_path, spec, message):
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps(spec))  # the paths do not exist: nothing is read
+    with pytest.raises(TaskError, match=rf"task\.json: invalid task definition: {message}"):
+        load_task_file(path)
+
+
+def test_channels_known_only_from_the_files_are_checked_when_they_are_known():
+    spec = {"name": "arrays", "source": {"path": "src", "labels": "src/labels.csv"},
+            "target": {"path": "tgt"}}
+    task = TaskDefinition.model_validate(spec)  # plain arrays: nothing known before reading
+    assert task.source.file_channels is None and task.target.file_channels is None
+    with pytest.raises(ValueError, match="source: 2-D poses \\(x, y\\) cannot train"):
+        task.check_channels("xy", "xyz")
+    arrays = TaskDefinition.model_validate(spec | {"target": {
+        "path": "tgt", "options": {"channels": ["x", "y", "score"]}}})
+    assert arrays.target.file_channels == "xy_score"

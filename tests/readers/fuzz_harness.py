@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from codt_deploy.errors import CodtError, UnforeseenInputError
-from codt_deploy.preprocess import ChannelMode, PreprocessConfig, preprocess
+from codt_deploy.preprocess import ChannelMode, PreprocessConfig, mode_of_channels, preprocess
 from codt_deploy.readers import read_bytes, read_poses, save_npz
 from codt_deploy.sources import ArchiveLimits, iter_archive
 
@@ -136,7 +136,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
 def _preprocess_all(seqs, report: FuzzReport, recipe: str) -> str:
     """Preprocess each sequence on its own layout; the outcome name."""
     for seq in seqs:
-        channels: ChannelMode = "xyz" if seq.channels == ("x", "y", "z") else "xy_score"
+        channels: ChannelMode = mode_of_channels(seq.channels) or "xyz"  # else refused
         try:
             out = preprocess(seq, PreprocessConfig(layout=seq.layout, channels=channels))
         except CodtError as exc:

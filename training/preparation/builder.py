@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,14 @@ import numpy as np
 
 from codt_deploy.errors import CodtError
 from codt_deploy.layouts import can_map, get_layout
-from codt_deploy.preprocess import ChannelMode, PreprocessConfig, mode_of_channels, preprocess
+from codt_deploy.preprocess import (
+    ChannelMode,
+    PreprocessConfig,
+    mode_of_channels,
+    preprocess,
+    preprocess_converted,
+    reduce_sequence,
+)
 from codt_deploy.sequence import PoseSequence
 from training.preparation import catalogue as cat
 from training.preparation.prepared import SCHEMA, SPLITS
@@ -38,6 +46,15 @@ def channel_mode(seq: PoseSequence) -> ChannelMode:
     if mode is None:
         raise CodtError(f"{seq.source}: unsupported channels {seq.channels}")
     return mode
+
+
+def view_angle(name: str, max_degrees: float) -> float:
+    """The view rotation of one source clip, in radians: uniform in ±``max_degrees``, drawn from a
+    generator seeded by the clip's name (the same clip always gets the same angle); 0 when off."""
+    if not max_degrees:
+        return 0.0
+    rng = np.random.default_rng(zlib.crc32(name.encode("utf-8")))
+    return float(np.deg2rad(rng.uniform(-max_degrees, max_degrees)))
 
 
 def default_layouts(task: TaskDefinition, source_layout: str,
@@ -87,9 +104,11 @@ class TaskBuilder:
     """Streams preprocessed samples of a task into its split folders under ``folder``."""
 
     def __init__(self, task: TaskDefinition, folder: Path, *, shared: str, specific: str,
-                 channels: ChannelMode, split_sets: dict[str, set[str]] | None = None) -> None:
+                 channels: ChannelMode, split_sets: dict[str, set[str]] | None = None,
+                 source_channels: ChannelMode | None = None) -> None:
         self.task, self.folder = task, folder
         self.shared, self.specific, self.channels = shared, specific, channels
+        self.source_channels = source_channels or channels
         self.split_sets = split_sets or {}
         self.configs = {layout: task.preprocess_config(layout, channels)
                         for layout in dict.fromkeys((shared, specific))}
@@ -133,11 +152,27 @@ class TaskBuilder:
             if not parts:
                 self.unassigned[role] += 1
                 continue
-            samples = {lay: preprocess(item.seq, self.configs[lay]) for lay in layouts}
-            staged.append((parts, item.seq.name or ref.name, item.key, samples))
+            name = item.seq.name or ref.name
+            samples = {lay: self.sample(role, item.seq, name, self.configs[lay])
+                       for lay in layouts}
+            staged.append((parts, name, item.key, samples))
         for parts, name, key, samples in staged:
             for part in parts:
                 self.writers[part].append(name, key, samples)
+
+    def sample(self, role: str, seq: PoseSequence, name: str,
+               cfg: PreprocessConfig) -> np.ndarray:
+        """One sequence → ``(C, T, V, M)`` in the model's channels (METHOD §2 "2-D models"): first
+        reduced as recorded to the channels its domain declares, then the target as it is and the
+        source converted (a 3-D source projected after alignment, with its view rotation)."""
+        domain = getattr(self.task, role)
+        if domain.channels is not None:
+            seq = reduce_sequence(seq, domain.channels)
+        if role == "target":
+            return preprocess(seq, cfg)
+        projects = seq.is_3d and cfg.channels != "xyz"
+        angle = view_angle(name, domain.view_rotation) if projects else 0.0
+        return preprocess_converted(seq, cfg, view_angle=angle)
 
     def class_keys(self, role: str) -> list:
         domain = getattr(self.task, role)
@@ -213,7 +248,8 @@ def _summary(builder, reports, classes, num_clusters, counts, raw) -> dict:
     return {
         "schema": SCHEMA, "task": task.name, "description": task.description,
         "layouts": {"shared": builder.shared, "specific": builder.specific},
-        "channels": builder.channels, "num_clusters": num_clusters,
+        "channels": builder.channels, "source_channels": builder.source_channels,
+        "num_clusters": num_clusters,
         "source": domains["source"], "target": domains["target"],
         "splits": counts,
         "preprocess": {lay: cfg.model_dump() for lay, cfg in builder.configs.items()},

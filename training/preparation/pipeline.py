@@ -250,19 +250,27 @@ def _peek(domain: DomainSpec, root: Path, raw: Path, trust_pickle: bool) -> Pose
 
 
 def resolve_layouts(task: TaskDefinition, roots: dict[str, Path], raw: Path,
-                    trust_pickle: bool) -> tuple[str, str, ChannelMode]:
-    """(shared, specific, channels) from the task, else from the first file of each domain."""
-    layouts, channels = {}, task.channels
+                    trust_pickle: bool) -> tuple[str, str, ChannelMode, ChannelMode]:
+    """(shared, specific, the model's channels, the source's channels) from the task, else from
+    the first file of each domain; channels that do not fit fail here, before any file is
+    prepared, naming the task key to change (:meth:`TaskDefinition.check_channels`)."""
+    layouts: dict[str, str | None] = {}
+    files: dict[str, ChannelMode | None] = {}
     for role in ("source", "target"):
         domain = getattr(task, role)
-        layouts[role] = domain.layout
-        if domain.layout is None or (channels is None and role == "source"):
+        layouts[role], files[role] = domain.layout, domain.file_channels
+        if domain.layout is None or task.provided_channels(role, files[role]) is None:
             seq = _peek(domain, roots[role], raw, trust_pickle)
             layouts[role] = layouts[role] or seq.layout
-            channels = channels or channel_mode(seq)
-    shared, specific = default_layouts(task, layouts["source"], layouts["target"])
-    assert channels is not None  # the source's first file decides when the task does not
-    return shared, specific, channels
+            files[role] = files[role] or channel_mode(seq)
+    try:
+        source, model = task.check_channels(files["source"], files["target"])
+    except ValueError as err:
+        raise PrepareError(f"task {task.name!r}: {err}") from None
+    source_layout, target_layout = layouts["source"], layouts["target"]
+    assert source_layout and target_layout and source and model  # the first files decide
+    shared, specific = default_layouts(task, source_layout, target_layout)
+    return shared, specific, model, source
 
 
 def split_sets(task: TaskDefinition, raw: Path) -> dict[str, set[str]]:
@@ -281,11 +289,11 @@ def prepare_task(task: TaskDefinition, raw: Path, out: Path, *, limit: int | Non
                  trust_pickle: bool = False) -> dict:
     """Prepare ``task`` into ``out/<task.name>`` (atomically); returns the task.json summary."""
     roots = {role: domain_root(getattr(task, role), raw, role) for role in ("source", "target")}
-    shared, specific, channels = resolve_layouts(task, roots, raw, trust_pickle)
+    shared, specific, channels, source_channels = resolve_layouts(task, roots, raw, trust_pickle)
     sets = split_sets(task, raw)
     with atomic_directory(out / task.name) as folder:
         builder = TaskBuilder(task, folder, shared=shared, specific=specific, channels=channels,
-                              split_sets=sets)
+                              split_sets=sets, source_channels=source_channels)
         try:
             reports = {role: _build_domain(builder, role, roots[role], raw, limit, trust_pickle)
                        for role in ("source", "target")}

@@ -35,7 +35,7 @@ class PreparedTask:
     shared: str  # B0 layout (METHOD §4)
     specific: str  # B1 layout
     num_clusters: int  # K
-    channels: str  # "xyz" or "xy_score"
+    channels: str  # the model's channel mode: "xyz", "xy" or "xy_score"
     source_classes: tuple[str, ...]
     target_classes: tuple[str, ...]
     counts: dict  # split -> number of samples

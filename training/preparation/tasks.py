@@ -33,7 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from codt_deploy.errors import CodtError
 from codt_deploy.layouts import NeckSource, get_layout
-from codt_deploy.preprocess import ChannelMode, PreprocessConfig
+from codt_deploy.preprocess import (
+    ChannelMode,
+    PreprocessConfig,
+    conversion_problem,
+    describe_mode,
+    mode_of_channels,
+)
 from training.mappings import deep_merge, read_data_file
 from training.preparation import catalogue as cat
 
@@ -43,6 +49,14 @@ from training.preparation import catalogue as cat
 DatasetKind = Literal["ntu", "pku", "ucla", "msr", "skeletics", "finegym", "kinetics", "pyskl",
                       "files", "npz"]
 ClassKey = int | str
+
+# The channel mode each reader format returns (arrays and pyskl pickles: whatever the file holds),
+# and each dataset kind's own format: what a domain's files hold, known before reading one.
+_FORMAT_CHANNELS: dict[str, ChannelMode] = {
+    "ntu": "xyz", "pku": "xyz", "ucla": "xyz", "msr": "xyz", "utkinect": "xyz", "vibe": "xyz",
+    "crossclr": "xyz", "kinetics": "xy_score", "openpose": "xy_score", "penn": "xy_score"}
+_DATASET_FORMAT = {"ntu": "ntu", "pku": "pku", "ucla": "ucla", "msr": "msr", "skeletics": "vibe",
+                   "finegym": "vibe", "kinetics": "kinetics"}
 
 
 class TaskError(CodtError, ValueError):
@@ -74,6 +88,12 @@ class DomainSpec(_Frozen):
     file_list: tuple[str, ...] = ()  # candidates: a file naming the samples to keep
     labels: tuple[str, ...] = ()  # candidates: PKU label folder, or a labels CSV (files/npz)
     skip_lists: tuple[str, ...] = ()  # files naming samples known to be unusable (skipped, logged)
+    # The channels this domain provides; None: what its files hold. Less than the files hold
+    # reduces them as recorded (depth or score dropped); the target's is the model's (METHOD §2).
+    channels: ChannelMode | None = None
+    # Source only: each 3-D clip projected for a 2-D model is first rotated about the vertical
+    # axis by a random angle in ±view_rotation degrees (fixed per clip name); 0 = off.
+    view_rotation: float = Field(0.0, ge=0.0, le=180.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -96,6 +116,16 @@ class DomainSpec(_Frozen):
     @property
     def filtered(self) -> bool:
         return any(x is not None for x in (self.subjects, self.setups, self.views, self.part))
+
+    @property
+    def file_channels(self) -> ChannelMode | None:
+        """The channel mode this domain's files hold, when the format says it without reading one
+        (None: plain arrays or pickles without ``options.channels``, or auto-detected files)."""
+        given = self.options.get("channels")
+        if given is not None:
+            return mode_of_channels(tuple(str(c) for c in given))
+        fmt = self.format or _DATASET_FORMAT.get(self.dataset)
+        return _FORMAT_CHANNELS.get(fmt) if fmt else None
 
 
 class TargetSplit(_Frozen):
@@ -129,13 +159,62 @@ class TaskDefinition(_Frozen):
     frames: int = Field(50, ge=1)
     persons: int = Field(2, ge=1)
     neck: NeckSource = "spine_shoulder"
-    channels: ChannelMode | None = None  # None: from the data (xyz for 3-D)
+    channels: ChannelMode | None = None  # the model's, as target.channels; None: the target's
     notes: tuple[str, ...] = ()
 
     @field_validator("shared", "specific")
     @classmethod
     def _known_layout(cls, value: str | None) -> str | None:
         return None if value is None else get_layout(value).name
+
+    @model_validator(mode="after")
+    def _channels_fit(self) -> TaskDefinition:
+        if self.target.view_rotation:
+            raise ValueError("target.view_rotation: only the source is rotated (a 3-D source "
+                             "projected for a 2-D target); remove it from the target")
+        if (self.channels and self.target.channels
+                and self.channels != self.target.channels):
+            raise ValueError(f"channels ({self.channels!r}) and target.channels "
+                             f"({self.target.channels!r}) disagree; the model reads the target's "
+                             f"channels: set only target.channels")
+        self.check_channels(self.source.file_channels, self.target.file_channels)
+        return self
+
+    def provided_channels(self, role: str, files: ChannelMode | None) -> ChannelMode | None:
+        """The channels a domain provides: its ``channels`` (the task's ``channels`` for the
+        target), else what its files hold (``files``; None when unknown)."""
+        domain: DomainSpec = getattr(self, role)
+        declared = domain.channels or (self.channels if role == "target" else None)
+        return declared or files
+
+    def check_channels(self, source_files: ChannelMode | None,
+                       target_files: ChannelMode | None) -> tuple[ChannelMode | None,
+                                                                  ChannelMode | None]:
+        """(source's channels, the model's = the target's) for files holding these modes (None:
+        not known yet); raises ValueError naming the key and the fix when they do not fit."""
+        for role, files in (("source", source_files), ("target", target_files)):
+            domain: DomainSpec = getattr(self, role)
+            wanted = self.provided_channels(role, files)
+            if files is None or wanted is None or conversion_problem(files, wanted) is None:
+                continue
+            key = f"{role}.channels" if domain.channels else "channels"
+            raise ValueError(f"{key}: {wanted!r} asks for 3-D poses but the {role}'s files hold "
+                             f"{describe_mode(files)}; remove {key} or set it to 'xy' or "
+                             f"'xy_score'")
+        source = self.provided_channels("source", source_files)
+        model = self.provided_channels("target", target_files)
+        if source is not None and model is not None and conversion_problem(source, model):
+            raise ValueError(f"source: {describe_mode(source)} cannot train a model for the "
+                             f"target's {describe_mode(model)}; depth cannot be recovered from "
+                             f"2-D poses. Set target.channels to 'xy' or 'xy_score' (the "
+                             f"target's depth is dropped), or use a 3-D source")
+        rotation = self.source.view_rotation
+        if rotation and source is not None and model is not None and not (
+                source == "xyz" and model != "xyz"):
+            raise ValueError(f"source.view_rotation: {rotation:g} degrees applies only when a 3-D "
+                             f"source is projected for a 2-D target, not to a "
+                             f"{source!r} source for a {model!r} model; remove it")
+        return source, model
 
     def preprocess_config(self, layout: str, channels: ChannelMode) -> PreprocessConfig:
         return PreprocessConfig(layout=layout, frames=self.frames, persons=self.persons,
@@ -266,8 +345,9 @@ def _validate(values: dict, origin: str) -> TaskDefinition:
     try:
         return TaskDefinition.model_validate(values)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                             for e in err.errors())
+        problems = "; ".join(
+            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ") for e in err.errors())
         raise TaskError(f"{origin}: invalid task definition: {problems}") from None
 
 
