@@ -31,10 +31,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from codt_deploy.datafiles import read_data_file
 from codt_deploy.errors import CodtError
 from codt_deploy.layouts import NeckSource, get_layout
 from codt_deploy.preprocess import ChannelMode, PreprocessConfig
-from training.mappings import deep_merge, read_data_file
+from training.mappings import deep_merge
 from training.preparation import catalogue as cat
 
 # ntu/pku/ucla/msr: the datasets' own files and names; skeletics/finegym: VIBE JSON in class
