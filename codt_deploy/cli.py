@@ -3,7 +3,7 @@
     codt-cluster INPUT... [-o out.csv] [--format csv|jsonl|parquet] [--model NAME|PATH]
                  [--labels labels.csv] [--embeddings] [--resume] [--workers N] [--batch-size N]
                  [--providers P[,P...]] [--pose-format FMT] [--trust-pickle] [--show N] [--quiet]
-                 [--summary clusters.csv|clusters.json]
+                 [--summary clusters.csv|clusters.json] [--axes AXES] [--layout NAME|FILE]
 
 INPUT is a pose file, a folder (searched recursively), a glob pattern or a .zip / .tar(.gz) archive
 (read member by member, never extracted). One output row per sequence. Without ``-o`` the rows go
@@ -52,11 +52,12 @@ def providers_list(text: str) -> list[str]:
 
 
 def layout_name(text: str) -> str:
-    """argparse type: a known joint layout name (or alias), as its canonical name."""
-    from codt_deploy.layouts import get_layout
+    """argparse type: a known joint layout name (or alias), or a layout file (.json; .yaml/.yml
+    with PyYAML), as the layout's name; a file's layout is loaded and registered."""
+    from codt_deploy.layouts import layout_argument
 
     try:
-        return get_layout(text).name
+        return layout_argument(text).name
     except (KeyError, ValueError, CodtError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -126,9 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--axes", type=str.upper, choices=AXES,
                         help="axis order of plain .npy/.npz arrays (e.g. TVC for one person's "
                              "frames x joints x xyz); other formats ignore it")
-    parser.add_argument("--layout", type=layout_name,
-                        help="joint layout of plain .npy/.npz arrays (e.g. msr20, ntu25, coco17); "
-                             "other formats ignore it")
+    parser.add_argument("--layout", type=layout_name, metavar="NAME|FILE",
+                        help="joint layout of plain .npy/.npz arrays: a built-in name (e.g. msr20, "
+                             "ntu25, coco17) or a layout file (.json, or .yaml with PyYAML; see "
+                             "README 'Layout files'); other formats ignore it")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow .pkl/.pickle/.joblib inputs (unpickling runs code: only for "
                              "files you trust)")
