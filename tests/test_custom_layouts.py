@@ -13,6 +13,7 @@ import pytest
 
 from codt_deploy.errors import LayoutError
 from codt_deploy.layouts import (
+    can_map,
     get_layout,
     is_builtin,
     joint_map,
@@ -59,6 +60,27 @@ def test_a_layout_file_loads_and_is_known_by_name(perm):
     assert len(layout.parts) == 5
     assert load_layout(path) is layout  # the same definition again: nothing changes
     assert layout_spec(layout) == layout_spec(load_layout(layout_spec(layout).model_dump()))
+
+
+def test_the_readme_example_is_the_committed_file_and_loads(layout_registry):
+    text = SBU15.read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert text.strip() in readme
+    pytest.importorskip("yaml")
+    layout = layout_argument(str(SBU15))
+    assert layout.name == "sbu15" and layout.num_joints == 15
+    # as README says: kinect20 (NW-UCLA) supplies every joint, the neck from spine_shoulder, but
+    # hands are no wrists, so sbu15 cannot supply shared15
+    assert joint_map("kinect20", "sbu15").sources[1] == (get_layout("kinect20").index("spine_shoulder"),)
+    assert can_map("kinect20", "sbu15") and not can_map("sbu15", "shared15")
+
+
+def test_docs_layouts_lists_the_whole_vocabulary():
+    from codt_deploy.layouts import CANONICAL_JOINTS
+
+    table = (REPO_ROOT / "docs" / "LAYOUTS.md").read_text()
+    assert len(CANONICAL_JOINTS) > 30 and "other" not in CANONICAL_JOINTS
+    assert [j for j in CANONICAL_JOINTS if f"| {j} |" not in table] == []
 
 
 def test_yaml_without_pyyaml_says_to_install_it_or_use_json(layout_registry, monkeypatch):
