@@ -310,7 +310,8 @@ def _close(name: str, choices: tuple[str, ...] = CANONICAL_JOINTS) -> str:
 
 def _joint_names(spec: LayoutSpec, origin: str) -> tuple[str, ...]:
     """The layout's joint names: canonical ones as written, ``other`` as ``other:<position>``."""
-    names, problems = [], []
+    names: list[str] = []
+    problems: list[str] = []
     for i, joint in enumerate(spec.joints):
         if joint == OTHER_JOINT:
             joint = f"{OTHER_JOINT}:{i}"
