@@ -2,7 +2,7 @@
 
     codt-cluster INPUT... [-o out.csv] [--format csv|jsonl|parquet] [--model NAME|PATH]
                  [--labels labels.csv] [--embeddings] [--resume] [--workers N] [--batch-size N]
-                 [--providers P[,P...]] [--pose-format FMT] [--axes AXES] [--layout L]
+                 [--providers P[,P...]] [--pose-format FMT] [--axes AXES] [--layout NAME|FILE]
                  [--channels xyz|xy|xy_score] [--trust-pickle] [--show N] [--quiet]
                  [--summary clusters.csv|clusters.json]
 
@@ -54,11 +54,12 @@ def providers_list(text: str) -> list[str]:
 
 
 def layout_name(text: str) -> str:
-    """argparse type: a known joint layout name (or alias), as its canonical name."""
-    from codt_deploy.layouts import get_layout
+    """argparse type: a known joint layout name (or alias), or a layout file (.json; .yaml/.yml
+    with PyYAML), as the layout's name; a file's layout is loaded and registered."""
+    from codt_deploy.layouts import layout_argument
 
     try:
-        return get_layout(text).name
+        return layout_argument(text).name
     except (KeyError, ValueError, CodtError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -128,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--axes", type=str.upper, choices=AXES,
                         help="axis order of plain .npy/.npz arrays (e.g. TVC for one person's "
                              "frames x joints x xyz); other formats ignore it")
-    parser.add_argument("--layout", type=layout_name,
-                        help="joint layout of plain .npy/.npz arrays (e.g. msr20, ntu25, coco17); "
-                             "other formats ignore it")
+    parser.add_argument("--layout", type=layout_name, metavar="NAME|FILE",
+                        help="joint layout of plain .npy/.npz arrays: a built-in name (e.g. msr20, "
+                             "ntu25, coco17) or a layout file (.json, or .yaml with PyYAML; see "
+                             "README 'Layout files'); other formats ignore it")
     parser.add_argument("--channels", choices=CHANNEL_MODES,
                         help="what the channels of plain .npy/.npz arrays are: xyz (3-D), xy "
                              "(2-D) or xy_score (2-D + confidence); default xyz for 3 channels, "

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from codt_deploy.errors import ModelError
+from codt_deploy.errors import LayoutError, ModelError
+from codt_deploy.layouts import LayoutSpec, layout_from_spec, register_layout
 from codt_deploy.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class Manifest(BaseModel):
     twin (``python -m training.export MODEL --int8``), whose ``quantization`` records the recipe,
     the calibration data, the fp32 model it was made from (name and SHA-256) and its agreement
     with that model.
+
+    ``layout_definition`` is the whole definition of a layout loaded from a layout file (absent for
+    a built-in layout): reading the manifest registers it, so the model is usable without the
+    original file.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -65,6 +70,7 @@ class Manifest(BaseModel):
     task: str
     branch: str = "specific"  # METHOD.md §10: the deployable network is F_1 -> C_1^t
     layout: str
+    layout_definition: LayoutSpec | None = None  # a custom layout's definition (README "Layout files")
     joints: tuple[str, ...]
     channels: tuple[str, ...] = ("x", "y", "z")  # the input's C, = preprocess.channel_names
     input: TensorSpec
@@ -81,6 +87,17 @@ class Manifest(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     precision: str = "fp32"
     quantization: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _register_custom_layout(cls, data: Any) -> Any:
+        """Register an embedded layout definition before ``preprocess`` looks its name up."""
+        if isinstance(data, dict) and isinstance(data.get("layout_definition"), (dict, LayoutSpec)):
+            definition = data["layout_definition"]
+            spec = definition if isinstance(definition, LayoutSpec) else \
+                LayoutSpec.from_data(definition, "layout_definition")
+            register_layout(layout_from_spec(spec, "layout_definition"), "layout_definition")
+        return data
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -112,6 +129,10 @@ class Manifest(BaseModel):
         if self.preprocess.layout != self.layout:
             problems.append(f"preprocessing layout {self.preprocess.layout!r} is not the model's "
                             f"layout {self.layout!r}")
+        if self.layout_definition is not None and (self.layout_definition.name != self.layout
+                                                   or self.layout_definition.joints != self.joints):
+            problems.append(f"layout_definition ({self.layout_definition.name!r}) is not the "
+                            f"model's layout {self.layout!r} with its joints")
         names = [o.name for o in self.outputs]
         for needed in ("probabilities", "embedding"):
             if needed not in names:
@@ -129,6 +150,8 @@ class Manifest(BaseModel):
 
     def to_json(self, *, with_onnx_hash: bool = True) -> str:
         data = self.model_dump(mode="json")
+        if data["layout_definition"] is None:  # a built-in layout: the manifest as it always was
+            data.pop("layout_definition")
         if not with_onnx_hash:
             data.pop("onnx_sha256")
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -205,7 +228,7 @@ def load_manifest(json_path: str | os.PathLike) -> Manifest:
         raise ModelError(f"{json_path}: cannot read the manifest: {exc}") from exc
     try:
         manifest = Manifest.model_validate(data)
-    except ValidationError as exc:
+    except (ValidationError, LayoutError) as exc:
         raise ModelError(f"{json_path}: invalid manifest: {exc}") from exc
     manifest.check()
     return manifest

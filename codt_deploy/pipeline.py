@@ -30,6 +30,7 @@ import numpy as np
 
 from codt_deploy.errors import CodtError
 from codt_deploy.infer import ClusterModel, predict_blocks, prepare_sequence
+from codt_deploy.layouts import Layout, custom_layouts, register_layout
 from codt_deploy.preprocess import PreprocessConfig
 from codt_deploy.readers import detect_format, read_bytes, read_poses
 from codt_deploy.sources import ArchiveLimits, InputItem, iter_inputs
@@ -50,6 +51,9 @@ class ParseOptions:
     reader_options: dict[str, Any] = field(default_factory=dict)
     # ``axes``/``skeleton`` for plain .npy/.npz arrays only (codt-cluster --axes/--layout)
     array_options: dict[str, Any] = field(default_factory=dict)
+    # the layouts loaded from files or manifests when these options were made: a worker process
+    # registers them before reading (its registry starts with the built-in layouts only)
+    layouts: tuple[Layout, ...] = field(default_factory=custom_layouts)
 
 
 @dataclass
@@ -116,6 +120,8 @@ def parse_item(item: InputItem, options: ParseOptions) -> ParsedFile:
 
 def _read_and_prepare(item: InputItem, options: ParseOptions):
     """(sequences, samples ``(S, C, T, V, M)`` or None when there are no sequences)."""
+    for layout in options.layouts:
+        register_layout(layout)
     fmt = _detect(item, options)
     reader_options = dict(options.reader_options)
     if options.array_options and (fmt == "array" or (

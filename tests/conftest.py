@@ -65,6 +65,32 @@ def load_benchmark_script(name: str):
     return module
 
 
+@pytest.fixture()
+def layout_registry():
+    """The layouts loaded from files during a test are forgotten after it (and none from earlier
+    tests are known during it), as in a fresh process; yields ``codt_deploy.layouts``."""
+    from codt_deploy import layouts
+
+    saved = dict(layouts._CUSTOM)
+    layouts._CUSTOM.clear()
+    yield layouts
+    layouts._CUSTOM.clear()
+    layouts._CUSTOM.update(saved)
+
+
+def permuted_layout_spec(base: str, name: str, seed: int = 0) -> tuple[dict, list[int]]:
+    """A layout file's mapping for the joints of built-in ``base`` in a shuffled order, and the
+    order: joint ``i`` of the new layout is joint ``order[i]`` of ``base``."""
+    from codt_deploy.layouts import get_layout, layout_spec
+
+    layout = get_layout(base)
+    order = [int(i) for i in np.random.default_rng(seed).permutation(layout.num_joints)]
+    spec = layout_spec(base).model_dump(mode="json")
+    spec.update(name=name, description=f"{base} joints, shuffled",
+                joints=[layout.joints[i] for i in order])
+    return spec, order
+
+
 EXAMPLES = REPO_ROOT / "examples" / "msr_action3d"
 TINY_LAYOUT = "msr20"
 TINY_K = 5

@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from codt_deploy.datafiles import read_data_file
 from codt_deploy.errors import CodtError
-from training.mappings import deep_merge, read_data_file
+from training.mappings import deep_merge
 
 TASKS = ("ntu2pku", "ntu2skeletics", "skeletics2pku", "finegym2skeletics", "kinetics2ntu", "ucla2msr")
 Components = Literal["bm", "bm+ocm", "bm+ocm+ccm"]

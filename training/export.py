@@ -246,7 +246,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
     ``evalset.poses`` are real preprocessed samples in ``preprocess``'s layout; parity uses up to
     PARITY_SAMPLES of them, the manifest's metrics (with labels) all of them.
     """
-    from codt_deploy.layouts import get_layout
+    from codt_deploy.layouts import get_layout, is_builtin, layout_spec
 
     poses = np.ascontiguousarray(evalset.poses, dtype=np.float32)  # (N, C, T, V, M)
     if poses.ndim != 5 or tuple(poses.shape[1:]) != preprocess.output_shape:
@@ -274,6 +274,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         c, t, v, m = preprocess.output_shape
         manifest = Manifest(
             name=name, task=task, branch=branch, layout=preprocess.layout,
+            layout_definition=None if is_builtin(preprocess.layout) else layout_spec(preprocess.layout),
             joints=get_layout(preprocess.layout).joints, channels=preprocess.channel_names,
             input=TensorSpec(name="poses", shape=("N", c, t, v, m)),
             outputs=(TensorSpec(name="probabilities", shape=("N", k)),

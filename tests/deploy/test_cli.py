@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from codt_deploy import cli, metrics
-from tests.conftest import REPO_ROOT, example_paths
+from codt_deploy.readers import read_poses
+from tests.conftest import REPO_ROOT, example_paths, example_poses, permuted_layout_spec, tiny_network
 from tests.deploy.conftest import interrupt_journal_after
 
 N_EXAMPLES = 40
@@ -264,8 +265,6 @@ def test_pickles_are_read_only_with_trust_pickle(run, tmp_path):
 
 def _plain_arrays(tmp_path, n=6, key_column="file"):
     """The first n MSR examples as plain (T, V, C) .npy arrays, with a labels CSV keyed name.npy."""
-    from codt_deploy.readers import read_poses
-
     folder = tmp_path / "arrays"
     folder.mkdir()
     rows = [f"{key_column},label"]
@@ -422,3 +421,82 @@ def test_list_models_names_each_models_channels(tiny_model_env, capsys):
     assert cli.main(["--list-models"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny\t"))
     assert line.split("\t")[2:4] == ["msr20", "xyz"] and line.split("\t")[4].startswith("K=")
+
+
+# ------------------------------------------------------------------- custom layout files
+
+def _shuffled_layout(tmp_path, layout_registry):
+    """A layout file of the msr20 joints in a shuffled order, and the order (not yet loaded)."""
+    spec, order = permuted_layout_spec("msr20", "msr20_shuffled")
+    path = tmp_path / "shuffled.json"
+    path.write_text(json.dumps(spec))
+    return path, order
+
+
+def _rows_by_name(path):
+    return {row["name"]: {k: v for k, v in row.items() if k not in ("source", "member")}
+            for row in _csv_rows(path)}
+
+
+def test_a_layout_file_of_shuffled_joints_clusters_like_the_builtin_layout(run, tmp_path,
+                                                                            layout_registry):
+    """The MSR examples with their joints shuffled into a layout file's order, as plain arrays,
+    give exactly the rows (cluster, confidence, embedding) of the original files; the parsing runs
+    in a worker process, which learns the layout from the options."""
+    layout_file, order = _shuffled_layout(tmp_path, layout_registry)
+    arrays = tmp_path / "arrays"
+    arrays.mkdir()
+    for path in example_paths()[:8]:
+        seq = read_poses(path)[0]
+        np.save(arrays / path.name.replace("_skeleton3D.txt", ".npy"),
+                seq.data[:, 0][:, order])  # (T, M, V, C) -> (T, V, C) in the file's joint order
+    originals = _examples(tmp_path, n=8)
+    status, _, err = run(originals, "--embeddings", "-o", tmp_path / "original.csv")
+    assert status == 0, err
+    status, _, err = run(arrays, "--layout", layout_file, "--axes", "TVC", "--embeddings",
+                         "--workers", "1", "--executor", "process", "-o", tmp_path / "shuffled.csv")
+    assert status == 0, err
+    original = _rows_by_name(tmp_path / "original.csv")  # a01_s02_e01 -> its row, both runs
+    assert len(original) == 8 and "embedding_255" in next(iter(original.values()))
+    assert _rows_by_name(tmp_path / "shuffled.csv") == original
+
+
+def test_a_bad_layout_file_is_a_usage_error_naming_the_file(run, tmp_path, capsys, layout_registry):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad", "joints": ["head", "nek"], "bones": [["head", "nek"]],
+                               "center": "head", "shoulders": {"right": "head", "left": "nek"}}))
+    with pytest.raises(SystemExit):
+        run(_examples(tmp_path, n=1), "--layout", bad)
+    err = capsys.readouterr().err
+    assert f"{bad}: joints[1]: 'nek' is not a canonical joint name; did you mean 'neck'?" in err
+
+
+def test_a_model_of_a_custom_layout_runs_without_its_layout_file(tmp_path, capsys, layout_registry):
+    """The manifest embeds the layout's definition: with the file gone and the layout forgotten (a
+    fresh process), codt-cluster still maps the MSR files onto the model's own joint order."""
+    import torch
+
+    from codt_deploy.layouts import load_layout
+    from codt_deploy.models import load_manifest
+    from codt_deploy.preprocess import PreprocessConfig
+    from training.export import EvalSet, export_network
+
+    layout_file, _ = _shuffled_layout(tmp_path, layout_registry)
+    layout = load_layout(layout_file)
+    poses = example_poses(layout.name)  # (40, 3, 50, 20, 2), the msr20 joints in the file's order
+    net = tiny_network(poses, layout=layout.name)
+    evalset = EvalSet(poses=poses, labels=None, class_names=None)
+    exported = export_network(net, evalset, out_dir=tmp_path / "models", name="shuffled",
+                              task="shuffled-test", preprocess=PreprocessConfig(layout=layout.name))
+    assert exported.manifest.layout_definition is not None
+    with torch.no_grad():
+        expected = net(torch.from_numpy(poses))[0].argmax(1).numpy()  # (40,)
+
+    layout_file.unlink()
+    layout_registry._CUSTOM.clear()
+    status = cli.main([*map(str, example_paths()), "--model", str(exported.onnx_path), "--quiet",
+                       "-o", str(tmp_path / "out.csv")])
+    assert status == 0, capsys.readouterr().err
+    assert load_manifest(exported.onnx_path.with_suffix(".json")).joints == layout.joints
+    rows = _csv_rows(tmp_path / "out.csv")
+    assert [int(row["cluster"]) for row in rows] == list(expected)

@@ -9,7 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
+from codt_deploy.preprocess import PreprocessConfig, preprocess
 from codt_deploy.readers import read_poses, save_npz
+from tests.conftest import permuted_layout_spec
 from training.preparation.prepared import PreparedDataError, load_split, load_task
 from training.prepare import main
 
@@ -333,3 +335,62 @@ def test_a_2d_source_for_a_3d_target_is_refused_before_preparing(shared_data, tm
     code, out, err = run(capsys, task_file, "--out", tmp_path / "out", "--limit", 4)
     assert code == 0, err
     assert load_task(tmp_path / "out" / "two_d_source").channels == "xy"
+
+
+# --------------------------------------------------------------------- custom layouts
+
+def test_user_task_with_an_inline_layout_and_a_layout_file(shared_data, tmp_path, capsys,
+                                                           layout_registry):
+    """The target's layout inline in the task file, ``shared`` a layout file beside it (the same
+    definition): arrays in that joint order prepare to the msr20 arrays, permuted, and task.json
+    carries the definition, so the folder reads back in a process that never saw the file."""
+    config = _user_task(shared_data, tmp_path)  # 4 NW-UCLA files, labelled
+    spec, order = permuted_layout_spec("msr20", "msr20_shuffled")
+    (tmp_path / "layouts").mkdir()
+    (tmp_path / "layouts" / "shuffled.json").write_text(json.dumps(spec))
+    target = tmp_path / "target"
+    target.mkdir()
+    originals = {}
+    for path in sorted((shared_data / "msr_action3d").glob("a0[12]_s01_e01_*.txt")):
+        seq = read_poses(path)[0]
+        originals[seq.name] = seq
+        np.save(target / f"{seq.name}.npy", seq.data[:, 0][:, order])  # (T, V, C), file's order
+    task_file = tmp_path / "shuffled.yaml"
+    task_file.write_text(config.read_text().replace("target: {path: target.npz}\n", "") + yaml_dump({
+        "target": {"path": "target", "options": {"axes": "TVC"}, "layout": spec},
+        "shared": "layouts/shuffled.json", "num_clusters": 2}))
+    code, out, _ = run(capsys, task_file, "--out", tmp_path / "out")
+    assert code == 0, out
+
+    layout_registry._CUSTOM.clear()  # as in a fresh process
+    folder = tmp_path / "out" / "shuffled"
+    task = load_task(folder)
+    assert (task.shared, task.specific) == ("msr20_shuffled", "msr20_shuffled")
+    assert task.raw["layout_definitions"]["msr20_shuffled"]["joints"] == spec["joints"]
+    prepared = load_split(folder, "target_eval")
+    assert len(prepared) == len(originals) == 2
+    cfg = PreprocessConfig(layout="msr20")
+    for name, sample in zip(prepared.names, prepared.data):
+        np.testing.assert_array_equal(sample, preprocess(originals[str(name)], cfg)[:, :, order])
+    assert load_split(folder, "source_train").data.shape == (4, 3, 50, 20, 2)
+
+
+def yaml_dump(data: dict) -> str:
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_a_bad_layout_in_a_task_file_names_the_file_the_key_and_the_joint(tmp_path, capsys,
+                                                                          layout_registry):
+    spec, _ = permuted_layout_spec("msr20", "msr20_shuffled")
+    spec["joints"] = ["r_elbw" if j == "r_elbow" else j for j in spec["joints"]]
+    task_file = tmp_path / "bad.json"
+    task_file.write_text(json.dumps({"source": {"path": "src", "layout": "missing.json"},
+                                     "target": {"path": "target", "layout": spec}}))
+    code, _, err = run(capsys, task_file, "--out", tmp_path / "out")
+    assert code == 2
+    assert f"{task_file}: invalid task definition: source.layout: " in err
+    assert f"{tmp_path / 'missing.json'}: layout file not found" in err
+    assert "target.layout: " in err
+    assert "'r_elbw' is not a canonical joint name; did you mean 'r_elbow'" in err
+    assert not (tmp_path / "out").exists()

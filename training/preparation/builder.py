@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from codt_deploy.errors import CodtError
-from codt_deploy.layouts import can_map, get_layout
+from codt_deploy.layouts import can_map, get_layout, is_builtin, layout_spec
 from codt_deploy.preprocess import (
     ChannelMode,
     PreprocessConfig,
@@ -245,9 +245,13 @@ def _summary(builder, reports, classes, num_clusters, counts, raw) -> dict:
             "class_names": [cat.class_name(domain.dataset, k) for k in classes[role]],
             "skipped": dict(report.skipped), "filtered": dict(report.filtered),
             "failed": len(report.failures)}
+    used = (builder.shared, builder.specific, task.source.layout, task.target.layout)
+    custom = [name for name in dict.fromkeys(used) if name is not None and not is_builtin(name)]
     return {
         "schema": SCHEMA, "task": task.name, "description": task.description,
         "layouts": {"shared": builder.shared, "specific": builder.specific},
+        # custom layouts in full, so that the folder is usable without their layout files
+        "layout_definitions": {name: layout_spec(name).model_dump(mode="json") for name in custom},
         "channels": builder.channels, "source_channels": builder.source_channels,
         "num_clusters": num_clusters,
         "source": domains["source"], "target": domains["target"],

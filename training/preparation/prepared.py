@@ -1,5 +1,8 @@
 """Reading a prepared task folder (written by ``python -m training.prepare``; docs/ARCHITECTURE.md).
 
+A task whose layouts came from layout files carries their definitions in ``task.json``
+(``layout_definitions``); :func:`load_task` registers them, so the folder is usable on its own.
+
 Numpy only: :func:`load_split` memory-maps ``data_<layout>.npy`` ``(N, C, T, V, M)`` with its
 labels and names; :func:`load_task` reads ``task.json`` into a :class:`PreparedTask`. Every problem
 (missing file, wrong shape, unknown split or layout) raises :class:`PreparedDataError` naming the
@@ -15,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codt_deploy.errors import CodtError
+from codt_deploy.errors import CodtError, LayoutError
+from codt_deploy.layouts import load_layout
 from codt_deploy.preprocess import PreprocessConfig
 
 SPLITS = ("source_train", "target_train", "target_eval")
@@ -101,6 +105,11 @@ def load_task(task_dir: str | Path) -> PreparedTask:
     if not isinstance(info, dict) or info.get("schema") != SCHEMA:
         raise PreparedDataError(f"{path}: expected a task.json of schema {SCHEMA}; prepare the "
                                 f"task again with this version")
+    try:
+        for name, definition in info.get("layout_definitions", {}).items():
+            load_layout(definition, origin=f"{path}: layout_definitions.{name}")
+    except LayoutError as err:
+        raise PreparedDataError(str(err)) from None
     try:
         return PreparedTask(
             name=info["task"], folder=folder, shared=info["layouts"]["shared"],

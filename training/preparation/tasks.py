@@ -31,8 +31,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from codt_deploy.datafiles import read_data_file
 from codt_deploy.errors import CodtError
-from codt_deploy.layouts import NeckSource, get_layout
+from codt_deploy.layouts import NeckSource, layout_argument, looks_like_layout_file
 from codt_deploy.preprocess import (
     ChannelMode,
     PreprocessConfig,
@@ -40,7 +41,7 @@ from codt_deploy.preprocess import (
     describe_mode,
     mode_of_channels,
 )
-from training.mappings import deep_merge, read_data_file
+from training.mappings import deep_merge
 from training.preparation import catalogue as cat
 
 # ntu/pku/ucla/msr: the datasets' own files and names; skeletics/finegym: VIBE JSON in class
@@ -67,6 +68,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _layout_name(value: Any) -> Any:
+    """A ``layout``/``shared``/``specific`` value as a layout name: a built-in or loaded name, a
+    layout file (made absolute by :func:`read_mapping`) or an inline mapping, which is loaded and
+    registered (:func:`codt_deploy.layouts.layout_argument`)."""
+    if value is None or not isinstance(value, (str, Path, dict)):
+        return value  # pydantic reports the wrong type
+    return layout_argument(value).name
+
+
 class DomainSpec(_Frozen):
     """Where one domain's samples live and which of them a task keeps.
 
@@ -78,7 +88,9 @@ class DomainSpec(_Frozen):
     dataset: DatasetKind = "files"
     paths: tuple[str, ...] = Field(min_length=1)  # candidates; relative to --raw (or the task file)
     format: str | None = None  # reader format; None = the dataset's own or auto-detection
-    layout: str | None = None  # the files' joint layout; None = as the reader reports it
+    # the files' joint layout (a name, a layout file or an inline mapping, stored as the name);
+    # None = as the reader reports it
+    layout: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # extra reader options
     classes: Literal["all"] | tuple[ClassKey, ...] = "all"
     subjects: tuple[int, ...] | None = None
@@ -108,10 +120,10 @@ class DomainSpec(_Frozen):
                     values[key] = (str(values[key]),)
         return values
 
-    @field_validator("layout")
+    @field_validator("layout", mode="before")
     @classmethod
-    def _known_layout(cls, value: str | None) -> str | None:
-        return None if value is None else get_layout(value).name
+    def _known_layout(cls, value: Any) -> Any:
+        return _layout_name(value)
 
     @property
     def filtered(self) -> bool:
@@ -162,10 +174,10 @@ class TaskDefinition(_Frozen):
     channels: ChannelMode | None = None  # the model's, as target.channels; None: the target's
     notes: tuple[str, ...] = ()
 
-    @field_validator("shared", "specific")
+    @field_validator("shared", "specific", mode="before")
     @classmethod
-    def _known_layout(cls, value: str | None) -> str | None:
-        return None if value is None else get_layout(value).name
+    def _known_layout(cls, value: Any) -> Any:
+        return _layout_name(value)
 
     @model_validator(mode="after")
     def _channels_fit(self) -> TaskDefinition:
@@ -368,10 +380,18 @@ def get_task(name: str, *, overrides: dict | None = None,
 
 
 def read_mapping(path: Path) -> dict:
-    """A YAML (.yaml/.yml) or JSON (.json) file holding a mapping of task fields."""
+    """A YAML (.yaml/.yml) or JSON (.json) file holding a mapping of task fields; a layout file
+    named in it (``source.layout``, ``target.layout``, ``shared``, ``specific``) is made relative
+    to the file's folder."""
     data = read_data_file(path, TaskError, "task file")
     if not isinstance(data, dict):
         raise TaskError(f"{path}: expected a mapping of task fields at the top level")
+    places = [(data, "shared"), (data, "specific")] + [
+        (data[side], "layout") for side in ("source", "target") if isinstance(data.get(side), dict)]
+    for holder, key in places:
+        value = holder.get(key)
+        if isinstance(value, str) and looks_like_layout_file(value) and not Path(value).is_absolute():
+            holder[key] = str(path.parent.resolve() / value)
     return data
 
 
