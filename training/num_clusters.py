@@ -20,10 +20,10 @@ highest sum (ties: the smaller K):
   min-max scaled over the candidates.
 
 Alone, each criterion missed badly on some real targets (the eigengap favours few clusters on MSR
-Action3D, the stability favours coarse splits almost everywhere); README "Unknown K" has the
-measured table (``benchmarks/estimate_k.py``). Deterministic for a seed. Targets above
-``max_rows`` clips are estimated on a seeded random subset of that many (the cost is dominated by
-the eigendecompositions, O(rows³)).
+Action3D, the stability favours coarse splits almost everywhere); the measured table
+(``benchmarks/estimate_k.py``) is in README.md, "Unknown number of actions: `num_clusters:
+auto`". Deterministic for a seed. Targets above ``max_rows`` clips are estimated on a seeded
+random subset of that many (the cost is dominated by the eigendecompositions, O(rows³)).
 """
 
 from __future__ import annotations
