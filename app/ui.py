@@ -139,7 +139,8 @@ def _summary(batch: logic.BatchResult, evaluation: logic.Evaluation | None, note
     if evaluation is not None:
         m = evaluation.metrics
         parts.append(f"against {evaluation.source}: ACC {m['acc']:.1%}, NMI {m['nmi']:.3f}, "
-                     f"ARI {m['ari']:.3f} ({evaluation.matched}/{evaluation.total} labelled)")
+                     f"ARI {m['ari']:.3f}, many-to-one ACC {m['acc_many_to_one']:.1%} "
+                     f"({evaluation.matched}/{evaluation.total} labelled)")
     if note:
         parts.append(note)
     return " · ".join(parts)
@@ -151,8 +152,10 @@ def _metrics_markdown(evaluation: logic.Evaluation | None, note: str) -> str:
                         "the clusters.")
     m = evaluation.metrics
     return (f"Scored against {evaluation.source} ({evaluation.matched} of {evaluation.total} "
-            f"sequences labelled).\n\n| ACC | NMI | ARI |\n|---|---|---|\n"
-            f"| {m['acc']:.1%} | {m['nmi']:.3f} | {m['ari']:.3f} |" + (f"\n\n{note}" if note else ""))
+            f"sequences labelled).\n\n| ACC | NMI | ARI | many-to-one ACC |\n|---|---|---|---|\n"
+            f"| {m['acc']:.1%} | {m['nmi']:.3f} | {m['ari']:.3f} | {m['acc_many_to_one']:.1%} |"
+            "\n\nMany-to-one ACC maps each cluster to its majority label; it rises with the "
+            "number of clusters." + (f"\n\n{note}" if note else ""))
 
 
 def _labels_for(batch: logic.BatchResult, labels_path: str | None

@@ -284,7 +284,8 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
             out = sys.stdout if args.output else err
             print(f"labels: {scores['n']} of {observer.rows} sequences labelled: "
                   f"ACC {100 * scores['acc']:.1f}  NMI {100 * scores['nmi']:.1f}  "
-                  f"ARI {100 * scores['ari']:.1f}", file=out)
+                  f"ARI {100 * scores['ari']:.1f}  "
+                  f"many-to-one ACC {100 * scores['acc_many_to_one']:.1f}", file=out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,10 +1,17 @@
-"""Clustering metrics for ``codt-cluster --labels``: ACC (Hungarian), NMI and ARI (METHOD.md §10).
+"""Clustering metrics for ``codt-cluster --labels``: ACC (Hungarian), NMI and ARI (METHOD.md §10),
+and the many-to-one ACC beside them.
 
 numpy only. ACC uses ``scipy.optimize.linear_sum_assignment`` when scipy is importable and a small
 Kuhn-Munkres implementation otherwise, so the lean runtime install needs neither scipy nor
 scikit-learn. NMI is the arithmetic-mean normalisation of scikit-learn's
 ``normalized_mutual_info_score``; ARI is ``adjusted_rand_score``. Labels may be any hashable values
 (ints or strings); the results are fractions in [0, 1] (ARI can be negative).
+
+K (the number of clusters) need not equal the number of classes. ACC is a one-to-one matching
+(a rectangular assignment): with more clusters than classes the unmatched clusters count as
+errors, with fewer the unmatched classes do. ``acc_many_to_one`` maps each cluster to its
+majority class (several clusters may share one); it never falls below ACC and rises with K (K = N
+gives 1.0), so it compares clusterings of one K only and is reported beside ACC, never instead.
 """
 
 from __future__ import annotations
@@ -94,6 +101,13 @@ def cluster_acc(labels_true: Labels, labels_pred: Labels) -> float:
     return float(table[rows, cols].sum() / table.sum())
 
 
+def many_to_one_acc(labels_true: Labels, labels_pred: Labels) -> float:
+    """Accuracy when each cluster is mapped to its majority class (several clusters may map to
+    one class; a.k.a. purity). Rises with the number of clusters: compare at equal K only."""
+    table = contingency(labels_true, labels_pred)  # (n_classes, n_clusters)
+    return float(table.max(axis=0).sum() / table.sum())
+
+
 def _entropy(counts: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
@@ -132,9 +146,12 @@ def ari(labels_true: Labels, labels_pred: Labels) -> float:
 
 
 def evaluate(labels_true: Labels, labels_pred: Labels) -> dict[str, float]:
-    """``{"acc", "nmi", "ari", "n"}``: the three METHOD.md §10 metrics as fractions."""
+    """``{"acc", "nmi", "ari", "acc_many_to_one", "n"}``: the three METHOD.md §10 metrics and the
+    many-to-one ACC (:func:`many_to_one_acc`) as fractions."""
     return {"acc": cluster_acc(labels_true, labels_pred), "nmi": nmi(labels_true, labels_pred),
-            "ari": ari(labels_true, labels_pred), "n": int(len(labels_true))}
+            "ari": ari(labels_true, labels_pred),
+            "acc_many_to_one": many_to_one_acc(labels_true, labels_pred),
+            "n": int(len(labels_true))}
 
 
 # A head that puts more than this share of its inputs into one cluster, or uses fewer than this

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from training.clustering import spectral_labels
-from training.metrics import cluster_metrics, kmeans_metrics
+from training.metrics import METRICS, cluster_metrics, kmeans_metrics
 
 BASELINES = ("kmeans", "ward", "spectral")
 
@@ -32,7 +32,7 @@ def flattened_poses(poses: np.ndarray) -> np.ndarray:
 
 def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
     out = {}
-    for key in ("acc", "nmi", "ari"):
+    for key in METRICS:
         values = np.array([run[key] for run in runs])
         out[key], out[f"{key}_std"] = float(values.mean()), float(values.std())
     return out
@@ -40,7 +40,8 @@ def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def raw_pose_baselines(poses: np.ndarray, labels: np.ndarray, k: int, *, seeds: int = 5
                        ) -> dict[str, dict[str, float]]:
-    """``{baseline: {"acc", "nmi", "ari", "*_std"}}`` ×100 for the three baselines on ``poses``."""
+    """``{baseline: {metric, "<metric>_std"}}`` ×100 (:data:`training.metrics.METRICS`) for the
+    three baselines on ``poses``."""
     from sklearn.cluster import AgglomerativeClustering
 
     rows = flattened_poses(poses)

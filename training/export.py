@@ -728,7 +728,8 @@ def _summary(result: Exported) -> str:
                 f"{parity.samples} eval samples: max |dp| {parity.max_abs_probabilities:.1e}, "
                 f"argmax {100 * parity.argmax_agreement:.0f} %")
     return head + (f"; eval ACC {100 * scores['acc']:.1f} NMI {100 * scores['nmi']:.1f} "
-                   f"ARI {100 * scores['ari']:.1f}" if scores else "")
+                   f"ARI {100 * scores['ari']:.1f} many-to-one ACC "
+                   f"{100 * scores.get('acc_many_to_one', float('nan')):.1f}" if scores else "")
 
 
 if __name__ == "__main__":

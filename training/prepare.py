@@ -17,7 +17,14 @@ from codt_deploy.argtypes import positive_int
 from codt_deploy.errors import CodtError
 from training.config import PREPARED_ROOT
 from training.preparation.pipeline import PrepareError, prepare_task
-from training.preparation.tasks import TASKS, TaskDefinition, get_task, load_task_file, read_mapping
+from training.preparation.tasks import (
+    TASKS,
+    TaskDefinition,
+    get_task,
+    load_task_file,
+    read_mapping,
+    validate_task,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RAW = REPO_ROOT.parent / "shared" / "data"
@@ -54,9 +61,11 @@ def resolve_task(args: argparse.Namespace) -> TaskDefinition:
             domain["labels"] = (str(Path(labels).resolve()),)
         if domain:
             changes[role] = {**getattr(task, role).model_dump(), **domain}
+    if args.num_clusters is not None:
+        changes["num_clusters"] = args.num_clusters
     if not changes:
         return task
-    return TaskDefinition.model_validate({**task.model_dump(), **changes})
+    return validate_task({**task.model_dump(), **changes}, f"task {task.name!r}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,12 +88,34 @@ def _parser() -> argparse.ArgumentParser:
                              "(--source-classes still applies)")
     parser.add_argument("--source-labels", help="labels CSV or PKU label folder of the source")
     parser.add_argument("--target-labels", help="labels CSV or PKU label folder of the target")
+    parser.add_argument("--num-clusters", metavar="K|auto",
+                        help="K of the task: an integer >= 2, or 'auto' to estimate it from the "
+                             "unlabelled target poses (overrides the task's num_clusters)")
     parser.add_argument("--limit", type=positive_int, help="at most N files per domain, evenly "
                                                         "spread (tests and smoke runs)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow pickle inputs (pyskl); pickles can run code: trusted data only")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
     return parser
+
+
+def _k_origin(summary: dict) -> str:
+    origin = summary.get("num_clusters_from", "task")
+    return {"estimated": "num_clusters: auto, estimated without labels",
+            "task": "from the task", "target classes": "the number of target classes"}[origin]
+
+
+def estimate_evidence(estimate: dict, top: int = 6) -> str:
+    """The recorded ``num_clusters_estimate`` of a task.json as one line of evidence."""
+    low, high = estimate["k_range"]
+    scores = {int(k): v for k, v in estimate["scores"].items()}
+    if not scores:
+        return f"estimate: K = {estimate['k']} ({estimate['method']}, candidates {low}..{high})"
+    best = sorted(scores, key=lambda k: (-scores[k], k))[:top]
+    shown = ", ".join(f"{k}: {scores[k]:.2f} = {estimate['eigengap'][str(k)]:.2f} + "
+                      f"{estimate['stability'][str(k)]:.2f}" for k in best)
+    return (f"estimate on {estimate['n']} target_train clips, K in {low}..{high}, score = "
+            f"eigengap + stability (each scaled to 0..1; best first): {shown}")
 
 
 def print_summary(summary: dict, folder: Path) -> None:
@@ -101,8 +132,12 @@ def print_summary(summary: dict, folder: Path) -> None:
         labels = "labelled" if info["labelled"] else "labels withheld"
         layouts = ", ".join(info["layouts"])
         print(f"  {split:<13} {info['samples']:>7,} samples  {layouts:<18} {labels}")
-    print(f"K = {summary['num_clusters']}; layouts shared={summary['layouts']['shared']} "
-          f"specific={summary['layouts']['specific']}; written to {folder}")
+    print(f"K = {summary['num_clusters']} ({_k_origin(summary)}); layouts "
+          f"shared={summary['layouts']['shared']} specific={summary['layouts']['specific']}; "
+          f"written to {folder}")
+    estimate = summary.get("num_clusters_estimate")
+    if estimate:
+        print(f"  {estimate_evidence(estimate)}")
     model, source = summary["channels"], summary.get("source_channels", summary["channels"])
     if source != model:
         how = "projected after alignment" if source == "xyz" else "converted"

@@ -57,6 +57,7 @@ from training.engine import (
     stalled_warning,
     train_one_epoch,
 )
+from training.metrics import METRICS
 from training.model import CoDTModel, build_model, use_fast_dropout
 from training.neighbours import knn_table, pose_features
 from training.recipes import RECIPES, cpu_recipe, describe
@@ -322,11 +323,11 @@ def _log_epoch(run_dir: Path, record: dict, config, model, optimizer, banks, epo
 
 def format_table(metrics: dict[str, float]) -> str:
     """Markdown table of the final metrics: one row per branch and method (head, † k-means)."""
-    rows = ["| branch | method | ACC | NMI | ARI |", "|---|---|---|---|---|"]
+    rows = ["| branch | method | ACC | NMI | ARI | many-to-one ACC |", "|---|---|---|---|---|---|"]
     for branch, name in (("shared", "CoDT-B0"), ("specific", "CoDT-B1")):
         for method, label in (("head", "cluster head"), ("kmeans", "k-means †")):
             if f"{branch}/{method}/acc" in metrics:
-                values = [metrics[f"{branch}/{method}/{m}"] for m in ("acc", "nmi", "ari")]
+                values = [metrics.get(f"{branch}/{method}/{m}", float("nan")) for m in METRICS]
                 rows.append(f"| {name} | {label} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
     return "\n".join(rows)
 

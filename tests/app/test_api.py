@@ -81,7 +81,9 @@ def test_api_zip_and_labels_csv_give_metrics(client, tiny_model, example_files, 
     truth = [str(int(f.name[1:3]) - 1) for f in example_files]
     scores = evaluate(truth, [r[5] for r in rows])
     assert "Scored against labels.csv (6 of 6 sequences labelled)" in out["metrics"]
-    assert f"| {scores['acc']:.1%} | {scores['nmi']:.3f} | {scores['ari']:.3f} |" in out["metrics"]
+    assert (f"| {scores['acc']:.1%} | {scores['nmi']:.3f} | {scores['ari']:.3f} | "
+            f"{scores['acc_many_to_one']:.1%} |") in out["metrics"]
+    assert "many-to-one ACC" in out["metrics"] and "rises with the number of clusters" in out["metrics"]
     heat = json.loads(out["confusion"]["plot"])["data"][0]
     assert heat["x"] == ["high arm wave", "horizontal arm wave", "hammer"]
 

@@ -140,9 +140,32 @@ def test_labels_print_metrics_that_match_the_output(run, tmp_path):
                               [r["cluster"] for r in rows])
     expected = (f"labels: {N_EXAMPLES} of {N_EXAMPLES} sequences labelled: "
                 f"ACC {100 * scores['acc']:.1f}  NMI {100 * scores['nmi']:.1f}  "
-                f"ARI {100 * scores['ari']:.1f}")
+                f"ARI {100 * scores['ari']:.1f}  "
+                f"many-to-one ACC {100 * scores['acc_many_to_one']:.1f}")
     assert expected in stdout
     assert "1 skipped" in err  # labels.csv itself is not a pose file
+
+
+def test_labels_with_fewer_classes_than_clusters(run, tmp_path):
+    """Two coarse labels for 20 actions: more clusters than classes, scored one-to-one (unmatched
+    clusters are errors) and many-to-one (each cluster to its majority label)."""
+    examples = REPO_ROOT / "examples" / "msr_action3d"
+    labels = tmp_path / "coarse.csv"
+    names = sorted(p.name for p in examples.glob("*_skeleton3D.txt"))
+    labels.write_text("file,label\n" + "".join(
+        f"{n},{'arm' if int(n[1:3]) <= 7 else 'other'}\n" for n in names))
+    out = tmp_path / "out.csv"
+    status, stdout, err = run(examples, "-o", out, "--labels", labels)
+    assert status == 0, err
+    rows = _csv_rows(out)
+    truth = ["arm" if int(r["source"].split("/")[-1][1:3]) <= 7 else "other" for r in rows]
+    clusters = [r["cluster"] for r in rows]
+    assert len(set(clusters)) > 2  # K > number of classes
+    scores = metrics.evaluate(truth, clusters)
+    assert scores["acc_many_to_one"] > scores["acc"]  # the unmatched clusters cost one-to-one ACC
+    assert (f"ACC {100 * scores['acc']:.1f}  NMI {100 * scores['nmi']:.1f}  ARI "
+            f"{100 * scores['ari']:.1f}  many-to-one ACC {100 * scores['acc_many_to_one']:.1f}"
+            in stdout)
 
 
 def test_resume_after_an_interrupted_run(run, tmp_path, monkeypatch):

@@ -91,3 +91,29 @@ def test_bad_label_arrays_raise():
         metrics.evaluate([0, 1], [0])
     with pytest.raises(ValueError, match="no labelled samples"):
         metrics.evaluate([], [])
+
+
+def test_acc_and_many_to_one_acc_with_more_clusters_than_classes():
+    # Two classes, four clusters: class a is split over clusters 0 and 1, class b over 2 and 3.
+    true = ["a", "a", "a", "a", "b", "b", "b", "b"]
+    pred = [0, 0, 0, 1, 2, 2, 3, 3]
+    # one-to-one: cluster 0 -> a (3), cluster 2 or 3 -> b (2); clusters 1 and the other are errors
+    assert metrics.cluster_acc(true, pred) == pytest.approx(5 / 8)
+    # many-to-one: every cluster takes its majority class, so nothing is lost
+    assert metrics.many_to_one_acc(true, pred) == pytest.approx(1.0)
+    assert metrics.many_to_one_acc(true, list(range(8))) == pytest.approx(1.0)  # K = N: always 1
+    scores = metrics.evaluate(true, pred)
+    assert scores["acc_many_to_one"] == pytest.approx(1.0) and scores["acc"] == pytest.approx(5 / 8)
+
+
+def test_acc_and_many_to_one_acc_with_fewer_clusters_than_classes():
+    # Three classes, two clusters: cluster 0 holds a a a b, cluster 1 holds b c c.
+    true = ["a", "a", "a", "b", "b", "c", "c"]
+    pred = [0, 0, 0, 0, 1, 1, 1]
+    assert metrics.cluster_acc(true, pred) == pytest.approx(5 / 7)  # 0 -> a (3), 1 -> c (2)
+    assert metrics.many_to_one_acc(true, pred) == pytest.approx(5 / 7)  # the same majorities
+    # many-to-one never falls below the one-to-one ACC
+    rng = np.random.default_rng(4)
+    for k in (2, 5, 9):
+        t, p = rng.integers(0, 5, 60), rng.integers(0, k, 60)
+        assert metrics.many_to_one_acc(t, p) >= metrics.cluster_acc(t, p) - 1e-12

@@ -394,3 +394,47 @@ def test_a_bad_layout_in_a_task_file_names_the_file_the_key_and_the_joint(tmp_pa
     assert "target.layout: " in err
     assert "'r_elbw' is not a canonical joint name; did you mean 'r_elbow'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_num_clusters_auto_is_estimated_recorded_and_printed(shared_data, tmp_path, capsys):
+    """A tiny task with ``num_clusters: auto``: K comes from the unlabelled target-train poses."""
+    config = _user_task(shared_data, tmp_path)
+    config.write_text(config.read_text() + "num_clusters: auto\n")
+    code, out, _ = run(capsys, config, "--out", tmp_path / "out")
+    assert code == 0, out
+    info = load_task(tmp_path / "out" / "mine").raw
+    estimate = info["num_clusters_estimate"]
+    # 4 target clips leave one candidate (2 .. max(2, 4 // 5)); the estimate says so
+    assert info["num_clusters"] == estimate["k"] == 2 and estimate["k_range"] == [2, 2]
+    assert estimate["n"] == 4 and info["num_clusters_from"] == "estimated"
+    assert info["task_spec"]["num_clusters"] == "auto"
+    assert "K = 2 (num_clusters: auto, estimated without labels)" in out
+    assert "estimate: K = 2 (range, candidates 2..2)" in out
+
+
+def test_num_clusters_auto_from_the_command_line(shared_data, tmp_path, capsys):
+    code, out, _ = run(capsys, "ucla2msr", "--raw", shared_data, "--out", tmp_path, "--limit", 40,
+                       "--num-clusters", "auto")
+    assert code == 0, out
+    info = load_task(tmp_path / "ucla2msr").raw
+    estimate = info["num_clusters_estimate"]
+    assert estimate["method"] == "eigengap+stability" and estimate["k_range"] == [2, 8]
+    assert info["num_clusters"] == estimate["k"] and 2 <= estimate["k"] <= 8
+    assert set(estimate["scores"]) == {str(k) for k in range(2, 9)}
+    best = max(range(2, 9), key=lambda k: (estimate["scores"][str(k)], -k))
+    assert best == estimate["k"]
+    assert "estimate on 40 target_train clips, K in 2..8, score = eigengap + stability" in out
+    assert f"{best}: {estimate['scores'][str(best)]:.2f} = " in out
+    assert info["num_clusters_from"] == "estimated"
+    code, _, err = run(capsys, "ucla2msr", "--raw", shared_data, "--out", tmp_path, "--limit", 4,
+                       "--num-clusters", "many")
+    assert code == 2 and "num_clusters must be an integer >= 2 or 'auto'" in err and "'many'" in err
+
+
+def test_num_clusters_larger_than_the_classes_is_kept(shared_data, tmp_path, capsys):
+    code, out, _ = run(capsys, "ucla2msr", "--raw", shared_data, "--out", tmp_path, "--limit", 40,
+                       "--num-clusters", "25")
+    assert code == 0, out
+    info = load_task(tmp_path / "ucla2msr").raw
+    assert info["num_clusters"] == 25 and info["num_clusters_from"] == "task"
+    assert info["num_clusters_estimate"] is None and "K = 25 (from the task)" in out

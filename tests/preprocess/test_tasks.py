@@ -162,3 +162,20 @@ def test_channels_known_only_from_the_files_are_checked_when_they_are_known():
     arrays = TaskDefinition.model_validate(spec | {"target": {
         "path": "tgt", "options": {"channels": ["x", "y", "score"]}}})
     assert arrays.target.file_channels == "xy_score"
+
+
+@pytest.mark.parametrize(("given", "parsed"), [("auto", "auto"), ("AUTO", "auto"), (" auto ", "auto"),
+                                               (7, 7), ("12", 12), (None, None)])
+def test_num_clusters_is_an_integer_or_auto(tmp_path, given, parsed):
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps({"source": {"path": "s"}, "target": {"path": "t"},
+                                "num_clusters": given}))
+    assert load_task_file(path).num_clusters == parsed
+
+
+@pytest.mark.parametrize("given", ["automatic", 1, 0, -3, True, 2.5, "", [4]])
+def test_bad_num_clusters_names_the_file_the_key_and_the_value(tmp_path, given):
+    path = tmp_path / "bad_k.yaml"
+    path.write_text(f"source: {{path: s}}\ntarget: {{path: t}}\nnum_clusters: {json.dumps(given)}\n")
+    with pytest.raises(TaskError, match=r"bad_k\.yaml.*num_clusters.*integer >= 2 or 'auto'.*got"):
+        load_task_file(path)

@@ -16,7 +16,7 @@ def test_metrics_are_one_hundred_under_a_label_permutation():
     labels = rng.integers(0, 6, size=200)
     permutation = rng.permutation(6)
     assert cluster_metrics(labels, permutation[labels]) == pytest.approx(
-        {"acc": 100.0, "nmi": 100.0, "ari": 100.0})
+        {"acc": 100.0, "nmi": 100.0, "ari": 100.0, "acc_many_to_one": 100.0})
 
 
 def test_cluster_metrics_match_scikit_learn_on_tensors():
@@ -49,3 +49,16 @@ def test_bad_input_is_an_error():
         cluster_metrics([], [])
     with pytest.raises(ValueError, match=r"features must be \(N, D\)"):
         kmeans_metrics(np.zeros((3, 2), np.float32), [0, 1], k=2)
+
+
+def test_cluster_metrics_with_k_unequal_to_the_classes():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    split = cluster_metrics(labels, np.array([0, 0, 1, 1, 2, 2, 3, 3]))  # K = 4 > 2 classes
+    assert split["acc"] == pytest.approx(50.0) and split["acc_many_to_one"] == pytest.approx(100.0)
+    merged = cluster_metrics(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 0, 0, 0, 1, 1]))  # K = 2 < 3
+    assert merged["acc"] == pytest.approx(100 * 4 / 6)
+    assert merged["acc_many_to_one"] == pytest.approx(100 * 4 / 6)
+    rows = kmeans_metrics(np.eye(8, dtype=np.float32), labels, k=6, seeds=2)  # K = 6 > 2 classes
+    assert set(rows) == {f"{m}{s}" for m in ("acc", "nmi", "ari", "acc_many_to_one")
+                         for s in ("", "_std")}
+    assert rows["acc_many_to_one"] >= rows["acc"]

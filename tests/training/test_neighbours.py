@@ -173,6 +173,9 @@ def test_raw_pose_baselines_find_separated_clusters():
     assert set(result) == {"kmeans", "ward", "spectral"}
     for name in ("ward", "spectral"):
         assert result[name]["acc"] == pytest.approx(100.0)
+        assert result[name]["acc_many_to_one"] == pytest.approx(100.0)
+    over = raw_pose_baselines(poses, blob, 6, seeds=1)  # K = 6 > 3 blobs: split clusters
+    assert over["ward"]["acc_many_to_one"] == pytest.approx(100.0) and over["ward"]["acc"] < 100.0
     assert np.allclose(np.linalg.norm(flattened_poses(poses), axis=1), 1.0)
 
 

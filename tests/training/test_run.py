@@ -240,3 +240,26 @@ def test_plain_array_target_from_a_minimal_task_file_with_the_cpu_recipe(shared_
     assert config.anchors.stage1 and config.decisions.recalibrate_bn and config.model.dropout == 0
     assert config.loss.anchor == 2  # a --set that needs the recipe's anchors is validated with them
     assert "| CoDT-B1 | cluster head |" in out
+
+
+def test_more_clusters_than_target_classes_train_export_and_score(tmp_path, capsys):
+    """Over-clustering: K = 8 on a synthetic target of 3 classes, through both stages, the export
+    and the scores (one-to-one ACC counts the unmatched clusters as errors, many-to-one does not)."""
+    from tests.training.synthetic import write_synthetic_task
+
+    task_dir = write_synthetic_task(tmp_path / "three", target_classes=3)
+    run_dir = tmp_path / "run"
+    sets = [f"data.prepared_dir={task_dir}", *TINY, "model.num_clusters=8"]
+    argv = ["--task", "ucla2msr", "--run-dir", str(run_dir), "-q",
+            *[a for s in sets for a in ("--set", s)]]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| branch | method | ACC | NMI | ARI | many-to-one ACC |" in out
+    stage2 = _records(run_dir)[-1]
+    for prefix in ("specific/head", "specific/kmeans", "shared/head"):
+        assert stage2[f"{prefix}/acc_many_to_one"] >= stage2[f"{prefix}/acc"] - 1e-9
+    assert stage2["specific/head/acc"] <= 100.0
+    manifest = json.loads(next((run_dir / "exported").glob("*.json")).read_text())
+    assert manifest["num_clusters"] == 8
+    scores = manifest["metrics"]["eval"]
+    assert scores["acc_many_to_one"] >= scores["acc"] and 0 <= scores["acc"] <= 1

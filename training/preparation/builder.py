@@ -211,14 +211,31 @@ def _check_not_empty(builder: TaskBuilder, reports: dict) -> None:
                                            " or --target-split all"))
 
 
+def estimate_target_clusters(builder: TaskBuilder):
+    """``num_clusters: auto``: K estimated label-free (:func:`training.num_clusters.
+    estimate_num_clusters`) on the finished target-train poses in the B1 layout, flattened and
+    L2-normalised as the raw-pose baselines read them. Returns the :class:`KEstimate`."""
+    from training.baselines import flattened_poses
+    from training.num_clusters import estimate_num_clusters
+
+    path = builder.folder / "target_train" / f"data_{builder.specific}.npy"
+    rows = flattened_poses(np.load(path, mmap_mode="r"))  # (N, C·T·V·M)
+    if len(rows) < 2:
+        raise EmptySelectionError(f"num_clusters: auto needs at least 2 target_train clips to "
+                                  f"estimate K from, task {builder.task.name!r} has {len(rows)}")
+    estimate = estimate_num_clusters(rows)
+    logger.info("num_clusters: auto: %s", estimate.summary())
+    return estimate
+
+
 def finish_task(builder: TaskBuilder, reports: dict, raw: Path) -> dict:
     """Finish every array, write labels/names and ``task.json``; returns that summary."""
     _check_not_empty(builder, reports)
     classes = {role: builder.class_keys(role) for role in ("source", "target")}
-    num_clusters = builder.task.num_clusters or len(classes["target"])
-    if num_clusters < 2:
+    requested = builder.task.num_clusters
+    if requested is None and len(classes["target"]) < 2:
         raise EmptySelectionError(f"the target has {len(classes['target'])} known classes; set "
-                                  f"num_clusters (K >= 2) in the task")
+                                  f"num_clusters (K >= 2, or auto) in the task")
     counts = {}
     for split, writer in builder.writers.items():
         role = split.split("_")[0]
@@ -228,7 +245,15 @@ def finish_task(builder: TaskBuilder, reports: dict, raw: Path) -> dict:
         counts[split] = {"samples": len(writer.names), "layouts": list(writer.configs),
                          "labelled": split != "target_train",
                          "per_class": [per_class.get(i, 0) for i in range(len(classes[role]))]}
+    estimate = estimate_target_clusters(builder) if requested == "auto" else None
+    if estimate is not None:
+        num_clusters = estimate.k
+    else:
+        num_clusters = requested if isinstance(requested, int) else len(classes["target"])
     summary = _summary(builder, reports, classes, num_clusters, counts, raw)
+    summary["num_clusters_from"] = ("estimated" if estimate is not None else
+                                    "task" if isinstance(requested, int) else "target classes")
+    summary["num_clusters_estimate"] = estimate.to_json() if estimate is not None else None
     (builder.folder / "task.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -167,7 +167,9 @@ class TaskDefinition(_Frozen):
     target_split: TargetSplit = TargetSplit()
     shared: str | None = None  # None: the common layout, else shared15
     specific: str | None = None  # None: the target's layout
-    num_clusters: int | None = Field(None, ge=2)  # None: the number of target classes (D7)
+    # K: an integer >= 2; "auto": estimated label-free from the target-train poses when the task
+    # is prepared (training.num_clusters); None: the number of target classes (D7)
+    num_clusters: int | Literal["auto"] | None = None
     frames: int = Field(50, ge=1)
     persons: int = Field(2, ge=1)
     neck: NeckSource = "spine_shoulder"
@@ -227,6 +229,21 @@ class TaskDefinition(_Frozen):
                              f"source is projected for a 2-D target, not to a "
                              f"{source!r} source for a {model!r} model; remove it")
         return source, model
+
+    @field_validator("num_clusters", mode="before")
+    @classmethod
+    def _clusters(cls, value: Any) -> int | str | None:
+        """An integer >= 2, ``auto`` (any case) or nothing; anything else names what it got."""
+        if value is None:
+            return None
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ValueError(f"num_clusters must be an integer >= 2 or 'auto' (estimated from "
+                             f"the target poses), got {value!r}")
+        return value
 
     def preprocess_config(self, layout: str, channels: ChannelMode) -> PreprocessConfig:
         return PreprocessConfig(layout=layout, frames=self.frames, persons=self.persons,
@@ -353,7 +370,7 @@ def named_splits(task: str) -> tuple[str, ...]:
     return tuple(_NAMED_SPLITS.get(task, {"all": None}))
 
 
-def _validate(values: dict, origin: str) -> TaskDefinition:
+def validate_task(values: dict, origin: str) -> TaskDefinition:
     try:
         return TaskDefinition.model_validate(values)
     except ValidationError as err:
@@ -376,7 +393,7 @@ def get_task(name: str, *, overrides: dict | None = None,
             raise TaskError(f"task {name!r} has no target split {target_split!r}; "
                             f"choose one of {', '.join(choices)}")
         values["target_split"] = choices[target_split]
-    return _validate(values, f"task {name!r}")
+    return validate_task(values, f"task {name!r}")
 
 
 def read_mapping(path: Path) -> dict:
@@ -418,7 +435,7 @@ def load_task_file(path: str | Path, *, name: str | None = None) -> TaskDefiniti
 
         source: {path: my_source/, labels: my_source/labels.csv}   # any pose files + labels
         target: {path: my_target/}                                  # labels optional (eval)
-        num_clusters: 8                                             # needed without target labels
+        num_clusters: 8                                             # or auto; needed without labels
     """
     path = Path(path)
     data = read_mapping(path)
@@ -431,4 +448,4 @@ def load_task_file(path: str | Path, *, name: str | None = None) -> TaskDefiniti
                 if key in domain:
                     domain[key] = _absolute(domain[key], path.parent)
             data[side] = domain
-    return _validate(data, str(path))
+    return validate_task(data, str(path))
