@@ -7,7 +7,7 @@ For each run (a task whose target train and eval splits are the same clips, as i
 stage-1 checkpoint's B1 student) and scores, with the eval labels, candidate partitions the refit
 could fit the heads to: the recipe's (spectral on the 10-NN graphs of B1 + raw poses) and
 variations of its graph (neighbour count, teacher features, stage-1 features, graph weights, a
-consensus over spectral seeds). Reporting only: the labels choose nothing here, and a variant is
+B0 at half weight). Reporting only: the labels choose nothing here, and a variant is
 adopted only if it wins on both internal tasks for every run measured. Prints one table per run
 and the mean over runs; writes ``refit-variants.json`` into each run folder.
 """
@@ -28,39 +28,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.baselines import flattened_poses  # noqa: E402
-from training.clustering import knn_affinity  # noqa: E402
+from training.clustering import spectral_labels  # noqa: E402
 from training.config import task_dir  # noqa: E402
 from training.data import load_task_data  # noqa: E402
 from training.engine import embed_split  # noqa: E402
 from training.export import load_run  # noqa: E402
 from training.metrics import cluster_metrics  # noqa: E402
 
-Views = list[tuple[np.ndarray, float, int]]  # (rows (N, D), graph weight, neighbours)
 
-
-def spectral_of_affinity(affinity, k: int, seed: int) -> np.ndarray:
-    """Spectral clustering labels (N,) of a precomputed (N, N) affinity."""
-    from sklearn.cluster import SpectralClustering
-
-    model = SpectralClustering(k, affinity="precomputed", assign_labels="kmeans", random_state=seed)
-    return model.fit_predict(affinity).astype(np.int64)
-
-
-def summed_graph(views: Views):
-    """The weighted sum of the views' kNN graphs, (N, N) sparse."""
-    return sum(w * knn_affinity(rows, n) for rows, w, n in views)
-
-
-def consensus(views: Views, k: int, seed: int, members: int = 10) -> np.ndarray:
-    """Spectral clustering of the co-association matrix of ``members`` spectral partitions of the
-    summed graph (different seeds): the share of partitions that put two clips together."""
-    graph = summed_graph(views)
-    n = graph.shape[0]
-    together = np.zeros((n, n))
-    for m in range(members):
-        labels = spectral_of_affinity(graph, k, seed * 1000 + m)
-        together += labels[:, None] == labels[None, :]
-    return spectral_of_affinity(together / members, k, seed)
+def partition(views: list[tuple[np.ndarray, float]], k: int, seed: int, neighbours: int = 10
+              ) -> np.ndarray:
+    """Spectral labels (N,) of the weighted sum of the views' kNN graphs (rows (N, D), weight)."""
+    return spectral_labels([rows for rows, _ in views], k, seed=seed, n_neighbors=neighbours,
+                           weights=[w for _, w in views])
 
 
 def unit(x: torch.Tensor) -> np.ndarray:
@@ -86,29 +66,23 @@ def run_variants(run_dir: Path, seeds: int) -> dict[str, list[float]]:
     _, _, stage1_model, _ = load_run(run_dir, "stage1.pt")
     s1 = unit(embed_split(stage1_model, "specific", split, config, device)[0])
     variants: dict[str, Callable[[int], np.ndarray]] = {
-        "raw only (baseline)": lambda s: spectral_of_affinity(summed_graph([(raw, 1, 10)]), k, s),
-        "B1 + raw (recipe)": lambda s: spectral_of_affinity(summed_graph([(b1, 1, 10), (raw, 1, 10)]), k, s),
-        "B1 + raw, 15-NN": lambda s: spectral_of_affinity(summed_graph([(b1, 1, 15), (raw, 1, 15)]), k, s),
-        "B1 + raw, 5-NN": lambda s: spectral_of_affinity(summed_graph([(b1, 1, 5), (raw, 1, 5)]), k, s),
-        "teacher B1 + raw": lambda s: spectral_of_affinity(summed_graph([(t1, 1, 10), (raw, 1, 10)]), k, s),
-        "B1 + teacher B1 + raw": lambda s: spectral_of_affinity(
-            summed_graph([(b1, 0.5, 10), (t1, 0.5, 10), (raw, 1, 10)]), k, s),
-        "stage-1 B1 + B1 + raw": lambda s: spectral_of_affinity(
-            summed_graph([(s1, 0.5, 10), (b1, 0.5, 10), (raw, 1, 10)]), k, s),
-        "B1 + raw ×2": lambda s: spectral_of_affinity(summed_graph([(b1, 1, 10), (raw, 2, 10)]), k, s),
-        "B0 ×0.5 + B1 + raw": lambda s: spectral_of_affinity(
-            summed_graph([(b0, 0.5, 10), (b1, 1, 10), (raw, 1, 10)]), k, s),
-        "stage-1 B1 + raw": lambda s: spectral_of_affinity(summed_graph([(s1, 1, 10), (raw, 1, 10)]), k, s),
-        "stage-1 B1 + teacher B1 + raw": lambda s: spectral_of_affinity(
-            summed_graph([(s1, 0.5, 10), (t1, 0.5, 10), (raw, 1, 10)]), k, s),
-        "stage-1 B1 + B1 + raw, 15-NN": lambda s: spectral_of_affinity(
-            summed_graph([(s1, 0.5, 15), (b1, 0.5, 15), (raw, 1, 15)]), k, s),
-        "stage-1 B1 + B1 + raw ×2": lambda s: spectral_of_affinity(
-            summed_graph([(s1, 0.5, 10), (b1, 0.5, 10), (raw, 2, 10)]), k, s),
+        "raw only (baseline)": lambda s: partition([(raw, 1)], k, s),
+        "B1 + raw (recipe)": lambda s: partition([(b1, 1), (raw, 1)], k, s),
+        "B1 + raw, 15-NN": lambda s: partition([(b1, 1), (raw, 1)], k, s, 15),
+        "B1 + raw, 5-NN": lambda s: partition([(b1, 1), (raw, 1)], k, s, 5),
+        "teacher B1 + raw": lambda s: partition([(t1, 1), (raw, 1)], k, s),
+        "B1 + teacher B1 + raw": lambda s: partition([(b1, 0.5), (t1, 0.5), (raw, 1)], k, s),
+        "stage-1 B1 + B1 + raw": lambda s: partition([(s1, 0.5), (b1, 0.5), (raw, 1)], k, s),
+        "B1 + raw ×2": lambda s: partition([(b1, 1), (raw, 2)], k, s),
+        "B0 ×0.5 + B1 + raw": lambda s: partition([(b0, 0.5), (b1, 1), (raw, 1)], k, s),
+        "stage-1 B1 + raw": lambda s: partition([(s1, 1), (raw, 1)], k, s),
+        "stage-1 B1 + teacher B1 + raw": lambda s: partition([(s1, 0.5), (t1, 0.5), (raw, 1)], k, s),
+        "stage-1 B1 + B1 + raw, 15-NN": lambda s: partition([(s1, 0.5), (b1, 0.5), (raw, 1)], k, s, 15),
+        "stage-1 B1 + B1 + raw ×2": lambda s: partition([(s1, 0.5), (b1, 0.5), (raw, 2)], k, s),
     }
     table: dict[str, list[float]] = {}
-    for name, partition in variants.items():
-        scores = [cluster_metrics(labels, partition(s)) for s in range(seeds)]
+    for name, cluster in variants.items():
+        scores = [cluster_metrics(labels, cluster(s)) for s in range(seeds)]
         table[name] = [float(np.mean([r[m] for r in scores])) for m in ("acc", "nmi", "ari")]
         print(f"{run_dir.name:>8s}  {name:30s} " + " / ".join(f"{v:.1f}" for v in table[name]),
               flush=True)

@@ -89,6 +89,25 @@ def stage1_features(model, checkpoint: Path, data: TrainingData, config: TrainCo
     return embed_split(stage1, "specific", data.target_train_specific, config, device)[0]
 
 
+def run_stage1_features(model, data: TrainingData, config: TrainConfig, device: torch.device,
+                        run_dir: Path, init_from: Path | None = None) -> torch.Tensor | None:
+    """``decisions.refit_stage1_graph``: the stage-1 B1 features (N, 256) from ``run_dir``'s
+    ``stage1.pt`` (or, for a run started from another run's stage-1 checkpoint, ``init_from``);
+    None when the switch is off, or when the run has no stage 2 (its final features are then the
+    stage-1 ones)."""
+    from training.checkpoint import STAGE1, CheckpointError, checkpoint_dir
+
+    if not config.decisions.refit_stage1_graph or config.optim.epochs_stage2 == 0:
+        return None
+    path = checkpoint_dir(run_dir) / STAGE1
+    if not path.is_file() and init_from is not None:
+        path = Path(init_from)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: decisions.refit_stage1_graph needs the stage-1 "
+                              "checkpoint of this run; it is missing")
+    return stage1_features(model, path, data, config, device)
+
+
 @torch.no_grad()
 def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.device,
                 raw_rows: np.ndarray | None,
@@ -142,8 +161,7 @@ def refit_run(run_dir: Path, out_dir: Path, overrides: list[str]) -> dict[str, f
     if out_dir.resolve() == run_dir.resolve():
         raise ValueError(f"{out_dir}: the refitted run needs a folder of its own")
     rows = flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
-    features = (stage1_features(model, stage1, data, config, device)
-                if config.decisions.refit_stage1_graph else None)
+    features = run_stage1_features(model, data, config, device, run_dir)
     record = refit_heads(model, data, config, device, rows, features)
     record.update(evaluate(model, data, config, device, heads=True))
     payload = load_checkpoint(path)

@@ -61,7 +61,7 @@ from training.metrics import METRICS
 from training.model import CoDTModel, build_model, use_fast_dropout
 from training.neighbours import knn_table, pose_features
 from training.recipes import RECIPES, cpu_recipe, describe
-from training.refit import refit_heads, stage1_features
+from training.refit import refit_heads, run_stage1_features
 from training.stgcn import FEATURE_DIM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
             if rows is None and config.decisions.refit_raw_graph:
                 rows = flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
             record.update(refit_heads(model, data, config, device, rows,
-                                      _stage1_features(model, data, config, device, run_dir, init_from)))
+                                      run_stage1_features(model, data, config, device, run_dir, init_from)))
         if ctx.is_main and _eval_due(config, epoch):
             metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2
                                or config.anchors.stage1 or config.decisions.refit_heads)
@@ -289,22 +289,6 @@ def _resume_point(run_dir: Path, resume: bool, init_from: Path | None, config, m
     if init_from is not None:
         return _restore_from(Path(init_from), config, model, optimizer, banks)
     return 0
-
-
-def _stage1_features(model, data, config: TrainConfig, device, run_dir: Path,
-                     init_from: Path | None) -> torch.Tensor | None:
-    """§15.10 ``decisions.refit_stage1_graph``: the stage-1 B1 features (N, 256) from this run's
-    ``stage1.pt`` (or, for a run started from another run's stage-1 checkpoint, that one); None
-    when the switch is off, and the final features' own graph alone when the run has no stage 2."""
-    if not config.decisions.refit_stage1_graph or config.optim.epochs_stage2 == 0:
-        return None
-    path = ckpt.checkpoint_dir(run_dir) / ckpt.STAGE1
-    if not path.is_file() and init_from is not None:
-        path = Path(init_from)
-    if not path.is_file():
-        raise ckpt.CheckpointError(f"{path}: decisions.refit_stage1_graph needs the stage-1 "
-                                   "checkpoint of this run; it is missing")
-    return stage1_features(model, path, data, config, device)
 
 
 def _log_epoch(run_dir: Path, record: dict, config, model, optimizer, banks, epoch: int,
