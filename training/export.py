@@ -205,6 +205,45 @@ def _export_onnx(net: nn.Module, example: np.ndarray, path: Path) -> None:
     program.save(str(path), external_data=False)
 
 
+def strip_debug_metadata(model: Any) -> Any:
+    """Remove the exporter's debugging records from an ``onnx.ModelProto``, in place, and return it.
+
+    The dynamo exporter annotates every node, initializer and value with ``metadata_props`` (the
+    Python stack trace of the op, module names, FX node names, optimiser rule names) and may fill
+    ``doc_string``; the stack traces hold absolute source paths of the machine that exported the
+    model. None of it is read at inference, so a shipped model keeps only its weights, its graph
+    and the model-level ``metadata_props`` (the manifest), which this leaves alone."""
+    def clean(items: Any) -> None:
+        for item in items:
+            del item.metadata_props[:]
+            item.doc_string = ""
+
+    def clean_nodes(nodes: Any) -> None:
+        """Nodes, and the graphs nested in their attributes (If / Loop / Scan bodies)."""
+        clean(nodes)
+        for node in nodes:
+            for attribute in node.attribute:
+                nested = ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+                for graph in nested:
+                    clean_graph(graph)
+
+    def clean_graph(graph: Any) -> None:
+        clean_nodes(graph.node)
+        for values in (graph.input, graph.output, graph.value_info, graph.initializer):
+            clean(values)
+        del graph.metadata_props[:]
+        graph.doc_string = ""
+
+    clean_graph(model.graph)
+    for function in model.functions:
+        clean_nodes(function.node)
+        clean(function.value_info)
+        del function.metadata_props[:]
+        function.doc_string = ""
+    model.doc_string = ""
+    return model
+
+
 def _stamp(path: Path, manifest: Manifest) -> None:
     """Check the graph, then put the manifest (less the file's own hash) in metadata_props."""
     import onnx
@@ -214,6 +253,7 @@ def _stamp(path: Path, manifest: Manifest) -> None:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{path}: the ONNX checker rejects the exported graph: {exc}") from exc
+    strip_debug_metadata(model)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {METADATA_KEY: manifest.to_json(with_onnx_hash=False),
                                         "codt_name": manifest.name})

@@ -82,3 +82,59 @@ def test_the_exporter_notes_are_silenced_for_one_export_only():
             warnings.warn("deprecated", FutureWarning, stacklevel=1)
         assert not caught or all(w.category is not FutureWarning for w in caught)
     assert [logging.getLogger(name).level for name in _NOISY_LOGGERS] == before
+
+
+def _source_paths(model_bytes: bytes) -> list[bytes]:
+    """Fragments of a serialised model that name this checkout's files or a Python stack trace."""
+    import re
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2]).encode()
+    return [m.group(0) for m in re.finditer(rb'File "[^"]+"|' + re.escape(root), model_bytes)]
+
+
+def test_exported_models_carry_no_source_paths(exported_tiny_model):
+    """The exporter's per-node stack traces (absolute paths of the exporting machine) are
+    stripped; the manifest in the model-level metadata stays."""
+    model_bytes = exported_tiny_model.onnx_path.read_bytes()
+    assert _source_paths(model_bytes) == []
+    model = onnx.load(str(exported_tiny_model.onnx_path))
+    assert all(len(node.metadata_props) == 0 for node in model.graph.node)
+    assert {p.key for p in model.metadata_props} >= {METADATA_KEY}
+
+
+def test_strip_debug_metadata_removes_stack_traces_and_keeps_the_graph():
+    from onnx import TensorProto, helper
+
+    from training.export import strip_debug_metadata
+
+    trace = 'File "/some/machine/training/model.py", line 1, in forward'
+
+    def traced(node):  # protobuf copies on insertion: annotate before building the graph
+        helper.set_metadata_props(node, {"pkg.torch.onnx.stack_trace": trace})
+        node.doc_string = trace
+        return node
+
+    then = helper.make_graph([traced(helper.make_node("Relu", ["x"], ["y"]))], "then",
+                             [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    node = traced(helper.make_node("If", ["c"], ["z"], then_branch=then, else_branch=then))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph)
+    helper.set_model_props(model, {METADATA_KEY: "{}"})
+    assert _source_paths(model.SerializeToString()) != []
+
+    stripped = strip_debug_metadata(model)
+    assert stripped is model and _source_paths(model.SerializeToString()) == []
+    assert [n.op_type for n in model.graph.node] == ["If"]
+    assert model.graph.node[0].attribute[0].g.node[0].op_type == "Relu"
+    assert {p.key: p.value for p in model.metadata_props} == {METADATA_KEY: "{}"}
+
+
+def test_shipped_models_carry_no_source_paths():
+    from pathlib import Path
+
+    shipped = sorted((Path(__file__).resolve().parents[2] / "exported").glob("*.onnx"))
+    assert shipped, "no shipped model found"
+    for path in shipped:
+        assert _source_paths(path.read_bytes()) == [], path
