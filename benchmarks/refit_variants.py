@@ -7,9 +7,10 @@ For each run (a task whose target train and eval splits are the same clips, as i
 stage-1 checkpoint's B1 student) and scores, with the eval labels, candidate partitions the refit
 could fit the heads to: the recipe's (spectral on the 10-NN graphs of B1 + raw poses) and
 variations of its graph (neighbour count, teacher features, stage-1 features, graph weights, a
-B0 at half weight). Reporting only: the labels choose nothing here, and a variant is
-adopted only if it wins on both internal tasks for every run measured. Prints one table per run
-and the mean over runs; writes ``refit-variants.json`` into each run folder.
+B0 at half weight, the raw poses' DTW graph of docs/METHOD.md §15.11 in place of or beside their
+Euclidean one). Reporting only: the labels choose nothing here, and a variant is adopted only if
+it wins on both internal tasks for every run measured. Prints one table per run and the mean over
+runs; writes ``refit-variants.json`` into each run folder.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.baselines import flattened_poses  # noqa: E402
+from training.baselines import flattened_poses, raw_pose_view  # noqa: E402
 from training.clustering import spectral_labels  # noqa: E402
 from training.config import task_dir  # noqa: E402
 from training.data import load_task_data  # noqa: E402
@@ -57,6 +58,7 @@ def run_variants(run_dir: Path, seeds: int) -> dict[str, list[float]]:
     labels, k = split.labels, data.num_clusters
     device = torch.device("cpu")
     raw = flattened_poses(split.data)  # (N, C·T·V·M)
+    dtw = raw_pose_view(split.data, "dtw")  # sparse (N, N) DTW 10-NN graph (§15.11)
     b1 = unit(embed_split(model, "specific", split, config, device)[0])  # (N, 256)
     b0 = unit(embed_split(model, "shared", data.target_eval_shared, config, device)[0])
     teacher = model.teachers()["specific"]
@@ -79,6 +81,11 @@ def run_variants(run_dir: Path, seeds: int) -> dict[str, list[float]]:
         "stage-1 B1 + teacher B1 + raw": lambda s: partition([(s1, 0.5), (t1, 0.5), (raw, 1)], k, s),
         "stage-1 B1 + B1 + raw, 15-NN": lambda s: partition([(s1, 0.5), (b1, 0.5), (raw, 1)], k, s, 15),
         "stage-1 B1 + B1 + raw ×2": lambda s: partition([(s1, 0.5), (b1, 0.5), (raw, 2)], k, s),
+        "DTW raw only (baseline)": lambda s: partition([(dtw, 1)], k, s),
+        "B1 + DTW raw": lambda s: partition([(b1, 1), (dtw, 1)], k, s),
+        "B1 + raw + DTW raw": lambda s: partition([(b1, 1), (raw, 0.5), (dtw, 0.5)], k, s),
+        "stage-1 B1 + B1 + DTW raw": lambda s: partition([(s1, 0.5), (b1, 0.5), (dtw, 1)], k, s),
+        "stage-1 B1 + DTW raw": lambda s: partition([(s1, 1), (dtw, 1)], k, s),
     }
     table: dict[str, list[float]] = {}
     for name, cluster in variants.items():

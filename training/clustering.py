@@ -129,10 +129,13 @@ SPECTRAL_NEIGHBOURS = 10
 def knn_affinity(points, n_neighbors: int = SPECTRAL_NEIGHBOURS):
     """The symmetrised kNN connectivity graph of ``points`` (N, D): a sparse (N, N) matrix with
     ½(A + Aᵀ), A_ij = 1 when j is among the ``n_neighbors`` nearest (Euclidean) of i, i itself
-    included."""
+    included. A sparse (N, N) matrix is taken to be such a graph already and returned as it is."""
     import numpy as np
+    from scipy import sparse
     from sklearn.neighbors import kneighbors_graph
 
+    if sparse.issparse(points):  # already a graph, e.g. :func:`dtw_knn_affinity`
+        return points
     points = np.asarray(points, dtype=np.float64)
     # include_self=True: what scikit-learn's SpectralClustering(affinity="nearest_neighbors") does
     graph = kneighbors_graph(points, min(n_neighbors, points.shape[0]), mode="connectivity",
@@ -144,15 +147,18 @@ def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_N
                     weights=None):
     """Spectral clustering (scikit-learn) into ``k`` clusters of the (``weights``-weighted) sum of
     the kNN graphs (:func:`knn_affinity`) of one feature matrix ``points`` (N, D) or of several
-    views of the same N samples (a list of matrices), METHOD §15.3–§15.4: labels (N,) int64."""
+    views of the same N samples (a list of matrices; a sparse (N, N) view is a graph already, as
+    :func:`dtw_knn_affinity` gives), METHOD §15.3–§15.4: labels (N,) int64."""
     import numpy as np
+    from scipy import sparse
     from sklearn.cluster import SpectralClustering
 
     views = points if isinstance(points, (list, tuple)) else [points]
-    n = int(np.asarray(views[0]).shape[0])
+    views = [v if sparse.issparse(v) else np.asarray(v) for v in views]
+    n = int(views[0].shape[0])
     if not 1 <= k <= n:
         raise ValueError(f"spectral_labels needs 1 <= k <= N = {n}, got k = {k}")
-    if any(np.asarray(v).shape[0] != n for v in views):
+    if any(v.shape[0] != n for v in views):
         raise ValueError("spectral_labels: every view needs the same number of samples")
     weights = [1.0] * len(views) if weights is None else list(weights)
     if len(weights) != len(views) or not any(w > 0 for w in weights):
@@ -160,3 +166,78 @@ def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_N
     affinity = sum(w * knn_affinity(view, n_neighbors) for view, w in zip(views, weights) if w > 0)
     model = SpectralClustering(k, affinity="precomputed", assign_labels="kmeans", random_state=seed)
     return model.fit_predict(affinity).astype(np.int64)
+
+
+DTW_BAND_FRACTION = 0.1  # Sakoe-Chiba band: a frame may be matched within ±10 % of T of its own time
+DTW_CANDIDATES = 100  # Euclidean nearest clips whose DTW distance is computed, per clip
+DTW_CELLS_PER_CHUNK = 2**26  # pairs × T × T cells held at once (≈ 256 MiB of float32 per array)
+
+
+def dtw_distances(frames_a, frames_b, band: int):
+    """Dynamic-time-warping distances (P,) between paired sequences ``frames_a[p]`` and
+    ``frames_b[p]`` (both (P, T, D)): the least sum of squared frame distances along a monotone
+    alignment path from (0, 0) to (T-1, T-1) whose frames differ in time by at most ``band``
+    (Sakoe-Chiba). ``band`` 0 is the squared Euclidean distance of the sequences; a band of T - 1
+    or more is unconstrained DTW. float64 (P,)."""
+    import numpy as np
+
+    a = np.asarray(frames_a, dtype=np.float32)
+    b = np.asarray(frames_b, dtype=np.float32)
+    if a.ndim != 3 or a.shape != b.shape:
+        raise ValueError(f"dtw_distances needs two (P, T, D) arrays of one shape, got {a.shape} "
+                         f"and {b.shape}")
+    if band < 0:
+        raise ValueError(f"dtw_distances needs band >= 0, got {band}")
+    pairs, t = a.shape[:2]
+    band = min(band, t - 1)
+    cost = (np.einsum("ptd,ptd->pt", a, a)[:, :, None] + np.einsum("psd,psd->ps", b, b)[:, None, :]
+            - 2.0 * np.einsum("ptd,psd->pts", a, b))  # (P, T, T) squared frame distances
+    np.maximum(cost, 0.0, out=cost)
+    previous = np.full((pairs, t), np.inf, dtype=np.float32)  # row i - 1 of the cumulative cost
+    for i in range(t):
+        current = np.full((pairs, t), np.inf, dtype=np.float32)  # (P, T)
+        for j in range(max(0, i - band), min(t, i + band + 1)):
+            if i == 0 and j == 0:
+                best = np.zeros(pairs, dtype=np.float32)
+            else:
+                best = previous[:, j]
+                if j > 0:
+                    best = np.minimum(np.minimum(best, previous[:, j - 1]), current[:, j - 1])
+            current[:, j] = cost[:, i, j] + best
+        previous = current
+    return previous[:, t - 1].astype(np.float64)
+
+
+def dtw_knn_affinity(sequences, n_neighbors: int = SPECTRAL_NEIGHBOURS, band: int | None = None,
+                     candidates: int = DTW_CANDIDATES):
+    """The symmetrised kNN connectivity graph (sparse (N, N), as :func:`knn_affinity`) of clips
+    ``sequences`` (N, T, D) under the DTW distance of :func:`dtw_distances` (``band`` None:
+    ``DTW_BAND_FRACTION`` of T): each clip's ``n_neighbors`` nearest, itself included, found
+    among its ``candidates`` Euclidean-nearest clips (all clips when N ≤ candidates + 1), so the
+    cost is O(N · candidates · T · band) rather than O(N² · T · band)."""
+    import numpy as np
+    from scipy import sparse
+    from sklearn.neighbors import NearestNeighbors
+
+    frames = np.asarray(sequences, dtype=np.float32)
+    if frames.ndim != 3 or frames.shape[0] == 0:
+        raise ValueError(f"dtw_knn_affinity needs (N, T, D) sequences, got {frames.shape}")
+    n, t = frames.shape[:2]
+    band = max(1, round(DTW_BAND_FRACTION * t)) if band is None else band
+    n_neighbors = min(n_neighbors, n)
+    pool = min(n, max(candidates, n_neighbors) + 1)  # + 1: the clip itself
+    rows = frames.reshape(n, -1)  # (N, T·D)
+    _, near = NearestNeighbors(n_neighbors=pool).fit(rows).kneighbors(rows)  # (N, pool)
+    first = np.repeat(np.arange(n), pool)  # (N·pool,)
+    second = near.reshape(-1)  # (N·pool,)
+    distance = np.empty(first.shape[0])
+    chunk = max(1, DTW_CELLS_PER_CHUNK // (t * t))
+    for start in range(0, first.shape[0], chunk):
+        part = slice(start, start + chunk)
+        distance[part] = dtw_distances(frames[first[part]], frames[second[part]], band)
+    distance[first == second] = -1.0  # a clip is always its own nearest
+    order = np.argsort(distance.reshape(n, pool), axis=1, kind="stable")[:, :n_neighbors]
+    chosen = np.take_along_axis(near, order, axis=1)  # (N, n_neighbors)
+    graph = sparse.csr_matrix((np.ones(n * n_neighbors), (np.repeat(np.arange(n), n_neighbors),
+                                                          chosen.reshape(-1))), shape=(n, n))
+    return 0.5 * (graph + graph.T)

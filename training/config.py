@@ -146,6 +146,9 @@ class DecisionConfig(_Section):
     # §15.10: with refit_heads, the stage-1 checkpoint's B1 features are a second feature graph of
     # the refit partition (the learnt graphs ½ each); off = the final features only.
     refit_stage1_graph: bool = False
+    # §15.11: the distance of the raw-pose kNN graph of the anchors (§15.4) and the refit
+    # (§15.10): euclidean on the flattened poses, or dynamic time warping of their frames.
+    raw_graph_metric: Literal["euclidean", "dtw"] = "euclidean"
 
 
 class AnchorConfig(_Section):

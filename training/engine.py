@@ -373,23 +373,24 @@ def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndar
 
 
 @torch.no_grad()
-def anchor_partition(views: Sequence[torch.Tensor | np.ndarray], raw_rows: np.ndarray | None,
-                     weight: float, k: int, seed: int) -> np.ndarray:
+def anchor_partition(views: Sequence[torch.Tensor | np.ndarray], raw_view, weight: float, k: int,
+                     seed: int) -> np.ndarray:
     """§15.4, §15.10: spectral labels (N,) of the summed kNN graphs of the feature ``views`` (each
     (N, D), L2-normalised here; graph weight ``weight``, e.g. ``anchors.feature_weight``) and,
-    when given, of the raw pose rows (N, C·T·V·M; weight 1)."""
+    when given, of the raw poses' ``raw_view`` (weight 1): pose rows (N, C·T·V·M) or a sparse
+    (N, N) graph of them (:func:`training.baselines.raw_pose_view`)."""
     matrices = [F.normalize(torch.as_tensor(v).float(), dim=1).cpu().numpy()
                 for v in views] if weight > 0 else []  # a zero-weight graph is never built
     weights = [weight] * len(matrices)
-    if raw_rows is not None:
-        matrices.append(raw_rows)
+    if raw_view is not None:
+        matrices.append(raw_view)
         weights.append(1.0)
     return spectral_labels(matrices, k, seed=seed % 2**31, weights=weights)
 
 
 @torch.no_grad()
 def kmeans_init(model: CoDTModel, data: TrainingData, config: TrainConfig, device: torch.device,
-                raw_rows: np.ndarray | None = None) -> dict[str, float]:
+                raw_view=None) -> dict[str, float]:
     """§9: per branch, spherical k-means of the students' target-train features into C_b^t and
     Ĉ_b^t (bias 0); then teachers := students (D2). Deterministic given the weights and seed."""
     start = time.perf_counter()
@@ -403,7 +404,7 @@ def kmeans_init(model: CoDTModel, data: TrainingData, config: TrainConfig, devic
     anchors = None
     if config.anchors.mode == "spectral":  # §15.4: one partition initialises both heads
         anchors = torch.from_numpy(anchor_partition(
-            list(features.values()), raw_rows if config.anchors.raw_graph else None,
+            list(features.values()), raw_view if config.anchors.raw_graph else None,
             config.anchors.feature_weight, model.num_clusters, derive_seed(config.seed, 13)))
     for i, branch in enumerate(BRANCHES):
         points = F.normalize(features[branch], dim=1)  # (N, 256)

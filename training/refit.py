@@ -64,15 +64,16 @@ def fit_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
         return float((head(features).argmax(dim=1) == labels).float().mean())
 
 
-def refit_partition(features_b1: torch.Tensor, raw_rows: np.ndarray | None, k: int,
+def refit_partition(features_b1: torch.Tensor, raw_view, k: int,
                     seed: int, stage1_b1: torch.Tensor | None = None) -> np.ndarray:
     """The §15.10 partition (N,) of the B1 features (N, 256), when given the stage-1 B1 features
-    (N, 256), and when given the raw pose rows (N, C·T·V·M): the §15.4 graph partition with the
-    feature graphs at a total weight of 1 (½ each when there are two) and the raw graph at 1."""
+    (N, 256), and when given the raw poses' view (rows (N, C·T·V·M) or a sparse (N, N) graph,
+    :func:`training.baselines.raw_pose_view`): the §15.4 graph partition with the feature graphs
+    at a total weight of 1 (½ each when there are two) and the raw graph at 1."""
     from training.engine import anchor_partition
 
     views = [features_b1] if stage1_b1 is None else [stage1_b1, features_b1]
-    return anchor_partition(views, raw_rows, 1.0 / len(views), k, seed)
+    return anchor_partition(views, raw_view, 1.0 / len(views), k, seed)
 
 
 @torch.no_grad()
@@ -110,11 +111,12 @@ def run_stage1_features(model, data: TrainingData, config: TrainConfig, device: 
 
 @torch.no_grad()
 def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.device,
-                raw_rows: np.ndarray | None,
+                raw_view,
                 stage1_b1: torch.Tensor | None = None) -> dict[str, float]:
     """Replace both branches' cluster heads (students and teachers) by the §15.10 partition of the
-    target train features; ``raw_rows`` (N, C·T·V·M) are the raw poses of
-    ``training.run.raw_pose_rows`` (used when ``decisions.refit_raw_graph``); ``stage1_b1``
+    target train features; ``raw_view`` is the raw poses' view of
+    :func:`training.baselines.raw_pose_view` (rows (N, C·T·V·M) or a sparse (N, N) graph; used
+    when ``decisions.refit_raw_graph``); ``stage1_b1``
     (N, 256) the stage-1 B1 features of :func:`stage1_features` (used when given)."""
     from training.engine import BRANCHES, embed_split
 
@@ -122,7 +124,7 @@ def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.de
     splits = {"shared": data.target_train_shared, "specific": data.target_train_specific}
     features = {branch: embed_split(model, branch, splits[branch], config, device)[0]
                 for branch in BRANCHES}  # (N, 256) each, on the CPU
-    raw = raw_rows if config.decisions.refit_raw_graph else None
+    raw = raw_view if config.decisions.refit_raw_graph else None
     labels = torch.from_numpy(refit_partition(features["specific"], raw, model.num_clusters,
                                               derive_seed(config.seed, 15), stage1_b1))
     record: dict[str, float] = {"refit/clusters": float(labels.unique().numel()),
@@ -145,7 +147,7 @@ def refit_run(run_dir: Path, out_dir: Path, overrides: list[str]) -> dict[str, f
     new evaluation metrics."""
     import shutil
 
-    from training.baselines import flattened_poses
+    from training.baselines import raw_pose_view
     from training.checkpoint import FINAL, STAGE1, checkpoint_dir, load_checkpoint, write_payload
     from training.config import apply_overrides, from_dict, save_yaml, task_dir, to_dict
     from training.data import load_task_data
@@ -160,9 +162,9 @@ def refit_run(run_dir: Path, out_dir: Path, overrides: list[str]) -> dict[str, f
     stage1 = checkpoint_dir(run_dir) / STAGE1
     if out_dir.resolve() == run_dir.resolve():
         raise ValueError(f"{out_dir}: the refitted run needs a folder of its own")
-    rows = flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
+    view = raw_pose_view(data.target_train_specific.data, config.decisions.raw_graph_metric)
     features = run_stage1_features(model, data, config, device, run_dir)
-    record = refit_heads(model, data, config, device, rows, features)
+    record = refit_heads(model, data, config, device, view, features)
     record.update(evaluate(model, data, config, device, heads=True))
     payload = load_checkpoint(path)
     payload.update(model=model.state_dict(), config=to_dict(config),

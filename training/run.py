@@ -26,13 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from codt_deploy.errors import CodtError
 from training import checkpoint as ckpt
 from training import distributed as ddp
-from training.baselines import flattened_poses
+from training.baselines import raw_pose_view
 from training.config import (
     TrainConfig,
     apply_overrides,
@@ -182,14 +181,14 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
     metrics: dict[str, float] = {}
     neighbour_tables: dict[str, torch.Tensor] = {}
     anchors: torch.Tensor | None = None  # §15.4 partition of the previous epoch
-    raw_rows = raw_pose_rows(data, config)  # (N_train, C·T·V·M) or None, once per run
+    raw_view = raw_pose_graph_view(data, config)  # rows, a sparse graph or None; once per run
     for epoch in range(start + 1, config.total_epochs + 1):
         record = {}
         if epoch == config.optim.epochs_stage1 + 1 and config.decisions.kmeans_init:
             if config.decisions.recalibrate_bn:
                 record.update(recalibrate_batchnorm(model, data, config, device))
-            record.update(kmeans_init(model, data, config, device, raw_rows))
-        anchors = anchor_labels(model, banks, config, epoch, device, raw_rows, previous=anchors)
+            record.update(kmeans_init(model, data, config, device, raw_view))
+        anchors = anchor_labels(model, banks, config, epoch, device, raw_view, previous=anchors)
         neighbours = neighbour_table(model, data, config, device, stage=config.stage_of(epoch),
                                      cache=neighbour_tables)
         record.update(train_one_epoch(model, optimizer, banks, data, config, epoch=epoch,
@@ -203,10 +202,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
         if config.decisions.recalibrate_bn and (_eval_due(config, epoch) or epoch == config.total_epochs):
             record.update(recalibrate_batchnorm(model, data, config, device))  # every rank alike
         if epoch == config.total_epochs and config.decisions.refit_heads:  # §15.10, every rank
-            rows = raw_rows
-            if rows is None and config.decisions.refit_raw_graph:
-                rows = flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
-            record.update(refit_heads(model, data, config, device, rows,
+            view = raw_view
+            if view is None and config.decisions.refit_raw_graph:
+                view = raw_pose_view(data.target_train_specific.data, config.decisions.raw_graph_metric)
+            record.update(refit_heads(model, data, config, device, view,
                                       run_stage1_features(model, data, config, device, run_dir, init_from)))
         if ctx.is_main and _eval_due(config, epoch):
             metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2
@@ -242,20 +241,22 @@ def neighbour_table(model, data, config: TrainConfig, device: torch.device, *, s
     return cache[space]
 
 
-def raw_pose_rows(data, config: TrainConfig) -> np.ndarray | None:
-    """The flattened, L2-normalised target train poses (B1 layout) for the §15.4 raw-pose graph;
-    None when the anchors do not use it."""
+def raw_pose_graph_view(data, config: TrainConfig):
+    """The target train poses (B1 layout) as the §15.4 raw-pose view of the anchor partition:
+    :func:`training.baselines.raw_pose_view` under ``decisions.raw_graph_metric`` (flattened,
+    L2-normalised rows (N, C·T·V·M), or the sparse (N, N) DTW 10-NN graph); None when the anchors
+    do not use it."""
     if config.anchors.mode == "none" or not config.anchors.raw_graph:
         return None
-    return flattened_poses(data.target_train_specific.data)  # (N, C·T·V·M)
+    return raw_pose_view(data.target_train_specific.data, config.decisions.raw_graph_metric)
 
 
 def anchor_labels(model, banks, config: TrainConfig, epoch: int, device: torch.device,
-                  raw_rows: np.ndarray | None, previous: torch.Tensor | None = None
+                  raw_view, previous: torch.Tensor | None = None
                   ) -> torch.Tensor | None:
     """§15.4: the anchor partition (N_train,) for a stage-2 ``epoch`` (any epoch with
-    ``anchors.stage1``), recomputed from both teacher banks and ``raw_rows`` (the raw poses, from
-    :func:`raw_pose_rows`) every ``anchors.every`` epochs; None in stage 1 or when switched off.
+    ``anchors.stage1``), recomputed from both teacher banks and ``raw_view`` (the raw poses, from
+    :func:`raw_pose_graph_view`) every ``anchors.every`` epochs; None in stage 1 or when switched off.
     Cluster ids are aligned to the ``previous`` partition when there is one (ids stay put while the
     heads learn them), else (first epoch, or a resumed run) to the B1 teacher head's current
     clusters. The spectral seed is fixed per run, so only the features move the partition: without
@@ -269,7 +270,7 @@ def anchor_labels(model, banks, config: TrainConfig, epoch: int, device: torch.d
     k = model.num_clusters
     with torch.no_grad():
         views = [banks[branch].read() for branch in ("shared", "specific")]
-        labels = anchor_partition(views, raw_rows, config.anchors.feature_weight, k,
+        labels = anchor_partition(views, raw_view, config.anchors.feature_weight, k,
                                   derive_seed(config.seed, 14))
         if previous is not None:
             reference = previous.cpu().numpy()

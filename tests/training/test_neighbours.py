@@ -170,8 +170,8 @@ def test_raw_pose_baselines_find_separated_clusters():
     points, blob = _blobs(n_per=10, k=3, dim=12)
     poses = points.numpy().reshape(30, 3, 2, 2, 1)  # (N, C, T, V, M)
     result = raw_pose_baselines(poses, blob, 3, seeds=2)
-    assert set(result) == {"kmeans", "ward", "spectral"}
-    for name in ("ward", "spectral"):
+    assert set(result) == {"kmeans", "ward", "spectral", "spectral_dtw"}
+    for name in ("ward", "spectral", "spectral_dtw"):
         assert result[name]["acc"] == pytest.approx(100.0)
         assert result[name]["acc_many_to_one"] == pytest.approx(100.0)
     over = raw_pose_baselines(poses, blob, 6, seeds=1)  # K = 6 > 3 blobs: split clusters

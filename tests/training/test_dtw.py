@@ -1,0 +1,113 @@
+"""Dynamic time warping kernels of the raw-pose graph (docs/METHOD.md §15.11)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from training.baselines import flattened_poses, raw_pose_view
+from training.clustering import dtw_distances, dtw_knn_affinity, knn_affinity, spectral_labels
+
+
+def _reference_dtw(a: np.ndarray, b: np.ndarray, band: int) -> float:
+    """Textbook O(T²) dynamic programme for one pair (T, D), (T, D)."""
+    t = len(a)
+    acc = np.full((t + 1, t + 1), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, t + 1):
+        for j in range(1, t + 1):
+            if abs(i - j) <= band:
+                cost = float(((a[i - 1] - b[j - 1]) ** 2).sum())
+                acc[i, j] = cost + min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+    return float(acc[t, t])
+
+
+def test_dtw_matches_the_textbook_programme():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 5, 9, 4))  # two batches of 5 pairs, T = 9, D = 4
+    for band in (0, 1, 3, 8, 20):
+        got = dtw_distances(a, b, band)
+        want = [_reference_dtw(a[p], b[p], band) for p in range(5)]
+        assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_band_zero_is_the_squared_euclidean_distance():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 3, 6, 2))
+    assert dtw_distances(a, b, 0) == pytest.approx(((a - b) ** 2).sum(axis=(1, 2)), rel=1e-5)
+
+
+def test_a_slower_copy_is_near_under_dtw_only():
+    t = np.linspace(0, 1, 40)
+    fast = np.stack([np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)], axis=1)  # (T, 2)
+    warped = np.clip(t ** 1.6, 0, 1)  # the same motion, started slowly and finished fast
+    slow = np.stack([np.sin(2 * np.pi * warped), np.cos(2 * np.pi * warped)], axis=1)
+    euclidean = dtw_distances(fast[None], slow[None], 0)[0]
+    warping = dtw_distances(fast[None], slow[None], 8)[0]
+    assert warping < 0.2 * euclidean
+
+
+def test_rejects_mismatched_shapes_and_a_negative_band():
+    with pytest.raises(ValueError, match="one shape"):
+        dtw_distances(np.zeros((2, 5, 3)), np.zeros((2, 4, 3)), 1)
+    with pytest.raises(ValueError, match="band"):
+        dtw_distances(np.zeros((2, 5, 3)), np.zeros((2, 5, 3)), -1)
+
+
+def _two_motions(n_per: int = 8, t: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clips (N, T, 2) of two motions (a circle, a line), each performed at random speeds."""
+    rng = np.random.default_rng(seed)
+    clips, labels = [], []
+    base = np.linspace(0, 1, t)
+    for label in (0, 1):
+        for _ in range(n_per):
+            phase = np.clip(base ** rng.uniform(0.6, 1.7), 0, 1)  # a random speed profile
+            if label == 0:
+                clip = np.stack([np.sin(2 * np.pi * phase), np.cos(2 * np.pi * phase)], axis=1)
+            else:
+                clip = np.stack([phase * 2 - 1, -(phase * 2 - 1)], axis=1)
+            clips.append(clip + rng.normal(scale=0.02, size=clip.shape))
+            labels.append(label)
+    return np.asarray(clips), np.asarray(labels)
+
+
+def test_knn_graph_is_symmetric_contains_each_clip_and_matches_the_exhaustive_search():
+    clips, _ = _two_motions()
+    n = len(clips)
+    graph = dtw_knn_affinity(clips, n_neighbors=4, band=5, candidates=n)  # exhaustive
+    dense = graph.toarray()
+    assert sparse.issparse(graph) and np.allclose(dense, dense.T)
+    assert np.all(np.diag(dense) == 1.0)
+    # exhaustive reference: each clip's 4 nearest under the DTW distance (itself included)
+    first, second = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    full = dtw_distances(clips[first.ravel()], clips[second.ravel()], 5).reshape(n, n)
+    np.fill_diagonal(full, -1.0)
+    nearest = np.argsort(full, axis=1, kind="stable")[:, :4]
+    one_sided = np.zeros((n, n))
+    one_sided[np.repeat(np.arange(n), 4), nearest.ravel()] = 1.0
+    assert np.allclose(dense, 0.5 * (one_sided + one_sided.T))
+    # a candidate pool smaller than N still gives each clip 4 neighbours, itself among them
+    pooled = dtw_knn_affinity(clips, n_neighbors=4, band=5, candidates=6).toarray()
+    assert np.all(np.diag(pooled) == 1.0) and np.all((pooled > 0).sum(axis=1) >= 4)
+
+
+def test_dtw_graph_separates_motions_performed_at_different_speeds():
+    clips, labels = _two_motions(n_per=10)
+    graph = dtw_knn_affinity(clips, n_neighbors=5)
+    within = graph.toarray()[labels[:, None] == labels[None, :]].sum()
+    assert within == pytest.approx(graph.sum())  # no edge joins the two motions
+    found = spectral_labels(graph, 2, seed=0)  # a sparse view is taken as the graph
+    assert len(set(zip(found, labels))) == 2
+
+
+def test_raw_pose_view_rows_or_dtw_graph():
+    rng = np.random.default_rng(2)
+    poses = rng.normal(size=(12, 3, 10, 4, 1))  # (N, C, T, V, M)
+    rows = raw_pose_view(poses, "euclidean")
+    assert np.allclose(rows, flattened_poses(poses))
+    graph = raw_pose_view(poses, "dtw")
+    assert graph.shape == (12, 12) and sparse.issparse(graph)
+    assert knn_affinity(graph) is graph
+    with pytest.raises(ValueError, match="unknown raw-pose metric"):
+        raw_pose_view(poses, "cosine")
