@@ -7,7 +7,8 @@
 Rows, each as mean ± std over the seeds:
 
 - the label-free baselines on the preprocessed raw target poses (B1 layout, flattened,
-  L2-normalised; ``training.baselines``): spherical k-means, Ward, spectral clustering;
+  L2-normalised; ``training.baselines``): spherical k-means, Ward, spectral clustering, and
+  spectral clustering of the dynamic-time-warping 10-NN graph (docs/METHOD.md §15.11);
 - ``recipe cpu``: the exported head (CoDT-B1's cluster head; always B1, chosen without labels),
   the B0 head, and † spherical k-means on the B1 features (a label-free alternative, not what is
   exported);

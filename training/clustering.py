@@ -7,6 +7,7 @@ Orientation: samples are rows, ``(N, K)`` for scores and ``(N, D)`` for features
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -165,7 +166,11 @@ def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_N
         raise ValueError("spectral_labels: one non-negative weight per view, not all zero")
     affinity = sum(w * knn_affinity(view, n_neighbors) for view, w in zip(views, weights) if w > 0)
     model = SpectralClustering(k, affinity="precomputed", assign_labels="kmeans", random_state=seed)
-    return model.fit_predict(affinity).astype(np.int64)
+    with warnings.catch_warnings():
+        # a kNN graph of separated groups may have several components; the embedding then gives
+        # each its own eigenvectors, which is what clustering wants, not a fault to warn about
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        return model.fit_predict(affinity).astype(np.int64)
 
 
 DTW_BAND_FRACTION = 0.1  # Sakoe-Chiba band: a frame may be matched within ±10 % of T of its own time

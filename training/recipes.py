@@ -13,7 +13,8 @@ so a user's own task gets the same treatment as the benchmarks:
   heads from the first epoch (§15.4) at weight 1; stage-2 clustering losses at weight 1
   (λ_OCM = λ_CCM = 1); BatchNorm recalibration before evaluation and export (§15.5); after the
   last epoch both heads refitted to the spectral partition of the B1 features + raw-pose graph
-  (§15.10). The other §15 switches stay off (benchmarks/README.md has the ablation);
+  (§15.10); the raw-pose graph of the anchors and the refit under dynamic time warping (§15.11).
+  The other §15 switches stay off (benchmarks/README.md has the ablation);
 - bf16 autocast only where the CPU (or GPU) has native bf16 (:func:`fast_bf16`).
 
 Precedence: preset ← ``--config`` file ← recipe ← ``--set``; so ``--set`` always wins.
@@ -94,7 +95,8 @@ def cpu_recipe(n_target_train: int, n_source: int, *, threads: int | None = None
         "loss": {"anchor": constants.anchor_weight, "ocm": constants.ocm_weight,
                  "ccm": constants.ccm_weight},
         "anchors": {"mode": "spectral", "stage1": True, "raw_graph": True, "feature_weight": 0.0},
-        "decisions": {"recalibrate_bn": True, "refit_heads": True, "refit_raw_graph": True},
+        "decisions": {"recalibrate_bn": True, "refit_heads": True, "refit_raw_graph": True,
+                      "raw_graph_metric": "dtw"},
         "eval": {"every": epochs_1 + epochs_2 + 1},
         "runtime": {"device": "auto", "amp": fast_bf16() if bf16 is None else bf16,
                     "threads": threads or os.cpu_count() or 1},
@@ -111,5 +113,6 @@ def describe(config, n_target_train: int) -> str:
             f"OCM/CCM weights {config.loss.ocm}/{config.loss.ccm}, "
             f"BatchNorm recalibration {config.decisions.recalibrate_bn}, head refit "
             f"{config.decisions.refit_heads}{' (+ raw graph)' if config.decisions.refit_raw_graph else ''}, "
+            f"raw-pose graph {config.decisions.raw_graph_metric}, "
             f"{n.k} neighbours, "
             f"{'bf16 autocast' if config.runtime.amp else 'fp32'}")

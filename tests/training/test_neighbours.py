@@ -254,3 +254,10 @@ def test_cpu_recipe_refits_the_heads_after_training():
     decisions = cpu_recipe(557, 1484)["decisions"]
     assert decisions["refit_heads"] is True and decisions["refit_raw_graph"] is True
     assert from_dict({}).decisions.refit_heads is False  # the paper presets keep the trained heads
+
+
+def test_cpu_recipe_warps_time_in_the_raw_pose_graph():
+    assert cpu_recipe(557, 1484)["decisions"]["raw_graph_metric"] == "dtw"
+    assert from_dict({}).decisions.raw_graph_metric == "euclidean"  # the paper presets
+    with pytest.raises(ConfigError):
+        from_dict({"decisions": {"raw_graph_metric": "cosine"}})
