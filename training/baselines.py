@@ -17,13 +17,16 @@ standardisation (which lowers every baseline here). K is the task's number of cl
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 
 from training.clustering import dtw_knn_affinity, spectral_labels
+from training.config import RawGraphMetric
 from training.metrics import METRICS, cluster_metrics, kmeans_metrics
 
 BASELINES = ("kmeans", "ward", "spectral", "spectral_dtw")
-RAW_METRICS = ("euclidean", "dtw")
+RAW_METRICS = get_args(RawGraphMetric)  # ("euclidean", "dtw")
 
 
 def flattened_poses(poses: np.ndarray) -> np.ndarray:

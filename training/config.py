@@ -127,6 +127,10 @@ class AugmentConfig(_Section):
     mask_source: bool = False  # D5: True = mask the source view (reference)
 
 
+# §15.11: how the raw-pose kNN graph measures distance (training.baselines.raw_pose_view)
+RawGraphMetric = Literal["euclidean", "dtw"]
+
+
 class DecisionConfig(_Section):
     """Switches for the decisions of METHOD §11 where the reference code differs."""
 
@@ -148,7 +152,7 @@ class DecisionConfig(_Section):
     refit_stage1_graph: bool = False
     # §15.11: the distance of the raw-pose kNN graph of the anchors (§15.4) and the refit
     # (§15.10): euclidean on the flattened poses, or dynamic time warping of their frames.
-    raw_graph_metric: Literal["euclidean", "dtw"] = "euclidean"
+    raw_graph_metric: RawGraphMetric = "euclidean"
 
 
 class AnchorConfig(_Section):

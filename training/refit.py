@@ -76,6 +76,20 @@ def refit_partition(features_b1: torch.Tensor, raw_view, k: int,
     return anchor_partition(views, raw_view, 1.0 / len(views), k, seed)
 
 
+def refit_raw_view(data: TrainingData, config: TrainConfig, computed=None):
+    """The raw poses' view of the refit graph (``decisions.refit_raw_graph``) under
+    ``decisions.raw_graph_metric`` (:func:`training.baselines.raw_pose_view` of the target train
+    clips): ``computed`` when the run has built it already (the anchors' view: the same clips and
+    metric), else built here; None when the refit does not use the raw poses."""
+    if not config.decisions.refit_raw_graph:
+        return None
+    if computed is not None:
+        return computed
+    from training.baselines import raw_pose_view
+
+    return raw_pose_view(data.target_train_specific.data, config.decisions.raw_graph_metric)
+
+
 @torch.no_grad()
 def stage1_features(model, checkpoint: Path, data: TrainingData, config: TrainConfig,
                     device: torch.device) -> torch.Tensor:
@@ -114,9 +128,8 @@ def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.de
                 raw_view,
                 stage1_b1: torch.Tensor | None = None) -> dict[str, float]:
     """Replace both branches' cluster heads (students and teachers) by the §15.10 partition of the
-    target train features; ``raw_view`` is the raw poses' view of
-    :func:`training.baselines.raw_pose_view` (rows (N, C·T·V·M) or a sparse (N, N) graph; used
-    when ``decisions.refit_raw_graph``); ``stage1_b1``
+    target train features; ``raw_view`` is the raw poses' view of :func:`refit_raw_view` (rows
+    (N, C·T·V·M) or a sparse (N, N) graph; used when ``decisions.refit_raw_graph``); ``stage1_b1``
     (N, 256) the stage-1 B1 features of :func:`stage1_features` (used when given)."""
     from training.engine import BRANCHES, embed_split
 
@@ -147,7 +160,6 @@ def refit_run(run_dir: Path, out_dir: Path, overrides: list[str]) -> dict[str, f
     new evaluation metrics."""
     import shutil
 
-    from training.baselines import raw_pose_view
     from training.checkpoint import FINAL, STAGE1, checkpoint_dir, load_checkpoint, write_payload
     from training.config import apply_overrides, from_dict, save_yaml, task_dir, to_dict
     from training.data import load_task_data
@@ -162,9 +174,8 @@ def refit_run(run_dir: Path, out_dir: Path, overrides: list[str]) -> dict[str, f
     stage1 = checkpoint_dir(run_dir) / STAGE1
     if out_dir.resolve() == run_dir.resolve():
         raise ValueError(f"{out_dir}: the refitted run needs a folder of its own")
-    view = raw_pose_view(data.target_train_specific.data, config.decisions.raw_graph_metric)
     features = run_stage1_features(model, data, config, device, run_dir)
-    record = refit_heads(model, data, config, device, view, features)
+    record = refit_heads(model, data, config, device, refit_raw_view(data, config), features)
     record.update(evaluate(model, data, config, device, heads=True))
     payload = load_checkpoint(path)
     payload.update(model=model.state_dict(), config=to_dict(config),

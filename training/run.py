@@ -60,7 +60,7 @@ from training.metrics import METRICS
 from training.model import CoDTModel, build_model, use_fast_dropout
 from training.neighbours import knn_table, pose_features
 from training.recipes import RECIPES, cpu_recipe, describe
-from training.refit import refit_heads, run_stage1_features
+from training.refit import refit_heads, refit_raw_view, run_stage1_features
 from training.stgcn import FEATURE_DIM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -202,10 +202,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
         if config.decisions.recalibrate_bn and (_eval_due(config, epoch) or epoch == config.total_epochs):
             record.update(recalibrate_batchnorm(model, data, config, device))  # every rank alike
         if epoch == config.total_epochs and config.decisions.refit_heads:  # §15.10, every rank
-            view = raw_view
-            if view is None and config.decisions.refit_raw_graph:
-                view = raw_pose_view(data.target_train_specific.data, config.decisions.raw_graph_metric)
-            record.update(refit_heads(model, data, config, device, view,
+            record.update(refit_heads(model, data, config, device,
+                                      refit_raw_view(data, config, raw_view),
                                       run_stage1_features(model, data, config, device, run_dir, init_from)))
         if ctx.is_main and _eval_due(config, epoch):
             metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2
