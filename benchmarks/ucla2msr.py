@@ -48,7 +48,8 @@ SMOKE = ["data.source_limit=64", "data.target_train_limit=64", "data.target_eval
          "optim.batch_target=16", "eval.kmeans_seeds=2"]
 BASELINE_NAMES = {"kmeans": "spherical k-means on raw poses", "ward": "Ward on raw poses",
                   "spectral": "spectral (10-NN graph) on raw poses",
-                  "spectral_dtw": "spectral (10-NN DTW graph) on raw poses"}
+                  "spectral_dtw": "spectral (10-NN DTW graph) on raw poses",
+                  "spectral_dtw_velocity": "spectral (10-NN DTW graph, poses + velocities) on raw poses"}
 RUN_ROWS = (("exported head (CoDT-B1)", "specific/head"), ("B0 head (CoDT-B0)", "shared/head"),
             ("† k-means on B1 features", "specific/kmeans"))
 

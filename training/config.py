@@ -127,8 +127,9 @@ class AugmentConfig(_Section):
     mask_source: bool = False  # D5: True = mask the source view (reference)
 
 
-# §15.11: how the raw-pose kNN graph measures distance (training.baselines.raw_pose_view)
-RawGraphMetric = Literal["euclidean", "dtw"]
+# §15.11–§15.12: how the raw-pose kNN graph measures distance (training.baselines.raw_pose_view):
+# flattened poses, dynamic time warping of their frames, or of frames with their velocities
+RawGraphMetric = Literal["euclidean", "dtw", "dtw_velocity"]
 
 
 class DecisionConfig(_Section):
@@ -151,7 +152,8 @@ class DecisionConfig(_Section):
     # the refit partition (the learnt graphs ½ each); off = the final features only.
     refit_stage1_graph: bool = False
     # §15.11: the distance of the raw-pose kNN graph of the anchors (§15.4) and the refit
-    # (§15.10): euclidean on the flattened poses, or dynamic time warping of their frames.
+    # (§15.10): euclidean on the flattened poses, or dynamic time warping of their frames
+    # (dtw_velocity: each frame with its velocity beside it, §15.12).
     raw_graph_metric: RawGraphMetric = "euclidean"
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from training.baselines import flattened_poses, raw_pose_view
+from training.baselines import VELOCITY_WEIGHT, flattened_poses, pose_frames, raw_pose_view
 from training.clustering import dtw_distances, dtw_knn_affinity, knn_affinity, spectral_labels
 
 
@@ -111,3 +111,54 @@ def test_raw_pose_view_rows_or_dtw_graph():
     assert knn_affinity(graph) is graph
     with pytest.raises(ValueError, match="unknown raw-pose metric"):
         raw_pose_view(poses, "cosine")
+
+
+def test_pose_frames_are_unit_positions_then_weighted_unit_velocities():
+    rng = np.random.default_rng(3)
+    poses = rng.normal(size=(5, 3, 8, 4, 2))  # (N, C, T, V, M)
+    positions = pose_frames(poses)  # (N, T, C·V·M)
+    assert positions.shape == (5, 8, 24) and positions.dtype == np.float32
+    want = flattened_poses(poses).reshape(5, 3, 8, 4, 2).transpose(0, 2, 1, 3, 4).reshape(5, 8, 24)
+    assert np.allclose(positions, want, atol=1e-6)
+    both = pose_frames(poses, 0.5)  # (N, T, 2·C·V·M)
+    assert both.shape == (5, 8, 48)
+    assert np.allclose(both[:, :, :24], positions)
+    velocity = both[:, :, 24:] / 0.5  # unit-norm clip velocities
+    assert np.allclose(np.linalg.norm(velocity.reshape(5, -1), axis=1), 1.0, atol=1e-5)
+    step = poses[:, :, 2] - poses[:, :, 1]  # (N, C, V, M): frame 2 − frame 1
+    steps = np.diff(poses, axis=2)  # (N, C, T − 1, V, M); frame 0 repeats step 0
+    scale = np.linalg.norm(np.concatenate([steps[:, :, :1], steps], axis=2).reshape(5, -1), axis=1)
+    assert np.allclose(velocity[:, 2], (step.reshape(5, -1) / scale[:, None]), atol=1e-5)
+    assert np.allclose(velocity[:, 0], velocity[:, 1])  # the first frame takes the second's
+    still = np.ones((2, 3, 6, 4, 1))  # a clip that does not move has no velocity part
+    assert np.allclose(pose_frames(still, 0.5)[:, :, 12:], 0.0)
+    with pytest.raises(ValueError, match="N, C, T, V, M"):
+        pose_frames(np.zeros((5, 3, 8, 4)))
+
+
+def _reach_or_reach_with_tremor(n_per: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clips (2·n_per, C, T, V, M): a reach of random length; the second kind adds a small fast
+    tremor of another joint, a difference in motion more than in where the joints are."""
+    rng = np.random.default_rng(seed)
+    time_ = np.linspace(0, 1, 30)
+    body = rng.normal(size=(3, 1, 4, 1))  # (C, 1, V, M)
+    clips, labels = [], []
+    for label in (0, 1):
+        for _ in range(n_per):
+            clip = np.repeat(body, 30, axis=1)  # (C, T, V, M)
+            clip[0, :, 0, 0] += rng.uniform(0.5, 1.5) * time_
+            if label:
+                clip[1, :, 1, 0] += 0.05 * np.sin(2 * np.pi * 6 * time_)
+            clips.append(clip)
+            labels.append(label)
+    return np.stack(clips), np.array(labels)
+
+
+def test_velocities_separate_motions_that_positions_mix():
+    poses, labels = _reach_or_reach_with_tremor(n_per=10)
+    same = labels[:, None] == labels[None, :]
+    positions = raw_pose_view(poses, "dtw").toarray()
+    with_velocity = raw_pose_view(poses, "dtw_velocity").toarray()
+    assert positions[same].sum() < 0.8 * positions.sum()  # many edges join the two kinds
+    assert with_velocity[same].sum() == pytest.approx(with_velocity.sum())  # none do
+    assert VELOCITY_WEIGHT == 0.5

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from training import losses
-from training.baselines import flattened_poses, raw_pose_baselines
+from training.baselines import BASELINES, flattened_poses, raw_pose_baselines
 from training.clustering import spectral_labels, spherical_kmeans
 from training.config import ConfigError, from_dict, resolve_config
 from training.engine import scheduled_lr, stalled_warning
@@ -170,8 +170,8 @@ def test_raw_pose_baselines_find_separated_clusters():
     points, blob = _blobs(n_per=10, k=3, dim=12)
     poses = points.numpy().reshape(30, 3, 2, 2, 1)  # (N, C, T, V, M)
     result = raw_pose_baselines(poses, blob, 3, seeds=2)
-    assert set(result) == {"kmeans", "ward", "spectral", "spectral_dtw"}
-    for name in ("ward", "spectral", "spectral_dtw"):
+    assert set(result) == set(BASELINES)
+    for name in ("ward", "spectral", "spectral_dtw", "spectral_dtw_velocity"):
         assert result[name]["acc"] == pytest.approx(100.0)
         assert result[name]["acc_many_to_one"] == pytest.approx(100.0)
     over = raw_pose_baselines(poses, blob, 6, seeds=1)  # K = 6 > 3 blobs: split clusters
@@ -257,7 +257,7 @@ def test_cpu_recipe_refits_the_heads_after_training():
 
 
 def test_cpu_recipe_warps_time_in_the_raw_pose_graph():
-    assert cpu_recipe(557, 1484)["decisions"]["raw_graph_metric"] == "dtw"
+    assert cpu_recipe(557, 1484)["decisions"]["raw_graph_metric"] == "dtw_velocity"
     assert from_dict({}).decisions.raw_graph_metric == "euclidean"  # the paper presets
     with pytest.raises(ConfigError):
         from_dict({"decisions": {"raw_graph_metric": "cosine"}})
