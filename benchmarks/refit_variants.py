@@ -48,7 +48,7 @@ def unit(x: torch.Tensor) -> np.ndarray:
     return F.normalize(x.float(), dim=1).numpy()
 
 
-def run_variants(run_dir: Path, seeds: int) -> dict[str, list[float]]:
+def run_variants(run_dir: Path, seeds: int, only: list[str] | None = None) -> dict[str, list[float]]:
     torch.set_num_threads(1)
     config, _, model, _ = load_run(run_dir)
     data = load_task_data(task_dir(config), config)
@@ -59,6 +59,7 @@ def run_variants(run_dir: Path, seeds: int) -> dict[str, list[float]]:
     device = torch.device("cpu")
     raw = flattened_poses(split.data)  # (N, C·T·V·M)
     dtw = raw_pose_view(split.data, "dtw")  # sparse (N, N) DTW 10-NN graph (§15.11)
+    dtwv = raw_pose_view(split.data, "dtw_velocity")  # the same with velocities (§15.12)
     b1 = unit(embed_split(model, "specific", split, config, device)[0])  # (N, 256)
     b0 = unit(embed_split(model, "shared", data.target_eval_shared, config, device)[0])
     teacher = model.teachers()["specific"]
@@ -86,14 +87,21 @@ def run_variants(run_dir: Path, seeds: int) -> dict[str, list[float]]:
         "B1 + raw + DTW raw": lambda s: partition([(b1, 1), (raw, 0.5), (dtw, 0.5)], k, s),
         "stage-1 B1 + B1 + DTW raw": lambda s: partition([(s1, 0.5), (b1, 0.5), (dtw, 1)], k, s),
         "stage-1 B1 + DTW raw": lambda s: partition([(s1, 1), (dtw, 1)], k, s),
+        "DTW+velocity raw only (baseline)": lambda s: partition([(dtwv, 1)], k, s),
+        "B1 + DTW+velocity raw": lambda s: partition([(b1, 1), (dtwv, 1)], k, s),
+        "B1 ×0.5 + DTW+velocity raw": lambda s: partition([(b1, 0.5), (dtwv, 1)], k, s),
+        "stage-1 B1 + B1 + DTW+velocity raw": lambda s: partition([(s1, 0.5), (b1, 0.5), (dtwv, 1)], k, s),
+        "stage-1 B1 + DTW+velocity raw": lambda s: partition([(s1, 1), (dtwv, 1)], k, s),
     }
+    variants = {name: f for name, f in variants.items() if not only or any(o in name for o in only)}
     table: dict[str, list[float]] = {}
     for name, cluster in variants.items():
         scores = [cluster_metrics(labels, cluster(s)) for s in range(seeds)]
         table[name] = [float(np.mean([r[m] for r in scores])) for m in ("acc", "nmi", "ari")]
         print(f"{run_dir.name:>8s}  {name:30s} " + " / ".join(f"{v:.1f}" for v in table[name]),
               flush=True)
-    (run_dir / "refit-variants.json").write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+    name = "refit-variants.json" if not only else "refit-variants-some.json"
+    (run_dir / name).write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
     return table
 
 
@@ -101,8 +109,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--seeds", type=int, default=3, help="spectral seeds per variant")
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="only the variants whose name contains TEXT (repeatable)")
     args = parser.parse_args(argv)
-    tables = [run_variants(run_dir, args.seeds) for run_dir in args.run_dirs]
+    tables = [run_variants(run_dir, args.seeds, args.only) for run_dir in args.run_dirs]
     print(f"# mean over {len(tables)} run(s), ACC / NMI / ARI (oracle-scored)")
     for name in tables[0]:
         mean = np.mean([t[name] for t in tables], axis=0)

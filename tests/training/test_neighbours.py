@@ -257,7 +257,7 @@ def test_cpu_recipe_refits_the_heads_after_training():
 
 
 def test_cpu_recipe_warps_time_in_the_raw_pose_graph():
-    assert cpu_recipe(557, 1484)["decisions"]["raw_graph_metric"] == "dtw_velocity"
+    assert cpu_recipe(557, 1484)["decisions"]["raw_graph_metric"] == "dtw"
     assert from_dict({}).decisions.raw_graph_metric == "euclidean"  # the paper presets
     with pytest.raises(ConfigError):
         from_dict({"decisions": {"raw_graph_metric": "cosine"}})
