@@ -92,6 +92,11 @@ def run_variants(run_dir: Path, seeds: int, only: list[str] | None = None) -> di
         "B1 ×0.5 + DTW+velocity raw": lambda s: partition([(b1, 0.5), (dtwv, 1)], k, s),
         "stage-1 B1 + B1 + DTW+velocity raw": lambda s: partition([(s1, 0.5), (b1, 0.5), (dtwv, 1)], k, s),
         "stage-1 B1 + DTW+velocity raw": lambda s: partition([(s1, 1), (dtwv, 1)], k, s),
+        "DTW + DTW+velocity raw (both graphs)": lambda s: partition([(dtw, 0.5), (dtwv, 0.5)], k, s),
+        "B1 + DTW + DTW+velocity raw": lambda s: partition([(b1, 1), (dtw, 0.5), (dtwv, 0.5)], k, s),
+        "B1 ×0.5 + DTW + DTW+velocity raw": lambda s: partition([(b1, 0.5), (dtw, 0.5), (dtwv, 0.5)],
+                                                                k, s),
+        "B1 ×0.5 + DTW+velocity raw, 15-NN": lambda s: partition([(b1, 0.5), (dtwv, 1)], k, s, 15),
     }
     variants = {name: f for name, f in variants.items() if not only or any(o in name for o in only)}
     table: dict[str, list[float]] = {}

@@ -109,7 +109,8 @@ def example_poses(layout: str = TINY_LAYOUT) -> np.ndarray:
     return preprocess_batch(seqs, PreprocessConfig(layout=layout))
 
 
-def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str = TINY_LAYOUT):
+def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str = TINY_LAYOUT,
+                 motion_input: bool = False):
     """A random-weight F_1 -> C_1^t network ``poses -> (probabilities, embedding)``, eval mode."""
     import torch
 
@@ -117,7 +118,7 @@ def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str 
     from training.stgcn import STGCN
 
     torch.manual_seed(seed)
-    encoder = STGCN(layout)
+    encoder = STGCN(layout, motion_input=motion_input)
     x = torch.from_numpy(poses)  # (N, C, T, V, M)
     for module in encoder.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):

@@ -65,11 +65,13 @@ class ModelConfig(_Section):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     head: Literal["linear", "cosine"] = "linear"  # §15.3: cosine prototypes; "linear" = the paper
     head_temperature: float = Field(0.1, gt=0.0)  # τ of the cosine head
+    motion_input: bool = False  # §15.13: encoders read positions and frame differences
 
     @property
     def network_options(self) -> dict:
         """The keyword arguments of ``training.model.build_model`` that come from this section."""
-        return {"dropout": self.dropout, "head": self.head, "head_temperature": self.head_temperature}
+        return {"dropout": self.dropout, "head": self.head, "head_temperature": self.head_temperature,
+                "motion_input": self.motion_input}
 
     def clusters_for(self, task_clusters: int) -> int:
         """K of a run: ``num_clusters`` when set, else the task's class count (D7)."""

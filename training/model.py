@@ -113,10 +113,11 @@ class _Branch(nn.Module):
     STUDENT_ONLY: tuple[str, ...] = ()
 
     def __init__(self, layout: str | Layout, in_channels: int, num_clusters: int,
-                 dropout: float, head: str = "linear", head_temperature: float = 0.1) -> None:
+                 dropout: float, head: str = "linear", head_temperature: float = 0.1,
+                 motion_input: bool = False) -> None:
         super().__init__()
         self.layout = get_layout(layout)
-        self.encoder = STGCN(self.layout, in_channels, dropout)
+        self.encoder = STGCN(self.layout, in_channels, dropout, motion_input=motion_input)
         self.cluster_head = make_cluster_head(head, num_clusters, head_temperature)
         self.is_teacher = False
 
@@ -141,8 +142,9 @@ class SharedBranch(_Branch):
 
     def __init__(self, layout: str | Layout, in_channels: int, num_source_classes: int,
                  num_clusters: int, dropout: float = 0.5, head: str = "linear",
-                 head_temperature: float = 0.1) -> None:
-        super().__init__(layout, in_channels, num_clusters, dropout, head, head_temperature)
+                 head_temperature: float = 0.1, motion_input: bool = False) -> None:
+        super().__init__(layout, in_channels, num_clusters, dropout, head, head_temperature,
+                         motion_input)
         self.source_head = nn.Linear(FEATURE_DIM, num_source_classes)
         self.decoder = Decoder(in_channels * self.layout.num_joints)
         init_weights(self.source_head)
@@ -165,8 +167,10 @@ class SpecificBranch(_Branch):
     """B1: sees the target only, in its full layout (METHOD §5)."""
 
     def __init__(self, layout: str | Layout, in_channels: int, num_clusters: int,
-                 dropout: float = 0.5, head: str = "linear", head_temperature: float = 0.1) -> None:
-        super().__init__(layout, in_channels, num_clusters, dropout, head, head_temperature)
+                 dropout: float = 0.5, head: str = "linear", head_temperature: float = 0.1,
+                 motion_input: bool = False) -> None:
+        super().__init__(layout, in_channels, num_clusters, dropout, head, head_temperature,
+                         motion_input)
         self.projector = nn.Linear(FEATURE_DIM, PROJECTION_DIM)
         init_weights(self.projector)
 
@@ -287,16 +291,17 @@ def _check_branch(branch: str) -> str:
 
 def build_model(*, shared_layout: str | Layout, specific_layout: str | Layout, in_channels: int,
                 num_source_classes: int, num_clusters: int, dropout: float = 0.5,
-                head: str = "linear", head_temperature: float = 0.1) -> CoDTModel:
+                head: str = "linear", head_temperature: float = 0.1,
+                motion_input: bool = False) -> CoDTModel:
     """Build students (METHOD §3 init, global torch RNG) and their teacher copies (D2)."""
     for name, value in (("in_channels", in_channels), ("num_source_classes", num_source_classes),
                         ("num_clusters", num_clusters)):
         if value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
     shared = SharedBranch(shared_layout, in_channels, num_source_classes, num_clusters, dropout,
-                          head, head_temperature)
+                          head, head_temperature, motion_input)
     specific = SpecificBranch(specific_layout, in_channels, num_clusters, dropout, head,
-                              head_temperature)
+                              head_temperature, motion_input)
     return CoDTModel(shared, specific)
 
 
