@@ -65,29 +65,38 @@ def fit_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
 
 
 def refit_partition(features_b1: torch.Tensor, raw_view, k: int,
-                    seed: int, stage1_b1: torch.Tensor | None = None) -> np.ndarray:
+                    seed: int, stage1_b1: torch.Tensor | None = None,
+                    feature_weight: float = 1.0) -> np.ndarray:
     """The §15.10 partition (N,) of the B1 features (N, 256), when given the stage-1 B1 features
     (N, 256), and when given the raw poses' view (rows (N, C·T·V·M) or a sparse (N, N) graph,
     :func:`training.baselines.raw_pose_view`): the §15.4 graph partition with the feature graphs
-    at a total weight of 1 (½ each when there are two) and the raw graph at 1."""
+    at a total weight of ``feature_weight`` (split equally when there are two) and the raw graph
+    at 1."""
     from training.engine import anchor_partition
 
     views = [features_b1] if stage1_b1 is None else [stage1_b1, features_b1]
-    return anchor_partition(views, raw_view, 1.0 / len(views), k, seed)
+    return anchor_partition(views, raw_view, feature_weight / len(views), k, seed)
+
+
+def refit_metric(config: TrainConfig) -> str:
+    """The raw-pose metric of the refit graph: ``decisions.refit_raw_metric``, else the anchors'
+    ``decisions.raw_graph_metric`` (docs/METHOD.md §15.13)."""
+    return config.decisions.refit_raw_metric or config.decisions.raw_graph_metric
 
 
 def refit_raw_view(data: TrainingData, config: TrainConfig, computed=None):
     """The raw poses' view of the refit graph (``decisions.refit_raw_graph``) under
-    ``decisions.raw_graph_metric`` (:func:`training.baselines.raw_pose_view` of the target train
-    clips): ``computed`` when the run has built it already (the anchors' view: the same clips and
-    metric), else built here; None when the refit does not use the raw poses."""
+    :func:`refit_metric` (:func:`training.baselines.raw_pose_view` of the target train clips):
+    ``computed`` (the anchors' view of the same clips, built under ``decisions.raw_graph_metric``)
+    when the metrics agree, else built here; None when the refit does not use the raw poses."""
     if not config.decisions.refit_raw_graph:
         return None
-    if computed is not None:
+    metric = refit_metric(config)
+    if computed is not None and metric == config.decisions.raw_graph_metric:
         return computed
     from training.baselines import raw_pose_view
 
-    return raw_pose_view(data.target_train_specific.data, config.decisions.raw_graph_metric)
+    return raw_pose_view(data.target_train_specific.data, metric)
 
 
 @torch.no_grad()
@@ -139,7 +148,8 @@ def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.de
                 for branch in BRANCHES}  # (N, 256) each, on the CPU
     raw = raw_view if config.decisions.refit_raw_graph else None
     labels = torch.from_numpy(refit_partition(features["specific"], raw, model.num_clusters,
-                                              derive_seed(config.seed, 15), stage1_b1))
+                                              derive_seed(config.seed, 15), stage1_b1,
+                                              config.decisions.refit_feature_weight))
     record: dict[str, float] = {"refit/clusters": float(labels.unique().numel()),
                                 "refit/stage1_graph": float(stage1_b1 is not None)}
     for branch in BRANCHES:
@@ -148,7 +158,8 @@ def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.de
         model.init_cluster_heads(branch, update_centroids(points, labels, seeds).to(device))
         head = model.students()[branch].cluster_head
         record[f"refit/{branch}/agreement"] = fit_head(head, features[branch].to(device),
-                                                       labels.to(device))
+                                                       labels.to(device),
+                                                       steps=config.decisions.refit_steps)
         model.teachers()[branch].cluster_head.load_state_dict(head.state_dict())
     record["refit/time_s"] = time.perf_counter() - start
     return record

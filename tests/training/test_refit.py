@@ -77,6 +77,45 @@ def test_refit_partition_with_stage1_features_halves_the_feature_graphs():
     np.testing.assert_array_equal(labels, expected)  # exactly the documented graph weights
 
 
+def test_refit_feature_weight_scales_the_feature_graphs_against_the_raw_graph():
+    from training.clustering import spectral_labels
+
+    truth_features, truth = _blobs()
+    noise = _blobs(seed=4)[0].numpy()  # a raw view with other memberships (a shuffled grouping)
+    raw_rows = noise[np.random.default_rng(5).permutation(len(noise))]
+    unit = [torch.nn.functional.normalize(v, dim=1).numpy() for v in (truth_features,)]
+    for weight in (0.5, 2.0):
+        labels = refit_partition(truth_features, raw_rows, 4, seed=0, feature_weight=weight)
+        expected = spectral_labels([*unit, raw_rows], 4, seed=0, weights=[weight, 1.0])
+        np.testing.assert_array_equal(labels, expected)  # exactly the documented weights
+    halves = refit_partition(truth_features, raw_rows, 4, seed=0, stage1_b1=truth_features,
+                             feature_weight=0.5)
+    expected = spectral_labels([*unit, *unit, raw_rows], 4, seed=0, weights=[0.25, 0.25, 1.0])
+    np.testing.assert_array_equal(halves, expected)
+
+
+def test_the_refit_graph_may_use_another_raw_metric_than_the_anchors(synthetic_task_dir):
+    import scipy.sparse
+
+    from training.refit import refit_metric, refit_raw_view
+
+    config = from_dict({"data": {"task": "synthetic", "prepared_dir": str(synthetic_task_dir)},
+                        "decisions": {"raw_graph_metric": "dtw"}})
+    data = load_task_data(synthetic_task_dir, config)
+    anchors_view = object()  # what the run built for its anchors
+    assert refit_metric(config) == "dtw"
+    assert refit_raw_view(data, config, anchors_view) is anchors_view  # same metric: reused
+    velocity = config.model_copy(update={"decisions": config.decisions.model_copy(
+        update={"refit_raw_metric": "dtw_velocity"})})
+    assert refit_metric(velocity) == "dtw_velocity"
+    view = refit_raw_view(data, velocity, anchors_view)  # another metric: built for the refit
+    assert scipy.sparse.issparse(view) and view.shape == (len(data.target_train_specific),) * 2
+    from training.baselines import raw_pose_view
+
+    expected = raw_pose_view(data.target_train_specific.data, "dtw_velocity")
+    assert (view != expected).nnz == 0
+
+
 def test_a_run_with_the_stage1_graph_refits_from_its_stage1_checkpoint(synthetic_task_dir, tmp_path):
     config = _tiny(synthetic_task_dir, refit_heads=True, refit_stage1_graph=True)
     train(config, tmp_path / "run")
