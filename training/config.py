@@ -157,11 +157,11 @@ class DecisionConfig(_Section):
     # (§15.10): euclidean on the flattened poses, or dynamic time warping of their frames
     # (dtw_velocity: each frame with its velocity beside it, §15.12).
     raw_graph_metric: RawGraphMetric = "euclidean"
-    # §15.13: the raw-pose metric of the refit graph alone (None = raw_graph_metric), and the total
+    # §15.14: the raw-pose metric of the refit graph alone (None = raw_graph_metric), and the total
     # weight of the learnt feature graphs in it beside the raw graph's 1 (1 = equal weights).
     refit_raw_metric: RawGraphMetric | None = None
     refit_feature_weight: float = Field(1.0, gt=0.0)
-    # §15.13: full-batch Adam steps that fit each head to the refit partition (§15.10 step 3).
+    # §15.14: full-batch Adam steps that fit each head to the refit partition (§15.10 step 3).
     refit_steps: int = Field(300, ge=1)
 
 

@@ -80,7 +80,7 @@ def refit_partition(features_b1: torch.Tensor, raw_view, k: int,
 
 def refit_metric(config: TrainConfig) -> str:
     """The raw-pose metric of the refit graph: ``decisions.refit_raw_metric``, else the anchors'
-    ``decisions.raw_graph_metric`` (docs/METHOD.md §15.13)."""
+    ``decisions.raw_graph_metric`` (docs/METHOD.md §15.14)."""
     return config.decisions.refit_raw_metric or config.decisions.raw_graph_metric
 
 

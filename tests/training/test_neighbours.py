@@ -256,6 +256,16 @@ def test_cpu_recipe_refits_the_heads_after_training():
     assert from_dict({}).decisions.refit_heads is False  # the paper presets keep the trained heads
 
 
+def test_cpu_recipe_refits_on_the_velocity_graph_with_the_features_at_half_weight():
+    config = from_dict(cpu_recipe(557, 1484))
+    from training.refit import refit_metric
+
+    assert refit_metric(config) == "dtw_velocity" and config.decisions.raw_graph_metric == "dtw"
+    assert config.decisions.refit_feature_weight == 0.5 and config.decisions.refit_steps == 3000
+    paper = from_dict({}).decisions  # the paper presets: no refit, and its defaults unchanged
+    assert (paper.refit_raw_metric, paper.refit_feature_weight, paper.refit_steps) == (None, 1.0, 300)
+
+
 def test_cpu_recipe_warps_time_in_the_raw_pose_graph():
     assert cpu_recipe(557, 1484)["decisions"]["raw_graph_metric"] == "dtw"
     assert from_dict({}).decisions.raw_graph_metric == "euclidean"  # the paper presets
