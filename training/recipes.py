@@ -118,6 +118,8 @@ def cpu_recipe(n_target_train: int, n_source: int, *, threads: int | None = None
 
 def describe(config, n_target_train: int) -> str:
     """One line for the log: the schedule a recipe (and any ``--set``) chose."""
+    from training.refit import refit_metric
+
     o, n = config.optim, config.neighbours
     return (f"recipe cpu: {o.epochs_stage1} + {o.epochs_stage2} epochs of "
             f"{n_target_train // o.batch_target} steps (batch {o.batch_source} source + "
@@ -126,8 +128,7 @@ def describe(config, n_target_train: int) -> str:
             f"OCM/CCM weights {config.loss.ocm}/{config.loss.ccm}, "
             f"BatchNorm recalibration {config.decisions.recalibrate_bn}, head refit "
             f"{config.decisions.refit_heads}{' (+ raw graph)' if config.decisions.refit_raw_graph else ''}, "
-            f"raw-pose graph {config.decisions.raw_graph_metric} (refit "
-            f"{config.decisions.refit_raw_metric or config.decisions.raw_graph_metric}, features "
+            f"raw-pose graph {config.decisions.raw_graph_metric} (refit {refit_metric(config)}, features "
             f"×{config.decisions.refit_feature_weight}, {config.decisions.refit_steps} steps), "
             f"{n.k} neighbours, "
             f"{'bf16 autocast' if config.runtime.amp else 'fp32'}")
