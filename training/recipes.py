@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from training.config import ConfigError
+from training.config import ConfigError, RawGraphMetric
 
 RECIPES = ("cpu",)
 
@@ -59,7 +59,7 @@ class CpuRecipe:
     # steps left 8-10 % of ucla2msr's clips elsewhere; 3,000 reach 99.6-100 %). Measured post hoc
     # on runs trained with the DTW anchors: ucla2msr seeds 0/3/4/5 ACC 53.9 -> 59.8, ucla2utk
     # seeds 0/1 89.7 -> 92.7, msr2ucla seed 0 43.0 -> 45.4, every metric higher on every task.
-    refit_raw_metric: str = "dtw_velocity"
+    refit_raw_metric: RawGraphMetric = "dtw_velocity"
     refit_feature_weight: float = 0.5
     refit_steps: int = 3000
 
