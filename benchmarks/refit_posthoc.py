@@ -5,7 +5,8 @@
 
 Each variant is applied to each run with ``training.refit.refit_run`` (the function training
 calls after its last epoch, so a refitted run is what training with those settings would have
-exported) into ``DIR/<run>-<variant>``; the table gives the B1 head's ACC / NMI / ARI (×100,
+exported) into ``DIR/<a>-<b>-<run>-<variant>``, a-b-run the last three parts of the run's path
+(runs of two tasks may share a name, seed0); the table gives the B1 head's ACC / NMI / ARI (×100,
 oracle-scored: the labels choose nothing) of each run as trained and under each variant, and the
 mean per variant. Without ``--variant`` it measures docs/METHOD.md §15.14's three: 3,000 fit
 steps alone, the velocity graph with the features at weight 1, and at weight ½ (the recipe).
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
         row = {"as trained": head_scores(summary.get("metrics", summary))}
         for name, overrides in variants.items():
             slug = "".join(c if c.isalnum() else "-" for c in name)
-            row[name] = head_scores(refit_run(run, args.out / f"{run.name}-{slug}", overrides))
+            folder = "-".join([*run.resolve().parts[-3:], slug])
+            row[name] = head_scores(refit_run(run, args.out / folder, overrides))
             print(f"{run}  {name:32s} " + " / ".join(f"{v:.1f}" for v in row[name]), flush=True)
         table[str(run)] = row
     print("# mean over runs, ACC / NMI / ARI (oracle-scored)")
