@@ -38,15 +38,10 @@ def combos(raw_graph, feat_graph, feat_graph30) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-    import torch.nn.functional as F
-
+    from benchmarks.refit_weight_select import target_features
     from training.baselines import raw_pose_view
     from training.clustering import knn_affinity, spectral_labels
-    from training.config import task_dir
-    from training.data import derive_seed, load_task_data
-    from training.engine import embed_split
-    from training.export import load_run
+    from training.data import derive_seed
     from training.metrics import cluster_metrics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,19 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     means: dict[str, list[list[float]]] = {}
     for run in args.run_dirs:
-        config, _, model, _ = load_run(run)
-        data = load_task_data(task_dir(config), config)
-        split = data.target_train_specific
-        if not np.array_equal(data.target_eval_specific.data, split.data):
+        config, model, data, points, labels = target_features(run)  # points: unit (N, 256)
+        if labels is None:
             raise SystemExit(f"{run}: its target eval clips are not its train clips")
-        features = embed_split(model, "specific", split, config, torch.device("cpu"))[0]  # (N, 256)
-        points = F.normalize(features, dim=1).numpy()
-        graphs = combos(knn_affinity(raw_pose_view(split.data, "dtw_velocity")),
+        graphs = combos(knn_affinity(raw_pose_view(data.target_train_specific.data, "dtw_velocity")),
                         knn_affinity(points), knn_affinity(points, 30))
         seed = derive_seed(config.seed, 15) % 2**31
         for name, graph in graphs.items():
-            scores = cluster_metrics(data.target_eval_specific.labels,
-                                     spectral_labels([graph], model.num_clusters, seed=seed))
+            scores = cluster_metrics(labels, spectral_labels([graph], model.num_clusters, seed=seed))
             means.setdefault(name, []).append([scores[m] for m in ("acc", "nmi", "ari")])
             print(f"{run}  {name:20s} {scores['acc']:.1f} / {scores['nmi']:.1f} / "
                   f"{scores['ari']:.1f}", flush=True)

@@ -36,15 +36,26 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _graph(view):
-    from training.clustering import knn_affinity
+def target_features(run_dir: Path):
+    """(config, model, data, unit B1 student features (N, 256) of the target train clips, their
+    oracle labels (N,) or None) of a finished run; the labels are the target eval split's when its
+    clips are the train clips (as in the internal tasks), else None. Shared by the refit
+    diagnostics here and in ``refit_graph_combos.py``."""
+    import torch
+    import torch.nn.functional as F
 
-    if isinstance(view, np.ndarray) or hasattr(view, "numpy"):
-        import torch
-        import torch.nn.functional as F
+    from training.config import task_dir
+    from training.data import load_task_data
+    from training.engine import embed_split
+    from training.export import load_run
 
-        return knn_affinity(F.normalize(torch.as_tensor(view).float(), dim=1).numpy())
-    return knn_affinity(view)
+    config, _, model, _ = load_run(run_dir)
+    data = load_task_data(task_dir(config), config)
+    split, held_out = data.target_train_specific, data.target_eval_specific
+    features = embed_split(model, "specific", split, config, torch.device("cpu"))[0]  # (N, 256)
+    same_clips = len(held_out) == len(split) and np.array_equal(held_out.data, split.data)
+    return (config, model, data, F.normalize(features, dim=1).numpy(),
+            held_out.labels if same_clips else None)
 
 
 def _intra(graph, labels: np.ndarray) -> float:
@@ -68,48 +79,38 @@ def _spectral(graph, k: int, seed: int) -> np.ndarray:
 
 
 def scores_for_run(run_dir: Path, weights: list[float]) -> list[dict]:
-    import torch
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from training.config import task_dir
-    from training.data import derive_seed, load_task_data
-    from training.engine import embed_split
-    from training.export import load_run
+    from training.clustering import knn_affinity
+    from training.data import derive_seed
     from training.metrics import cluster_metrics
     from training.refit import refit_partition, refit_raw_view
 
-    config, _, model, _ = load_run(run_dir)
-    data = load_task_data(task_dir(config), config)
-    split = data.target_train_specific
-    features = embed_split(model, "specific", split, config, torch.device("cpu"))[0]  # (N, 256)
+    config, model, data, features, labels = target_features(run_dir)
     raw_view = refit_raw_view(data, config)
     k, seed = model.num_clusters, derive_seed(config.seed, 15) % 2**31
-    feat_graph, raw_graph = _graph(features), _graph(raw_view)
+    feat_graph, raw_graph = knn_affinity(features), knn_affinity(raw_view)
     p_feat, p_raw = _spectral(feat_graph, k, seed), _spectral(raw_graph, k, seed)
     own = {"feat": _intra(feat_graph, p_feat), "raw": _intra(raw_graph, p_raw)}
     rng = np.random.default_rng(0)
-    n = len(split)
+    n = len(features)
     subsets = [np.sort(rng.choice(n, int(0.8 * n), replace=False)) for _ in range(4)]
     rows = []
-    same_clips = len(data.target_eval_specific) == n and np.array_equal(
-        data.target_eval_specific.data, split.data)
-    labels = data.target_eval_specific.labels if same_clips else split.labels  # oracle only
     for w in weights:  # w < 0: the feature graph alone
-        partition = (p_feat if w < 0 else
-                     refit_partition(features, raw_view, k, derive_seed(config.seed, 15),
-                                     feature_weight=w))
-        combined = feat_graph if w < 0 else w * feat_graph + raw_graph if w > 0 else raw_graph
-        stable = []
-        for subset in subsets:
-            sub = combined.tocsr()[subset][:, subset]
-            stable.append(adjusted_rand_score(partition[subset], _spectral(sub, k, seed)))
+        partition = p_feat if w < 0 else refit_partition(features, raw_view, k, seed,
+                                                         feature_weight=w)
+        combined = (feat_graph if w < 0 else w * feat_graph + raw_graph if w > 0
+                    else raw_graph).tocsr()
+        stable = [adjusted_rand_score(partition[subset],
+                                      _spectral(combined[subset][:, subset], k, seed))
+                  for subset in subsets]
         row = {"run": str(run_dir), "weight": w,
                "agree": float(normalized_mutual_info_score(partition, p_raw)
                               + normalized_mutual_info_score(partition, p_feat)),
                "purity": 0.5 * (_intra(feat_graph, partition) / own["feat"]
                                 + _intra(raw_graph, partition) / own["raw"]),
                "gap": _eigengap(combined, k), "stable": float(np.mean(stable))}
-        if (labels >= 0).all():
+        if labels is not None:
             row.update({m: v for m, v in cluster_metrics(labels, partition).items()
                         if m in ("acc", "nmi", "ari")})
         rows.append(row)
