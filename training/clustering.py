@@ -173,6 +173,45 @@ def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_N
         return model.fit_predict(affinity).astype(np.int64)
 
 
+def consensus_labels(partitions, k: int, seed: int = 0):
+    """Consensus (evidence accumulation) of several partitions of the same N samples into ``k``
+    clusters, METHOD §15.15: spectral clustering of the co-association matrix C (N, N), C_ij = the
+    share of the partitions that put i and j in one cluster. With H (N, L) the one-hot
+    memberships of all m partitions side by side (L = their cluster counts summed), C = H Hᵀ / m,
+    so the normalised affinity D^-½ C D^-½ (D = the row sums of C) is M Mᵀ with
+    M = D^-½ H / √m, and its top-k eigenvectors are M's top-k left singular vectors (the
+    bipartite view of a cluster ensemble): C is never formed, so N may be large. The rows of those
+    vectors, L2-normalised, are clustered by k-means (Ng-Jordan-Weiss). ``partitions``: a list of
+    (N,) label arrays (any integer ids). Returns labels (N,) int64."""
+    import numpy as np
+    from scipy import sparse
+    from sklearn.cluster import KMeans
+
+    parts = [np.asarray(p).reshape(-1) for p in partitions]
+    if not parts:
+        raise ValueError("consensus_labels needs at least one partition")
+    n = len(parts[0])
+    if any(len(p) != n for p in parts):
+        raise ValueError("consensus_labels: every partition needs the same number of samples")
+    if not 1 <= k <= n:
+        raise ValueError(f"consensus_labels needs 1 <= k <= N = {n}, got k = {k}")
+    blocks = []
+    for labels in parts:
+        codes = np.unique(labels, return_inverse=True)[1].reshape(-1)  # (N,) ids 0..K_p-1
+        blocks.append(sparse.csr_matrix((np.ones(n), (np.arange(n), codes)),
+                                        shape=(n, int(codes.max()) + 1)))
+    memberships = sparse.hstack(blocks).tocsr()  # H (N, L)
+    if memberships.shape[1] < k:
+        raise ValueError(f"consensus_labels: the partitions have {memberships.shape[1]} clusters "
+                         f"in all, fewer than k = {k}")
+    degrees = memberships @ np.asarray(memberships.sum(axis=0)).reshape(-1) / len(parts)  # (N,)
+    scaled = sparse.diags(1.0 / np.sqrt(degrees)) @ memberships / np.sqrt(len(parts))  # M (N, L)
+    left, _, _ = np.linalg.svd(scaled.toarray(), full_matrices=False)  # (N, L), singular values sorted
+    embedding = left[:, :k]  # (N, k)
+    embedding = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+    return KMeans(k, n_init=10, random_state=seed).fit_predict(embedding).astype(np.int64)
+
+
 DTW_BAND_FRACTION = 0.1  # Sakoe-Chiba band: a frame may be matched within ±10 % of T of its own time
 DTW_CANDIDATES = 100  # Euclidean nearest clips whose DTW distance is computed, per clip
 DTW_CELLS_PER_CHUNK = 2**26  # pairs × T × T cells held at once (≈ 256 MiB of float32 per array)

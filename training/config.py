@@ -163,6 +163,10 @@ class DecisionConfig(_Section):
     refit_feature_weight: float = Field(1.0, gt=0.0)
     # §15.14: full-batch Adam steps that fit each head to the refit partition (§15.10 step 3).
     refit_steps: int = Field(300, ge=1)
+    # §15.15: the refit partition is the consensus of the partitions of the feature graph alone,
+    # the raw graph alone and the joined graph at ½, 1 and 2 × refit_feature_weight (3 spectral
+    # seeds each) instead of the one joined graph's; off = §15.10/§15.14.
+    refit_consensus: bool = False
 
 
 class AnchorConfig(_Section):

@@ -64,18 +64,41 @@ def fit_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
         return float((head(features).argmax(dim=1) == labels).float().mean())
 
 
+# §15.15: the consensus members: each graph under this many spectral seeds, and the feature
+# graph at these multiples of decisions.refit_feature_weight beside the raw graph
+CONSENSUS_SEEDS = 3
+CONSENSUS_WEIGHT_FACTORS = (0.5, 1.0, 2.0)
+
+
 def refit_partition(features_b1: torch.Tensor, raw_view, k: int,
                     seed: int, stage1_b1: torch.Tensor | None = None,
-                    feature_weight: float = 1.0) -> np.ndarray:
+                    feature_weight: float = 1.0, consensus: bool = False) -> np.ndarray:
     """The §15.10 partition (N,) of the B1 features (N, 256), when given the stage-1 B1 features
     (N, 256), and when given the raw poses' view (rows (N, C·T·V·M) or a sparse (N, N) graph,
     :func:`training.baselines.raw_pose_view`): the §15.4 graph partition with the feature graphs
     at a total weight of ``feature_weight`` (split equally when there are two) and the raw graph
-    at 1."""
+    at 1.
+
+    ``consensus`` (§15.15, ``decisions.refit_consensus``): instead, the consensus
+    (:func:`training.clustering.consensus_labels`) of the partitions of the feature graph alone,
+    the raw graph alone and the joined graph at ½, 1 and 2 × ``feature_weight``, each under
+    :data:`CONSENSUS_SEEDS` spectral seeds (without a raw view: the feature graph's seeds only)."""
+    from training.clustering import consensus_labels
     from training.engine import anchor_partition
 
     views = [features_b1] if stage1_b1 is None else [stage1_b1, features_b1]
-    return anchor_partition(views, raw_view, feature_weight / len(views), k, seed)
+    if not consensus:
+        return anchor_partition(views, raw_view, feature_weight / len(views), k, seed)
+    members = []
+    for offset in range(CONSENSUS_SEEDS):
+        member_seed = seed + offset
+        members.append(anchor_partition(views, None, 1.0, k, member_seed))  # features alone
+        if raw_view is None:
+            continue
+        members.append(anchor_partition(views, raw_view, 0.0, k, member_seed))  # raw graph alone
+        members += [anchor_partition(views, raw_view, factor * feature_weight / len(views), k,
+                                     member_seed) for factor in CONSENSUS_WEIGHT_FACTORS]
+    return consensus_labels(members, k, seed % 2**31)
 
 
 def refit_metric(config: TrainConfig) -> str:
@@ -149,9 +172,11 @@ def refit_heads(model, data: TrainingData, config: TrainConfig, device: torch.de
     raw = raw_view if config.decisions.refit_raw_graph else None
     labels = torch.from_numpy(refit_partition(features["specific"], raw, model.num_clusters,
                                               derive_seed(config.seed, 15), stage1_b1,
-                                              config.decisions.refit_feature_weight))
+                                              config.decisions.refit_feature_weight,
+                                              config.decisions.refit_consensus))
     record: dict[str, float] = {"refit/clusters": float(labels.unique().numel()),
-                                "refit/stage1_graph": float(stage1_b1 is not None)}
+                                "refit/stage1_graph": float(stage1_b1 is not None),
+                                "refit/consensus": float(config.decisions.refit_consensus)}
     for branch in BRANCHES:
         points = F.normalize(features[branch], dim=1)  # (N, 256)
         seeds = points[torch.arange(model.num_clusters) % len(points)]  # (K, 256) for empty ones

@@ -266,6 +266,12 @@ def test_cpu_recipe_refits_on_the_velocity_graph_with_the_features_at_half_weigh
     assert (paper.refit_raw_metric, paper.refit_feature_weight, paper.refit_steps) == (None, 1.0, 300)
 
 
+def test_cpu_recipe_refits_on_the_consensus_partition():
+    assert from_dict(cpu_recipe(557, 1484)).decisions.refit_consensus is True
+    assert from_dict(cpu_recipe(199, 1484)).decisions.refit_consensus is True
+    assert from_dict({}).decisions.refit_consensus is False  # the paper presets: one partition
+
+
 def test_cpu_recipe_warps_time_in_the_raw_pose_graph():
     assert cpu_recipe(557, 1484)["decisions"]["raw_graph_metric"] == "dtw"
     assert from_dict({}).decisions.raw_graph_metric == "euclidean"  # the paper presets

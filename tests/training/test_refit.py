@@ -94,6 +94,71 @@ def test_refit_feature_weight_scales_the_feature_graphs_against_the_raw_graph():
     np.testing.assert_array_equal(halves, expected)
 
 
+def _same_grouping(found: np.ndarray, truth: np.ndarray) -> bool:
+    """Whether two partitions are equal up to renaming the clusters."""
+    pairs = set(zip(found.tolist(), truth.tolist()))
+    return len(pairs) == len(set(found.tolist())) == len(set(truth.tolist()))
+
+
+def test_consensus_labels_equal_the_spectral_clustering_of_the_coassociation_matrix():
+    from sklearn.cluster import KMeans
+
+    from training.clustering import consensus_labels
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), 15)  # (60,)
+    members = []
+    for _ in range(7):  # noisy copies: 15 % of the samples moved to a random cluster each time
+        noisy = truth.copy()
+        moved = rng.random(len(truth)) < 0.15
+        noisy[moved] = rng.integers(0, 4, size=int(moved.sum()))
+        members.append(noisy * 3 + 11)  # any integer ids
+    labels = consensus_labels(members, 4, seed=0)
+    assert labels.dtype == np.int64 and labels.shape == (60,)
+    assert _same_grouping(labels, truth)  # the majority grouping survives the noise
+    # the same as forming C = H Hᵀ / m and clustering its normalised top-k eigenvectors
+    together = np.mean([m[:, None] == m[None, :] for m in members], axis=0)  # C (60, 60)
+    inv_sqrt = 1.0 / np.sqrt(together.sum(axis=1))
+    values, vectors = np.linalg.eigh(inv_sqrt[:, None] * together * inv_sqrt[None, :])
+    top = vectors[:, np.argsort(values)[::-1][:4]]  # (60, 4)
+    top /= np.linalg.norm(top, axis=1, keepdims=True)
+    direct = KMeans(4, n_init=10, random_state=0).fit_predict(top)
+    assert _same_grouping(labels, direct)
+    assert _same_grouping(consensus_labels([truth] * 3, 4), truth)  # agreement is kept exactly
+
+
+def test_consensus_labels_refuse_bad_input():
+    from training.clustering import consensus_labels
+
+    with pytest.raises(ValueError, match="at least one"):
+        consensus_labels([], 2)
+    with pytest.raises(ValueError, match="same number"):
+        consensus_labels([np.zeros(5), np.zeros(6)], 2)
+    with pytest.raises(ValueError, match="fewer than k"):
+        consensus_labels([np.zeros(5, dtype=int)], 2)  # one cluster in all, k = 2
+
+
+def test_refit_consensus_is_the_consensus_of_the_documented_members():
+    from training.clustering import consensus_labels
+    from training.engine import anchor_partition
+    from training.refit import CONSENSUS_SEEDS, CONSENSUS_WEIGHT_FACTORS
+
+    truth_features, truth = _blobs()
+    raw_rows = _blobs(seed=3)[0].numpy()  # another view with the same memberships
+    labels = refit_partition(truth_features, raw_rows, 4, seed=5, feature_weight=0.5,
+                             consensus=True)
+    assert _same_grouping(labels, truth)
+    members = []
+    for offset in range(CONSENSUS_SEEDS):
+        members.append(anchor_partition([truth_features], None, 1.0, 4, 5 + offset))
+        members.append(anchor_partition([truth_features], raw_rows, 0.0, 4, 5 + offset))
+        members += [anchor_partition([truth_features], raw_rows, f * 0.5, 4, 5 + offset)
+                    for f in CONSENSUS_WEIGHT_FACTORS]
+    np.testing.assert_array_equal(labels, consensus_labels(members, 4, 5))
+    alone = refit_partition(truth_features, None, 4, seed=5, consensus=True)  # no raw view
+    assert _same_grouping(alone, truth)
+
+
 def test_the_refit_graph_may_use_another_raw_metric_than_the_anchors(synthetic_task_dir):
     import scipy.sparse
 
