@@ -180,7 +180,8 @@ def consensus_labels(partitions, k: int, seed: int = 0):
     memberships of all m partitions side by side (L = their cluster counts summed), C = H Hᵀ / m,
     so the normalised affinity D^-½ C D^-½ (D = the row sums of C) is M Mᵀ with
     M = D^-½ H / √m, and its top-k eigenvectors are M's top-k left singular vectors (the
-    bipartite view of a cluster ensemble): C is never formed, so N may be large. The rows of those
+    bipartite view of a cluster ensemble), found from the (L, L) Gram matrix Mᵀ M: C is never
+    formed, so N may be large. The rows of those
     vectors, L2-normalised, are clustered by k-means (Ng-Jordan-Weiss). ``partitions``: a list of
     (N,) label arrays (any integer ids). Returns labels (N,) int64."""
     import numpy as np
@@ -206,8 +207,14 @@ def consensus_labels(partitions, k: int, seed: int = 0):
                          f"in all, fewer than k = {k}")
     degrees = memberships @ np.asarray(memberships.sum(axis=0)).reshape(-1) / len(parts)  # (N,)
     scaled = sparse.diags(1.0 / np.sqrt(degrees)) @ memberships / np.sqrt(len(parts))  # M (N, L)
-    left, _, _ = np.linalg.svd(scaled.toarray(), full_matrices=False)  # (N, L), singular values sorted
-    embedding = left[:, :k]  # (N, k)
+    # M's left singular vectors from the eigenvectors V of the small Gram matrix Mᵀ M (L, L):
+    # U = M V / σ. LAPACK's SVD of M itself failed to converge on a real target (msr2ucla, N =
+    # 1,484); the symmetric eigensolver of an (L, L) matrix is robust and cheaper.
+    gram = (scaled.T @ scaled).toarray()  # (L, L)
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2)  # ascending
+    top = np.argsort(values)[::-1][:k]
+    singular = np.sqrt(np.maximum(values[top], 1e-24))  # (k,)
+    embedding = np.asarray(scaled @ vectors[:, top]) / singular  # (N, k)
     embedding = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     return KMeans(k, n_init=10, random_state=seed).fit_predict(embedding).astype(np.int64)
 
