@@ -67,7 +67,7 @@ class CpuRecipe:
     # joined graph at ½, 1 and 2 × the feature weight, 3 spectral seeds each (docs/METHOD.md
     # §15.15): the two tasks want different weights and no label-free score chose one, so the
     # recipe clusters what the partitions over that range agree on. Exported head, post hoc on the
-    # recipe's runs: ucla2msr seeds 0-2 ACC 60.4 -> 64.4, ucla2utk seeds 0-1 92.7 -> 92.5.
+    # recipe's runs: ucla2msr seeds 0-2 ACC 60.4 -> 64.5, ucla2utk seeds 0-1 92.7 -> 92.5.
     refit_consensus: bool = True
 
 
