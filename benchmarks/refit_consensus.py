@@ -2,8 +2,9 @@
 
     python benchmarks/refit_consensus.py RUN_DIR [RUN_DIR ...] [--seeds 5] [--out FILE]
 
-The §15.14 refit fits the heads to one spectral partition of w · A_B1 + A_raw (w = ½, A_raw the
-DTW graph with velocities). Its ACC varies by several points from seed to seed of training, and
+The §15.14 refit fits the heads to one spectral partition of w · A_B1 + A_raw (the run's
+``refit_feature_weight`` and refit raw graph: ½ and the DTW graph with velocities in the recipe).
+Its ACC varies by several points from seed to seed of training, and
 the two internal tasks want different w. Consensus (evidence-accumulation) clustering is the
 textbook answer to both: cluster the co-association matrix C_ij = share of the member partitions
 that put i and j together. For each finished run this prints, oracle-scored (the labels choose
@@ -12,7 +13,8 @@ nothing), the recipe's partition and consensus partitions of:
 - ``seeds``: the recipe's graph under ``--seeds`` spectral seeds (does the spectral step's own
   randomness matter?);
 - ``weights``: w ∈ {¼, ½, ¾, 1} × the seeds;
-- ``views``: the raw graph alone, the features alone and w ∈ {¼, ½, 1} × the seeds;
+- ``views``: the raw graph alone, the features alone and the joined graph at
+  ``training.refit.CONSENSUS_WEIGHT_FACTORS`` × the run's w (¼, ½, 1 in the recipe) × the seeds;
 - ``graphs``: both DTW graphs (positions; with velocities) each alone and beside the features at ½.
 
 Each consensus is ``training.clustering.consensus_labels`` (spectral clustering of the
@@ -38,33 +40,35 @@ from training.clustering import consensus_labels  # noqa: E402
 
 def run(run_dir: Path, seeds: int) -> dict[str, list[float]]:
     from training.baselines import raw_pose_view
-    from training.clustering import spectral_labels
+    from training.clustering import knn_affinity, spectral_labels
     from training.metrics import cluster_metrics
+    from training.refit import CONSENSUS_WEIGHT_FACTORS, refit_raw_view
 
     config, model, data, b1, labels = target_features(run_dir)
     if labels is None:
         raise SystemExit(f"{run_dir}: needs a task whose eval clips are its train clips")
-    poses = data.target_train_specific.data
-    k = model.num_clusters
-    dtwv = raw_pose_view(poses, "dtw_velocity")  # sparse (N, N)
-    dtw = raw_pose_view(poses, "dtw")  # sparse (N, N)
+    k, w = model.num_clusters, config.decisions.refit_feature_weight
+    feat = knn_affinity(b1)  # sparse (N, N): the B1 graph, built once
+    raw = knn_affinity(refit_raw_view(data, config))  # sparse (N, N): the run's refit raw graph
+    dtw = raw_pose_view(data.target_train_specific.data, "dtw")  # sparse (N, N)
 
-    def part(views, weights, seed):
-        return spectral_labels(views, k, seed=seed, weights=weights)
+    def part(graphs, weights, seed):
+        return spectral_labels(graphs, k, seed=seed, weights=weights)
 
-    recipe = [part([b1, dtwv], [0.5, 1.0], s) for s in range(seeds)]
-    by_weight = {w: [part([b1, dtwv], [w, 1.0], s) for s in range(seeds)] for w in (0.25, 0.75, 1.0)}
-    by_weight[0.5] = recipe
-    raw_alone = [part([dtwv], [1.0], s) for s in range(seeds)]
-    feat_alone = [part([b1], [1.0], s) for s in range(seeds)]
+    switch_weights = [w * factor for factor in CONSENSUS_WEIGHT_FACTORS]  # the switch's joined graphs
+    by_weight = {v: [part([feat, raw], [v, 1.0], s) for s in range(seeds)]
+                 for v in sorted({0.25, 0.5, 0.75, 1.0, w, *switch_weights})}
+    recipe = by_weight[w]
+    raw_alone = [part([raw], [1.0], s) for s in range(seeds)]
+    feat_alone = [part([feat], [1.0], s) for s in range(seeds)]
     dtw_alone = [part([dtw], [1.0], s) for s in range(seeds)]
-    dtw_half = [part([b1, dtw], [0.5, 1.0], s) for s in range(seeds)]
+    dtw_half = [part([feat, dtw], [0.5, 1.0], s) for s in range(seeds)]
     members = {
         "recipe (one partition, mean over seeds)": None,
         "consensus: seeds": recipe,
-        "consensus: weights ¼ ½ ¾ 1": sum(by_weight.values(), []),
-        "consensus: views raw, feat, ¼ ½ 1": raw_alone + feat_alone + by_weight[0.25] + recipe
-        + by_weight[1.0],
+        "consensus: weights ¼ ½ ¾ 1": sum((by_weight[v] for v in (0.25, 0.75, 1.0, 0.5)), []),
+        "consensus: views raw, feat, ¼ ½ 1": raw_alone + feat_alone
+        + sum((by_weight[v] for v in switch_weights), []),
         "consensus: graphs dtw, dtwv, each + ½ B1": raw_alone + dtw_alone + recipe + dtw_half,
         "consensus: dtwv + ½ B1, dtw + ½ B1": recipe + dtw_half,
     }

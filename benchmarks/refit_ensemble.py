@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         table[f"alone: {run_dir}"] = scored([features, raw], [weight, 1.0])
     features = [f for _, _, _, f, _ in loaded]
     n = len(features)
-    table["alone: mean"] = list(np.mean([v for name, v in table.items()], axis=0))
+    table["alone: mean"] = list(np.mean(list(table.values()), axis=0))
     table[f"averaged graph of {n} runs (each w/{n})"] = scored([*features, raw], [weight / n] * n + [1.0])
     table[f"averaged graph of {n} runs (each w)"] = scored([*features, raw], [weight] * n + [1.0])
     table[f"averaged graph of {n} runs, features alone"] = scored(features, [1.0] * n)

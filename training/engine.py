@@ -29,7 +29,13 @@ from tqdm.auto import tqdm
 from codt_deploy.errors import CodtError
 from codt_deploy.metrics import cluster_balance, collapse_warning, hungarian
 from training import losses
-from training.clustering import sinkhorn, spectral_labels, spherical_kmeans, update_centroids
+from training.clustering import (
+    knn_affinity,
+    sinkhorn,
+    spectral_labels,
+    spherical_kmeans,
+    update_centroids,
+)
 from training.config import TrainConfig
 from training.data import (
     STREAM_FILL,
@@ -373,19 +379,37 @@ def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndar
 
 
 @torch.no_grad()
+def partition_graphs(views: Sequence[torch.Tensor | np.ndarray], raw_view) -> tuple[list, object]:
+    """The kNN graphs (sparse (N, N), :func:`training.clustering.knn_affinity`) of §15.4's views:
+    one per feature view (each (N, D), L2-normalised here) and the raw poses' (``raw_view``: pose
+    rows (N, C·T·V·M) or a sparse (N, N) graph of them, :func:`training.baselines.raw_pose_view`;
+    None when not given)."""
+    features = [knn_affinity(F.normalize(torch.as_tensor(v).float(), dim=1).cpu().numpy())
+                for v in views]
+    return features, None if raw_view is None else knn_affinity(raw_view)
+
+
+def graph_partition(feature_graphs: Sequence, raw_graph, weight: float, k: int,
+                    seed: int) -> np.ndarray:
+    """Spectral labels (N,) of ``weight`` × each of ``feature_graphs`` (a zero weight leaves them
+    out) + the ``raw_graph`` (weight 1, when not None), the graphs of :func:`partition_graphs`."""
+    graphs = list(feature_graphs) if weight > 0 else []
+    weights = [weight] * len(graphs)
+    if raw_graph is not None:
+        graphs.append(raw_graph)
+        weights.append(1.0)
+    return spectral_labels(graphs, k, seed=seed % 2**31, weights=weights)
+
+
 def anchor_partition(views: Sequence[torch.Tensor | np.ndarray], raw_view, weight: float, k: int,
                      seed: int) -> np.ndarray:
     """§15.4, §15.10: spectral labels (N,) of the summed kNN graphs of the feature ``views`` (each
     (N, D), L2-normalised here; graph weight ``weight``, e.g. ``anchors.feature_weight``) and,
     when given, of the raw poses' ``raw_view`` (weight 1): pose rows (N, C·T·V·M) or a sparse
     (N, N) graph of them (:func:`training.baselines.raw_pose_view`)."""
-    matrices = [F.normalize(torch.as_tensor(v).float(), dim=1).cpu().numpy()
-                for v in views] if weight > 0 else []  # a zero-weight graph is never built
-    weights = [weight] * len(matrices)
-    if raw_view is not None:
-        matrices.append(raw_view)
-        weights.append(1.0)
-    return spectral_labels(matrices, k, seed=seed % 2**31, weights=weights)
+    # a zero-weight feature graph is never built
+    feature_graphs, raw_graph = partition_graphs(views if weight > 0 else [], raw_view)
+    return graph_partition(feature_graphs, raw_graph, weight, k, seed)
 
 
 @torch.no_grad()

@@ -84,20 +84,21 @@ def refit_partition(features_b1: torch.Tensor, raw_view, k: int,
     the raw graph alone and the joined graph at ½, 1 and 2 × ``feature_weight``, each under
     :data:`CONSENSUS_SEEDS` spectral seeds (without a raw view: the feature graph's seeds only)."""
     from training.clustering import consensus_labels
-    from training.engine import anchor_partition
+    from training.engine import anchor_partition, graph_partition, partition_graphs
 
     views = [features_b1] if stage1_b1 is None else [stage1_b1, features_b1]
     if not consensus:
         return anchor_partition(views, raw_view, feature_weight / len(views), k, seed)
+    feature_graphs, raw_graph = partition_graphs(views, raw_view)  # built once for all 15 members
     members = []
     for offset in range(CONSENSUS_SEEDS):
         member_seed = seed + offset
-        members.append(anchor_partition(views, None, 1.0, k, member_seed))  # features alone
-        if raw_view is None:
+        members.append(graph_partition(feature_graphs, None, 1.0, k, member_seed))  # features alone
+        if raw_graph is None:
             continue
-        members.append(anchor_partition(views, raw_view, 0.0, k, member_seed))  # raw graph alone
-        members += [anchor_partition(views, raw_view, factor * feature_weight / len(views), k,
-                                     member_seed) for factor in CONSENSUS_WEIGHT_FACTORS]
+        members.append(graph_partition(feature_graphs, raw_graph, 0.0, k, member_seed))  # raw alone
+        members += [graph_partition(feature_graphs, raw_graph, factor * feature_weight / len(views),
+                                    k, member_seed) for factor in CONSENSUS_WEIGHT_FACTORS]
     return consensus_labels(members, k, seed % 2**31)
 
 
