@@ -53,10 +53,10 @@ prepare: $(VENV)/.dev
 	$(PY) -m training.prepare ucla2msr
 
 train: $(VENV)/.dev
-	$(PY) -m training.run --task ucla2msr-cpu
+	$(PY) -m training.run --task ucla2msr-paper-cpu
 
 benchmark: $(VENV)/.dev
-	$(PY) benchmarks/ucla2msr.py
+	$(PY) -m benchmarks.harness
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache $(OUT)

@@ -1,7 +1,7 @@
 """Inference speed: the fp32 peak, FLOPs and fraction of peak; ONNX Runtime vs PyTorch eager; the
 int8 twin vs fp32; codt-cluster end to end; memory.
 
-    python benchmarks/bench_inference.py [--data ../shared/data] [--reps 5] [--repeat 2]
+    python -m benchmarks.bench_inference [--data ../shared/data] [--reps 5] [--repeat 2]
                                          [--model ucla2msr] [--skip-end-to-end]
                                          [--json benchmarks/results/bench_inference.json]
 
@@ -54,7 +54,6 @@ import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # training/ is used from the checkout (it is not installed)
 NTU_GFLOP = 1.225  # earlier estimate, ntu25 / K = 51 / M = 2; this script counts 1.189 (README)
 MIN_SAMPLE_S = 0.05
 

@@ -1,7 +1,7 @@
 """How well is K (the number of target actions) estimated without labels? ``num_clusters: auto``.
 
-    python benchmarks/estimate_k.py [--raw ../shared/data] [--work DIR] [--only NAME ...]
-    python benchmarks/estimate_k.py --prepared data/prepared/ucla2msr   # an already prepared task
+    python -m benchmarks.estimate_k [--raw ../shared/data] [--work DIR] [--only NAME ...]
+    python -m benchmarks.estimate_k --prepared data/prepared/ucla2msr   # an already prepared task
 
 Each target below is prepared with the project's own preparation code
 (:func:`training.preparation.pipeline.prepare_task`; a small UTKinect source, only the target
@@ -27,22 +27,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from training.baselines import flattened_poses  # noqa: E402
-from training.num_clusters import (  # noqa: E402
+from training.labelfree.views import flattened_poses
+from training.num_clusters import (
     EIGENGAP_NEIGHBOURS,
     candidate_range,
     eigengap_scores,
     estimate_num_clusters,
 )
-from training.preparation.prepared import load_split, load_task  # noqa: E402
+from training.preparation.prepared import load_split, load_task
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 _UTK = {"dataset": "files", "paths": ["utkinect_action3d"], "format": "utkinect",
         "layout": "kinect20"}
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write and not args.prepared:
         out = REPO_ROOT / "benchmarks" / "results"
         (out / "estimate_k.md").write_text(
-            "# Label-free estimates of K (`python benchmarks/estimate_k.py`)\n\n" + table)
+            "# Label-free estimates of K (`python -m benchmarks.estimate_k`)\n\n" + table)
         (out / "estimate_k.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

@@ -55,14 +55,10 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
 
 
 def load_benchmark_script(name: str):
-    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
-    import importlib.util
+    """``benchmarks/<name>.py`` imported as the module ``benchmarks.<name>``."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 @pytest.fixture()
@@ -109,8 +105,7 @@ def example_poses(layout: str = TINY_LAYOUT) -> np.ndarray:
     return preprocess_batch(seqs, PreprocessConfig(layout=layout))
 
 
-def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str = TINY_LAYOUT,
-                 motion_input: bool = False):
+def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str = TINY_LAYOUT):
     """A random-weight F_1 -> C_1^t network ``poses -> (probabilities, embedding)``, eval mode."""
     import torch
 
@@ -118,7 +113,7 @@ def tiny_network(poses: np.ndarray, k: int = TINY_K, seed: int = 0, layout: str 
     from training.stgcn import STGCN
 
     torch.manual_seed(seed)
-    encoder = STGCN(layout, motion_input=motion_input)
+    encoder = STGCN(layout)
     x = torch.from_numpy(poses)  # (N, C, T, V, M)
     for module in encoder.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):

@@ -63,15 +63,11 @@ class ModelConfig(_Section):
 
     num_clusters: int | None = Field(None, ge=2)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    head: Literal["linear", "cosine"] = "linear"  # §15.3: cosine prototypes; "linear" = the paper
-    head_temperature: float = Field(0.1, gt=0.0)  # τ of the cosine head
-    motion_input: bool = False  # §15.13: encoders read positions and frame differences
 
     @property
     def network_options(self) -> dict:
         """The keyword arguments of ``training.model.build_model`` that come from this section."""
-        return {"dropout": self.dropout, "head": self.head, "head_temperature": self.head_temperature,
-                "motion_input": self.motion_input}
+        return {"dropout": self.dropout}
 
     def clusters_for(self, task_clusters: int) -> int:
         """K of a run: ``num_clusters`` when set, else the task's class count (D7)."""
@@ -86,11 +82,6 @@ class OptimConfig(_Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     nesterov: bool = False
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # §15.6; "sgd" is the paper
-    # §15.6: "constant" is the paper (one lr per stage); "cosine" warms up linearly over
-    # ``warmup_fraction`` of each stage's steps, then decays to 0 by the stage's end.
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     epochs_stage1: int = Field(150, ge=0)
     epochs_stage2: int = Field(150, ge=0)
     batch_source: int = Field(128, ge=2)  # global, split across DDP ranks
@@ -106,8 +97,7 @@ class LossWeights(_Section):
     contrastive: float = Field(1.0, ge=0.0)
     ocm: float = Field(5.0, ge=0.0)
     ccm: float = Field(10.0, ge=0.0)
-    neighbour: float = Field(0.0, ge=0.0)  # §15.2 neighbour consistency (stage 2); 0 = the paper
-    anchor: float = Field(0.0, ge=0.0)  # §15.4 CE to the anchor partition (stage 2); 0 = the paper
+    anchor: float = Field(0.0, ge=0.0)  # §15.2 CE of both heads to the anchors; 0 = the paper
 
 
 class Constants(_Section):
@@ -129,76 +119,29 @@ class AugmentConfig(_Section):
     mask_source: bool = False  # D5: True = mask the source view (reference)
 
 
-# §15.11–§15.12: how the raw-pose kNN graph measures distance (training.baselines.raw_pose_view):
-# flattened poses, dynamic time warping of their frames, or of frames with their velocities
-RawGraphMetric = Literal["euclidean", "dtw", "dtw_velocity"]
-
-
 class DecisionConfig(_Section):
-    """Switches for the decisions of METHOD §11 where the reference code differs."""
+    """Switches for the decisions of METHOD §11 where the paper and the reference code differ."""
 
     kmeans_init: bool = True  # D1: spherical k-means into both cluster heads between the stages
     bank_init: bool = True  # D13: fill the banks with one teacher pass before epoch 1
     ccm_rho: float | None = Field(None, gt=0.0)  # D8: P̄_ij = softmax_j(ρ p_i·p_j) when set
-    # §15.3: how the heads are initialised between the stages from the students' features:
-    # spherical k-means (the paper) or spectral clustering of their kNN graph.
-    head_init: Literal["kmeans", "spectral"] = "kmeans"
-    # §15.5: re-estimate the students' BatchNorm running statistics on the clean target train set
-    # before the head initialisation, each evaluation and the final checkpoint (what is exported).
+
+
+class LabelFreeConfig(_Section):
+    """The label-free steps of ``--recipe cpu`` (``training.labelfree``, METHOD §15); all off in
+    the paper presets.
+
+    ``anchors``: both heads learn the spectral partition of the target clips' raw-pose DTW graph
+    from epoch 1 (at weight ``loss.anchor``), instead of a k-means initialisation between the
+    stages; ``recalibrate_bn``: precise BatchNorm before the stage-2 start, each evaluation and
+    the final checkpoint; ``refit``: after the last epoch both heads are refitted to the
+    consensus partition of the B1 features and the raw poses, for ``refit_steps`` Adam steps.
+    """
+
+    anchors: bool = False
     recalibrate_bn: bool = False
-    # §15.10: after the last epoch, refit both heads to the spectral partition of the B1 features
-    # (plus the raw-pose kNN graph with refit_raw_graph); off = the heads as trained (the paper).
-    refit_heads: bool = False
-    refit_raw_graph: bool = True
-    # §15.10: with refit_heads, the stage-1 checkpoint's B1 features are a second feature graph of
-    # the refit partition (the learnt graphs ½ each); off = the final features only.
-    refit_stage1_graph: bool = False
-    # §15.11: the distance of the raw-pose kNN graph of the anchors (§15.4) and the refit
-    # (§15.10): euclidean on the flattened poses, or dynamic time warping of their frames
-    # (dtw_velocity: each frame with its velocity beside it, §15.12).
-    raw_graph_metric: RawGraphMetric = "euclidean"
-    # §15.14: the raw-pose metric of the refit graph alone (None = raw_graph_metric), and the total
-    # weight of the learnt feature graphs in it beside the raw graph's 1 (1 = equal weights).
-    refit_raw_metric: RawGraphMetric | None = None
-    refit_feature_weight: float = Field(1.0, gt=0.0)
-    # §15.14: full-batch Adam steps that fit each head to the refit partition (§15.10 step 3).
-    refit_steps: int = Field(300, ge=1)
-    # §15.15: the refit partition is the consensus of the partitions of the feature graph alone,
-    # the raw graph alone and the joined graph at ½, 1 and 2 × refit_feature_weight (3 spectral
-    # seeds each) instead of the one joined graph's; off = §15.10/§15.14.
-    refit_consensus: bool = False
-
-
-class AnchorConfig(_Section):
-    """METHOD §15.4: a label-free anchor partition that the stage-2 heads learn to predict.
-
-    ``spectral``: spectral clustering of the summed kNN graphs of both teacher banks and (with
-    ``raw_graph``) of the flattened preprocessed target poses, recomputed every ``every`` stage-2
-    epochs and aligned to the B1 teacher head's current clusters; the heads are initialised from
-    it between the stages. ``none`` is the paper.
-    """
-
-    mode: Literal["none", "spectral"] = "none"
-    raw_graph: bool = True
-    feature_weight: float = Field(1.0, ge=0.0)  # weight of each bank's graph (raw graph: 1)
-    # also in stage 1: both heads learn the anchors from epoch 1 and keep what they learnt
-    # (no k-means re-initialisation between the stages)
-    stage1: bool = False
-    every: int = Field(1, ge=1)
-
-
-class NeighbourConfig(_Section):
-    """METHOD §15: the label-free k-nearest neighbours of each target train sample.
-
-    ``k`` = 0 (the paper) turns the neighbours off. Stage 1 always takes them from the flattened
-    preprocessed poses (B1 layout); ``stage2_space`` = ``features`` recomputes them from the B1
-    student's features when stage 2 starts. ``contrastive`` makes them extra positives of L_cont
-    (§15.1); ``loss.neighbour`` > 0 adds the consistency loss of §15.2 in stage 2.
-    """
-
-    k: int = Field(0, ge=0)
-    contrastive: bool = True
-    stage2_space: Literal["raw", "features"] = "raw"
+    refit: bool = False
+    refit_steps: int = Field(3000, ge=1)
 
 
 class AblationConfig(_Section):
@@ -240,8 +183,7 @@ class TrainConfig(_Section):
     constants: Constants = Constants()
     augment: AugmentConfig = AugmentConfig()
     decisions: DecisionConfig = DecisionConfig()
-    neighbours: NeighbourConfig = NeighbourConfig()
-    anchors: AnchorConfig = AnchorConfig()
+    labelfree: LabelFreeConfig = LabelFreeConfig()
     ablation: AblationConfig = AblationConfig()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
@@ -263,12 +205,8 @@ class TrainConfig(_Section):
             problems.append(f"data.task {self.data.task!r} is not a built-in task "
                             f"({', '.join(TASKS)}); set data.task_file to its task file or "
                             f"data.prepared_dir to its prepared folder")
-        if self.loss.neighbour > 0 and self.neighbours.k == 0:
-            problems.append("loss.neighbour > 0 needs neighbours.k > 0 (the neighbours to agree with)")
-        if self.anchors.mode != "none" and self.anchors.feature_weight == 0 and not self.anchors.raw_graph:
-            problems.append("anchors need a graph: anchors.feature_weight > 0 or anchors.raw_graph")
-        if self.loss.anchor > 0 and self.anchors.mode == "none":
-            problems.append("loss.anchor > 0 needs anchors.mode (the partition to predict)")
+        if self.loss.anchor > 0 and not self.labelfree.anchors:
+            problems.append("loss.anchor > 0 needs labelfree.anchors (the partition to predict)")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return self
@@ -333,16 +271,17 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "finegym2skeletics": {"data": {"task": "finegym2skeletics"}},
     "kinetics2ntu": {"data": {"task": "kinetics2ntu"}},
     "ucla2msr": {"data": {"task": "ucla2msr"}},
-    # A schedule that fits a 2-core CPU (benchmarks/README.md): batches of 32 give 17 steps per
-    # epoch on the 557-sample target (850 in all instead of the paper's 44k), so the teachers'
-    # EMA horizon shrinks with it (α 0.99: ~100 steps, as 0.999 is ~1000 of 44k); bf16 autocast;
-    # evaluation only at the end of each stage.
-    "ucla2msr-cpu": {
+    # The paper's method, unchanged, at a size that fits a 2-core CPU: batches of 32 give 17 steps
+    # per epoch on the 557-sample target (850 in all instead of the paper's 44k), so the teachers'
+    # EMA horizon shrinks with it (α 0.99: ~100 steps, as 0.999 is ~1000 of 44k); evaluation only
+    # at the end of each stage. --recipe cpu is this schedule sized from any task, plus the
+    # label-free steps.
+    "ucla2msr-paper-cpu": {
         "data": {"task": "ucla2msr"},
         "optim": {"epochs_stage1": 30, "epochs_stage2": 20, "batch_source": 32, "batch_target": 32},
         "constants": {"ema_momentum": 0.99},
         "eval": {"every": 1000},
-        "runtime": {"device": "cpu", "amp": True, "threads": 2},
+        "runtime": {"device": "cpu", "threads": 2},
     },
 }
 
@@ -358,7 +297,7 @@ def preset_dict(name: str) -> dict[str, Any]:
 
 
 def preset(name: str) -> TrainConfig:
-    """The built-in configuration of a task (``ntu2pku`` ... ``ucla2msr``, ``ucla2msr-cpu``)."""
+    """The built-in configuration of a task (``ntu2pku`` ... ``ucla2msr``, ``ucla2msr-paper-cpu``)."""
     return from_dict(preset_dict(name), origin=f"preset {name!r}")
 
 
@@ -429,17 +368,9 @@ def _task_file_name(path: Path) -> str:
     return str(name) if name else path.stem
 
 
-def resolve_config(*, task: str | None = None, config_file: str | Path | None = None,
-                   overrides: list[str] | None = None,
-                   recipe: dict[str, Any] | None = None) -> TrainConfig:
-    """Preset (by task) ← YAML file ← ``recipe`` (training.recipes) ← ``--set`` overrides, then
-    validation.
-
-    ``task`` is a preset name, or the path of a user's own task file (YAML/JSON, the format of
-    ``training.preparation.tasks.load_task_file``), which is prepared into ``data/<name>`` when
-    missing. Any other name needs ``data.prepared_dir`` (an already prepared folder) or
-    ``data.task_file``.
-    """
+def _config_values(task: str | None, config_file: str | Path | None, overrides: list[str] | None,
+                   recipe: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """The merged, not yet validated sections of :func:`resolve_config` and where they came from."""
     values: dict[str, Any] = {}
     origin = "config"
     if task is not None and Path(task).suffix.lower() in (".yaml", ".yml", ".json"):
@@ -457,4 +388,31 @@ def resolve_config(*, task: str | None = None, config_file: str | Path | None = 
     if overrides:
         values = apply_overrides(values, overrides)
         origin += " with --set overrides"
+    return values, origin
+
+
+def resolve_config(*, task: str | None = None, config_file: str | Path | None = None,
+                   overrides: list[str] | None = None,
+                   recipe: dict[str, Any] | None = None) -> TrainConfig:
+    """Preset (by task) ← YAML file ← ``recipe`` (training.recipes) ← ``--set`` overrides, then
+    validation.
+
+    ``task`` is a preset name, or the path of a user's own task file (YAML/JSON, the format of
+    ``training.preparation.tasks.load_task_file``), which is prepared into ``data/<name>`` when
+    missing. Any other name needs ``data.prepared_dir`` (an already prepared folder) or
+    ``data.task_file``.
+    """
+    values, origin = _config_values(task, config_file, overrides, recipe)
     return from_dict(values, origin=origin)
+
+
+def data_section(*, task: str | None = None, config_file: str | Path | None = None,
+                 overrides: list[str] | None = None) -> DataConfig:
+    """Only the ``data`` section :func:`resolve_config` would give (which task folder a run
+    reads), validated; what a recipe needs to size itself before the whole configuration is
+    resolved."""
+    values, origin = _config_values(task, config_file, overrides, None)
+    try:
+        return DataConfig.model_validate(values.get("data", {}))
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, f"{origin}, section data")) from None

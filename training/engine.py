@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +27,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from codt_deploy.errors import CodtError
-from codt_deploy.metrics import cluster_balance, collapse_warning, hungarian
+from codt_deploy.metrics import cluster_balance, collapse_warning
 from training import losses
-from training.clustering import (
-    knn_affinity,
-    sinkhorn,
-    spectral_labels,
-    spherical_kmeans,
-    update_centroids,
-)
+from training.clustering import sinkhorn, spherical_kmeans
 from training.config import TrainConfig
 from training.data import (
     STREAM_FILL,
@@ -161,23 +155,13 @@ def _pseudo_labels(model: CoDTModel, bank: MemoryBank, branch: Branch, ids: torc
     return labels[ids]
 
 
-def _neighbour_probabilities(model: CoDTModel, bank: MemoryBank, branch: Branch,
-                             neighbour_ids: torch.Tensor) -> torch.Tensor:
-    """Teacher softmax Ĉ_b^t over the bank features of each sample's neighbours (n, k, K)."""
-    n, k = neighbour_ids.shape
-    features = bank.read()[neighbour_ids.reshape(-1)]  # (n·k, 256)
-    logits = model.teacher_cluster_logits(features, branch).float()  # (n·k, K)
-    return logits.softmax(dim=1).view(n, k, -1)  # (n, k, K)
-
-
 def step_losses(model: CoDTModel, banks: dict[str, MemoryBank], batch: TrainBatch,
                 config: TrainConfig, stage: int, timer: PhaseTimer,
-                neighbours: torch.Tensor | None = None, anchors: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+                anchors: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The loss terms of one iteration, in METHOD §13 order (stage 1: steps 2–6).
 
-    ``neighbours`` (N_train, k): the label-free neighbour table of §15.1; ``anchors`` (N_train,):
-    the anchor partition of §15.4; None (the paper) switches each off."""
+    ``anchors`` (N_train,): the label-free anchor partition (``training.labelfree``) that both
+    heads learn by cross-entropy at weight ``loss.anchor``; None (the paper) leaves it out."""
     device = batch.ids.device
     with autocast(device, config.runtime.amp):
         source, shared = _shared_student(model, batch, config.runtime.fuse_shared_student)
@@ -192,14 +176,9 @@ def step_losses(model: CoDTModel, banks: dict[str, MemoryBank], batch: TrainBatc
         teacher = model.forward_teachers(batch.shared_teacher, batch.specific_teacher)
     timer.lap("teacher_forward")
     bank_keys = model.teacher_bank_keys(banks["specific"].read())  # step 6, (S, 128)
-    if neighbours is not None and config.neighbours.contrastive:
-        terms["contrastive"] = losses.neighbour_contrastive_loss(
-            specific.query.float(), teacher.key.float(), bank_keys.float(), batch.ids,
-            neighbours[batch.ids], config.constants.temperature)
-    else:
-        terms["contrastive"] = losses.contrastive_loss(
-            specific.query.float(), teacher.key.float(), bank_keys.float(), batch.ids,
-            config.constants.temperature)
+    terms["contrastive"] = losses.contrastive_loss(
+        specific.query.float(), teacher.key.float(), bank_keys.float(), batch.ids,
+        config.constants.temperature)
     banks["specific"].write(batch.ids, teacher.specific_feature.float())
     banks["shared"].write(batch.ids, teacher.shared_feature.float())
     timer.lap("contrastive_bank")
@@ -211,15 +190,8 @@ def step_losses(model: CoDTModel, banks: dict[str, MemoryBank], batch: TrainBatc
         if config.uses_ccm:
             terms["ccm"] = losses.ccm_loss(logits_0.softmax(dim=1), logits_1.softmax(dim=1),
                                            labels_0, labels_1, config.decisions.ccm_rho)
-        if neighbours is not None and config.loss.neighbour > 0:
-            ids = neighbours[batch.ids]  # (n, k)
-            terms["neighbour"] = (
-                losses.neighbour_consistency_loss(
-                    logits_0, _neighbour_probabilities(model, banks["shared"], "shared", ids))
-                + losses.neighbour_consistency_loss(
-                    logits_1, _neighbour_probabilities(model, banks["specific"], "specific", ids)))
         timer.lap("clustering")
-    if anchors is not None and config.loss.anchor > 0:  # §15.4, stage 2 (and 1 with anchors.stage1)
+    if anchors is not None and config.loss.anchor > 0:  # training.labelfree, both stages
         target = anchors[batch.ids]  # (n,)
         terms["anchor"] = (F.cross_entropy(shared.cluster_logits.float(), target)
                            + F.cross_entropy(specific.cluster_logits.float(), target))
@@ -230,7 +202,7 @@ def weighted_total(terms: dict[str, torch.Tensor], config: TrainConfig) -> torch
     """L_base or L_all (METHOD §6) from the terms present."""
     weights = {"supervised": config.loss.supervised, "reconstruction": config.reconstruction_weight,
                "contrastive": config.loss.contrastive, "ocm": config.loss.ocm, "ccm": config.loss.ccm,
-               "neighbour": config.loss.neighbour, "anchor": config.loss.anchor}
+               "anchor": config.loss.anchor}
     total = sum(weights[name] * value for name, value in terms.items())
     assert isinstance(total, torch.Tensor), "no loss terms"  # step_losses always has "supervised"
     return total
@@ -252,24 +224,13 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def scheduled_lr(config: TrainConfig, stage: int, progress: float) -> float:
-    """The learning rate at ``progress`` ∈ [0, 1) through ``stage`` (§15.6 ``optim.schedule``)."""
-    base = config.lr(stage)
-    if config.optim.schedule == "constant":
-        return base
-    warmup = config.optim.warmup_fraction
-    if progress < warmup:
-        return base * (progress + 1e-3) / warmup
-    return base * 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / (1.0 - warmup)))
-
-
 def train_one_epoch(model: CoDTModel, optimizer: torch.optim.Optimizer, banks: dict[str, MemoryBank],
                     data: TrainingData, config: TrainConfig, *, epoch: int, device: torch.device,
-                    ctx: DistContext = SINGLE, neighbours: torch.Tensor | None = None,
-                    anchors: torch.Tensor | None = None) -> dict[str, float]:
+                    ctx: DistContext = SINGLE, anchors: torch.Tensor | None = None
+                    ) -> dict[str, float]:
     """One pass over the target train set (METHOD §10 "epoch"); returns mean terms and timings.
 
-    ``neighbours`` (N_train, k) and ``anchors`` (N_train,) on ``device``: see :func:`step_losses`."""
+    ``anchors`` (N_train,) on ``device``: see :func:`step_losses`."""
     stage = config.stage_of(epoch)
     set_learning_rate(optimizer, config.lr(stage))
     torch.manual_seed(derive_seed(config.seed, epoch, ctx.rank, 7))  # dropout: resumable
@@ -284,12 +245,8 @@ def train_one_epoch(model: CoDTModel, optimizer: torch.optim.Optimizer, banks: d
     timer, start = PhaseTimer(), time.perf_counter()
     bar = tqdm(total=n_steps, desc=f"epoch {epoch} (stage {stage})", leave=False,
                disable=not (config.runtime.progress and ctx.is_main and sys.stderr.isatty()))
-    first_epoch = 1 if stage == 1 else config.optim.epochs_stage1 + 1
-    stage_epochs = config.optim.epochs_stage1 if stage == 1 else config.optim.epochs_stage2
     for step, batch in enumerate(_on_device(batches, device, timer)):
-        progress = ((epoch - first_epoch) * n_steps + step) / max(1, stage_epochs * n_steps)
-        set_learning_rate(optimizer, scheduled_lr(config, stage, progress))
-        terms = step_losses(model, banks, batch, config, stage, timer, neighbours, anchors)
+        terms = step_losses(model, banks, batch, config, stage, timer, anchors)
         total = weighted_total(terms, config)
         _check_finite(terms, total, epoch, step)
         optimizer.zero_grad(set_to_none=True)
@@ -324,35 +281,6 @@ def _on_device(batches: Iterator[TrainBatch], device: torch.device, timer: Phase
 # ---------------------------------------------------------------------- k-means and evaluation
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: CoDTModel, data: TrainingData, config: TrainConfig,
-                          device: torch.device) -> dict[str, float]:
-    """§15.5 (precise BatchNorm): reset every student BatchNorm and re-estimate its running
-    mean/variance as the average of its batch statistics over the clean (unaugmented) target
-    train set (batches of ``eval.batch_size``), dropout off.
-
-    In training the students' running statistics follow strongly augmented views (and, for B0,
-    the source domain too), so eval-mode features of clean target clips are shifted; that shift
-    can put every clip into one cluster. Label-free; the weights are unchanged."""
-    start = time.perf_counter()
-    splits = {"shared": data.target_train_shared, "specific": data.target_train_specific}
-    for branch, student in model.students().items():
-        norms = [m for m in student.encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        saved = [m.momentum for m in norms]
-        student.eval()
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over all batches
-            m.train()
-        for rows in chunks(len(splits[branch]), config.eval.batch_size):
-            with autocast(device, config.runtime.amp):
-                student.embed(splits[branch].take(rows).to(device))
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
-    model.eval()
-    return {"recalibrate_bn/time_s": time.perf_counter() - start}
-
-
-@torch.no_grad()
 def embed_split(model: CoDTModel, branch: str, split: TrainingSplit, config: TrainConfig,
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Student features (N, 256) and cluster logits (N, K), eval mode, unaugmented (D20)."""
@@ -367,81 +295,19 @@ def embed_split(model: CoDTModel, branch: str, split: TrainingSplit, config: Tra
     return torch.cat(features).cpu(), torch.cat(logits).cpu()
 
 
-def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
-    """Rename the clusters of ``labels`` (N,) to best match ``reference`` (N,) (Hungarian on the
-    K×K overlap), so a recomputed partition keeps the cluster ids the heads already use."""
-    overlap = np.zeros((k, k), dtype=np.int64)
-    np.add.at(overlap, (labels, reference), 1)  # (K new, K reference)
-    rows, cols = hungarian(-overlap)
-    mapping = np.arange(k)
-    mapping[rows] = cols
-    return mapping[labels]
-
-
 @torch.no_grad()
-def partition_graphs(views: Sequence[torch.Tensor | np.ndarray], raw_view) -> tuple[list, object]:
-    """The kNN graphs (sparse (N, N), :func:`training.clustering.knn_affinity`) of §15.4's views:
-    one per feature view (each (N, D), L2-normalised here) and the raw poses' (``raw_view``: pose
-    rows (N, C·T·V·M) or a sparse (N, N) graph of them, :func:`training.baselines.raw_pose_view`;
-    None when not given)."""
-    features = [knn_affinity(F.normalize(torch.as_tensor(v).float(), dim=1).cpu().numpy())
-                for v in views]
-    return features, None if raw_view is None else knn_affinity(raw_view)
-
-
-def graph_partition(feature_graphs: Sequence, raw_graph, weight: float, k: int,
-                    seed: int) -> np.ndarray:
-    """Spectral labels (N,) of ``weight`` × each of ``feature_graphs`` (a zero weight leaves them
-    out) + the ``raw_graph`` (weight 1, when not None), the graphs of :func:`partition_graphs`."""
-    graphs = list(feature_graphs) if weight > 0 else []
-    weights = [weight] * len(graphs)
-    if raw_graph is not None:
-        graphs.append(raw_graph)
-        weights.append(1.0)
-    return spectral_labels(graphs, k, seed=seed % 2**31, weights=weights)
-
-
-def anchor_partition(views: Sequence[torch.Tensor | np.ndarray], raw_view, weight: float, k: int,
-                     seed: int) -> np.ndarray:
-    """§15.4, §15.10: spectral labels (N,) of the summed kNN graphs of the feature ``views`` (each
-    (N, D), L2-normalised here; graph weight ``weight``, e.g. ``anchors.feature_weight``) and,
-    when given, of the raw poses' ``raw_view`` (weight 1): pose rows (N, C·T·V·M) or a sparse
-    (N, N) graph of them (:func:`training.baselines.raw_pose_view`)."""
-    # a zero-weight feature graph is never built
-    feature_graphs, raw_graph = partition_graphs(views if weight > 0 else [], raw_view)
-    return graph_partition(feature_graphs, raw_graph, weight, k, seed)
-
-
-@torch.no_grad()
-def kmeans_init(model: CoDTModel, data: TrainingData, config: TrainConfig, device: torch.device,
-                raw_view=None) -> dict[str, float]:
+def kmeans_init(model: CoDTModel, data: TrainingData, config: TrainConfig, device: torch.device
+                ) -> dict[str, float]:
     """§9: per branch, spherical k-means of the students' target-train features into C_b^t and
     Ĉ_b^t (bias 0); then teachers := students (D2). Deterministic given the weights and seed."""
     start = time.perf_counter()
-    if config.anchors.stage1:  # §15.4: the heads learnt the anchors in stage 1; keep them
-        model.copy_students_to_teachers()
-        return {"kmeans_init/time_s": time.perf_counter() - start, "kmeans_init/skipped": 1.0}
     splits = {"shared": data.target_train_shared, "specific": data.target_train_specific}
     record = {}
-    features = {branch: embed_split(model, branch, splits[branch], config, device)[0]
-                for branch in BRANCHES}  # (N, 256) each
-    anchors = None
-    if config.anchors.mode == "spectral":  # §15.4: one partition initialises both heads
-        anchors = torch.from_numpy(anchor_partition(
-            list(features.values()), raw_view if config.anchors.raw_graph else None,
-            config.anchors.feature_weight, model.num_clusters, derive_seed(config.seed, 13)))
     for i, branch in enumerate(BRANCHES):
-        points = F.normalize(features[branch], dim=1)  # (N, 256)
-        centroids, labels = spherical_kmeans(points, model.num_clusters,
+        points = F.normalize(embed_split(model, branch, splits[branch], config, device)[0], dim=1)
+        centroids, labels = spherical_kmeans(points, model.num_clusters,  # (K, 256), (N,)
                                              generator=derive_seed(config.seed, 11, i),
                                              n_iter=config.constants.kmeans_iters)
-        if anchors is not None:
-            labels = anchors
-            centroids = update_centroids(points, labels, centroids)  # (K, 256)
-        elif config.decisions.head_init == "spectral":
-            labels = torch.from_numpy(spectral_labels(points.numpy(), model.num_clusters,
-                                                      seed=derive_seed(config.seed, 12, i) % 2**31))
-            centroids = update_centroids(points, labels, centroids)  # (K, 256)
         model.init_cluster_heads(branch, centroids.to(device))
         record[f"kmeans_init/{branch}/clusters_used"] = float(labels.unique().numel())
     model.copy_students_to_teachers()

@@ -94,37 +94,3 @@ def ccm_loss(prob_0: torch.Tensor, prob_1: torch.Tensor, labels_0: torch.Tensor,
     relation_1 = labels_1[:, None] == labels_1[None, :]  # (n, n) G_1
     return (_relation_cross_entropy(relation_0, _pairwise_probability(prob_1, rho))
             + _relation_cross_entropy(relation_1, _pairwise_probability(prob_0, rho)))
-
-
-def neighbour_contrastive_loss(q: torch.Tensor, k: torch.Tensor, bank_keys: torch.Tensor,
-                               own_ids: torch.Tensor, neighbour_ids: torch.Tensor,
-                               tau: float = 0.07) -> torch.Tensor:
-    """L_cont with neighbours as extra positives (METHOD §15.1; NNCLR/CrosSCLR-style).
-
-    As :func:`contrastive_loss`, but the bank keys of each sample's neighbours ``neighbour_ids``
-    (n, k) count as positives beside its own key:
-    ``−log Σ_{p ∈ {own} ∪ N(i)} exp(s_ip/τ) + log Σ_{all} exp(s_ij/τ)``. With ``k = 0`` neighbours
-    it equals :func:`contrastive_loss`.
-    """
-    positive = torch.einsum("nd,nd->n", q, k.detach())[:, None]  # (n, 1)
-    similarity = q @ bank_keys.detach().T  # (n, S)
-    own = F.one_hot(own_ids, bank_keys.shape[0]).bool()  # (n, S)
-    similarity = similarity.masked_fill(own, float("-inf"))
-    is_neighbour = torch.zeros_like(own).scatter_(1, neighbour_ids, True) & ~own  # (n, S)
-    everything = torch.cat([positive, similarity], dim=1) / tau  # (n, 1 + S)
-    positives = torch.cat([positive, similarity.masked_fill(~is_neighbour, float("-inf"))],
-                          dim=1) / tau  # (n, 1 + S)
-    return (torch.logsumexp(everything, dim=1) - torch.logsumexp(positives, dim=1)).mean()
-
-
-def neighbour_consistency_loss(logits: torch.Tensor, neighbour_probabilities: torch.Tensor
-                               ) -> torch.Tensor:
-    """SCAN's consistency term (METHOD §15.2): −mean log ⟨p_i, p̂_j⟩ over sample i's neighbours j.
-
-    ``logits`` (n, K): the student's C_b^t scores of the batch; ``neighbour_probabilities``
-    (n, k, K): the teacher's softmax over the bank features of each sample's k neighbours (no
-    gradient). Balance is left to the Sinkhorn pseudo-labels of the OCM.
-    """
-    probabilities = logits.softmax(dim=1)  # (n, K)
-    agreement = torch.einsum("nk,njk->nj", probabilities, neighbour_probabilities.detach())
-    return -(agreement + CCM_CLAMP).log().mean()  # + ε, not a clamp: gradients stay when wrong

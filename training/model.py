@@ -76,32 +76,8 @@ class Decoder(nn.Module):
         return self.layers(temporal.transpose(2, 3))  # Linear over 256 on (N, M, T', 256)
 
 
-class CosineHead(nn.Module):
-    """Cosine prototype head (METHOD §15.3; SwAV/UNO): logits = cos(f, w_k) / τ.
-
-    Bias-free; the prototypes ``weight`` (K, 256) are row-normalised in the forward pass, so a
-    head initialised with unit centroids assigns exactly as spherical k-means does.
-    """
-
-    def __init__(self, in_features: int, out_features: int, temperature: float) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.temperature = in_features, out_features, temperature
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.bias = None
-        nn.init.normal_(self.weight, 0.0, 0.02)
-
-    def forward(self, feature: torch.Tensor) -> torch.Tensor:
-        """(N, 256) → (N, K) cosine scores / τ."""
-        prototypes = F.normalize(self.weight, dim=1)  # (K, 256)
-        return F.normalize(feature, dim=1) @ prototypes.T / self.temperature
-
-
-def make_cluster_head(kind: str, num_clusters: int, temperature: float) -> nn.Linear | CosineHead:
-    """C_b^t: ``linear`` (the paper, Linear(256, K)) or ``cosine`` (:class:`CosineHead`)."""
-    if kind == "cosine":
-        return CosineHead(FEATURE_DIM, num_clusters, temperature)
-    if kind != "linear":
-        raise ValueError(f"unknown cluster head {kind!r}; expected 'linear' or 'cosine'")
+def make_cluster_head(num_clusters: int) -> nn.Linear:
+    """C_b^t: Linear(256, K) (METHOD §5)."""
     head = nn.Linear(FEATURE_DIM, num_clusters)
     init_weights(head)
     return head
@@ -113,12 +89,11 @@ class _Branch(nn.Module):
     STUDENT_ONLY: tuple[str, ...] = ()
 
     def __init__(self, layout: str | Layout, in_channels: int, num_clusters: int,
-                 dropout: float, head: str = "linear", head_temperature: float = 0.1,
-                 motion_input: bool = False) -> None:
+                 dropout: float) -> None:
         super().__init__()
         self.layout = get_layout(layout)
-        self.encoder = STGCN(self.layout, in_channels, dropout, motion_input=motion_input)
-        self.cluster_head = make_cluster_head(head, num_clusters, head_temperature)
+        self.encoder = STGCN(self.layout, in_channels, dropout)
+        self.cluster_head = make_cluster_head(num_clusters)
         self.is_teacher = False
 
     @property
@@ -141,10 +116,8 @@ class SharedBranch(_Branch):
     STUDENT_ONLY = ("source_head", "decoder")
 
     def __init__(self, layout: str | Layout, in_channels: int, num_source_classes: int,
-                 num_clusters: int, dropout: float = 0.5, head: str = "linear",
-                 head_temperature: float = 0.1, motion_input: bool = False) -> None:
-        super().__init__(layout, in_channels, num_clusters, dropout, head, head_temperature,
-                         motion_input)
+                 num_clusters: int, dropout: float = 0.5) -> None:
+        super().__init__(layout, in_channels, num_clusters, dropout)
         self.source_head = nn.Linear(FEATURE_DIM, num_source_classes)
         self.decoder = Decoder(in_channels * self.layout.num_joints)
         init_weights(self.source_head)
@@ -167,10 +140,8 @@ class SpecificBranch(_Branch):
     """B1: sees the target only, in its full layout (METHOD §5)."""
 
     def __init__(self, layout: str | Layout, in_channels: int, num_clusters: int,
-                 dropout: float = 0.5, head: str = "linear", head_temperature: float = 0.1,
-                 motion_input: bool = False) -> None:
-        super().__init__(layout, in_channels, num_clusters, dropout, head, head_temperature,
-                         motion_input)
+                 dropout: float = 0.5) -> None:
+        super().__init__(layout, in_channels, num_clusters, dropout)
         self.projector = nn.Linear(FEATURE_DIM, PROJECTION_DIM)
         init_weights(self.projector)
 
@@ -290,18 +261,14 @@ def _check_branch(branch: str) -> str:
 
 
 def build_model(*, shared_layout: str | Layout, specific_layout: str | Layout, in_channels: int,
-                num_source_classes: int, num_clusters: int, dropout: float = 0.5,
-                head: str = "linear", head_temperature: float = 0.1,
-                motion_input: bool = False) -> CoDTModel:
+                num_source_classes: int, num_clusters: int, dropout: float = 0.5) -> CoDTModel:
     """Build students (METHOD §3 init, global torch RNG) and their teacher copies (D2)."""
     for name, value in (("in_channels", in_channels), ("num_source_classes", num_source_classes),
                         ("num_clusters", num_clusters)):
         if value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
-    shared = SharedBranch(shared_layout, in_channels, num_source_classes, num_clusters, dropout,
-                          head, head_temperature, motion_input)
-    specific = SpecificBranch(specific_layout, in_channels, num_clusters, dropout, head,
-                              head_temperature, motion_input)
+    shared = SharedBranch(shared_layout, in_channels, num_source_classes, num_clusters, dropout)
+    specific = SpecificBranch(specific_layout, in_channels, num_clusters, dropout)
     return CoDTModel(shared, specific)
 
 

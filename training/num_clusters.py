@@ -2,13 +2,13 @@
 
 One pure function, :func:`estimate_num_clusters`, on rows of features (N, D): for the target it is
 given the prepared target-train poses flattened and L2-normalised
-(:func:`training.baselines.flattened_poses`), never a label. Candidates are ``k_min = 2`` …
+(:func:`training.labelfree.views.flattened_poses`), never a label. Candidates are ``k_min = 2`` …
 ``k_max = min(50, N // 5)`` (clusters of five clips at least, on average). Two criteria score
 every candidate, each scaled to [0, 1] over the candidates, and the estimate is the K with the
 highest sum (ties: the smaller K):
 
 - **eigengap** (:func:`eigengap_scores`): for the symmetrised 5-, 10- and 15-NN graphs
-  (:func:`training.clustering.knn_affinity`), the gap λ_{K+1} − λ_K of the eigenvalues of the
+  (:func:`training.labelfree.views.knn_affinity`), the gap λ_{K+1} − λ_K of the eigenvalues of the
   normalised Laplacian, divided by the graph's largest gap over the candidates; mean over the
   three graphs. A large gap means K nearly disconnected groups.
 - **stability** (:func:`stability_scores`): ``subsamples`` random subsets of ``fraction`` · N rows
@@ -98,7 +98,7 @@ def eigengap_scores(points: np.ndarray, ks: list[int],
     from scipy.linalg import eigh
     from scipy.sparse import csgraph
 
-    from training.clustering import knn_affinity
+    from training.labelfree.views import knn_affinity
 
     out = {}
     for n_neighbors in neighbours:
@@ -117,7 +117,7 @@ def _subset_partitions(rows: np.ndarray, ks: list[int], seed: int) -> dict[int, 
     from sklearn.cluster import KMeans
     from sklearn.manifold import spectral_embedding
 
-    from training.clustering import knn_affinity
+    from training.labelfree.views import knn_affinity
 
     partitions = {}
     with warnings.catch_warnings():  # a disconnected graph, duplicate points: scored as they are

@@ -1,24 +1,15 @@
-"""Named training recipes: config overrides sized from the prepared task (METHOD §15.5).
+"""``--recipe cpu``: the paper's schedule sized for a 2-core CPU from the prepared task, plus the
+label-free steps of ``training.labelfree`` (docs/METHOD.md §15 says what each does and why).
 
-``--recipe cpu`` (``python -m training.run --task ucla2msr --recipe cpu``, or any task file) is
-the schedule this project measured to work on a 2-core CPU; its values are derived from the data,
-so a user's own task gets the same treatment as the benchmarks:
+Its values are derived from the data, so a user's own task gets the same treatment as the
+benchmarks:
 
 - batches: ``min(32, N_target / 4)`` target samples (even, at least 8) and as many source samples;
 - a fixed number of optimisation *steps* per stage, turned into epochs for this target size;
 - the teachers' EMA horizon in steps (α = 1 − 1/horizon), a fixed fraction of all steps;
-- evaluation only at the end of each stage;
-- the label-free improvements of METHOD §15 that measured better on both internal tasks: no
-  dropout; the anchor partition (spectral clustering of the raw-pose kNN graph) learnt by both
-  heads from the first epoch (§15.4) at weight 1; stage-2 clustering losses at weight 1
-  (λ_OCM = λ_CCM = 1); BatchNorm recalibration before evaluation and export (§15.5); after the
-  last epoch both heads refitted to the spectral partition of the B1 features + raw-pose graph
-  (§15.10); the raw-pose graph of the anchors under dynamic time warping (§15.11; with
-  velocities, §15.12, is a switch: it lowered UTKinect), and the refit's raw-pose graph under
-  DTW with velocities beside the B1 graph at half weight, the heads fitted for 3,000 steps
-  (§15.14), to the consensus of that partition with those of the graphs alone and of the feature
-  weights ¼ and 1 (§15.15).
-  The other §15 switches stay off (benchmarks/README.md has the ablation);
+- evaluation only at the end of each stage; no dropout;
+- the loss weights of the anchor, OCM and CCM terms at 1 (METHOD §15.1);
+- the label-free steps: anchors, precise BatchNorm, the consensus refit (``labelfree.*``);
 - bf16 autocast only where the CPU (or GPU) has native bf16 (:func:`fast_bf16`).
 
 Precedence: preset ← ``--config`` file ← recipe ← ``--set``; so ``--set`` always wins.
@@ -31,44 +22,24 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from training.config import ConfigError, RawGraphMetric
+from training.config import ConfigError
 
 RECIPES = ("cpu",)
 
 
 @dataclass(frozen=True)
 class CpuRecipe:
-    """The constants of ``--recipe cpu`` (benchmarks/README.md has the measurements behind them)."""
+    """The constants of ``--recipe cpu`` (docs/METHOD.md §15 has the measurements behind them)."""
 
     stage1_steps: int = 510
     stage2_steps: int = 340
     max_batch: int = 32
     min_batch: int = 8
     ema_horizon_fraction: float = 0.12  # horizon = 12 % of all steps (≈ 100 of 850: α 0.99)
-    # λ of the anchor cross-entropy (one term per head). 5 stalled stage 1 at lr 0.1: the source
-    # cross-entropy stayed at chance (2.31 at epoch 10; B1 head 15.3 ACC on ucla2msr after 30
-    # epochs with the contrastive term off); 1 learns (B1 head 45.2, † 54.1 after stage 1).
-    # docs/METHOD.md §15.9.
-    anchor_weight: float = 1.0
-    # λ_OCM and λ_CCM of stage 2 (the paper: 5 and 10, for lr 0.01 at batch 128). At 32 + 32 on
-    # the CPU schedule they lowered the B1 features from the stage-1 level (ucla2msr seed 0 from
-    # one stage-1 checkpoint: B1 head 45.1 with 5 / 10, 49.7 with 1 / 1).
-    ocm_weight: float = 1.0
+    anchor_weight: float = 1.0  # λ of the anchor cross-entropy (one term per head), METHOD §15.1
+    ocm_weight: float = 1.0  # λ_OCM and λ_CCM of stage 2 (the paper: 5 and 10 at batch 128)
     ccm_weight: float = 1.0
-    # The refit graph (docs/METHOD.md §15.14): the raw poses' DTW graph with velocities beside the
-    # B1 feature graph at half weight, and a head fitted until it reproduces the partition (300
-    # steps left 8-10 % of ucla2msr's clips elsewhere; 3,000 reach 99.6-100 %). Measured post hoc
-    # on runs trained with the DTW anchors: ucla2msr seeds 0/3/4/5 ACC 53.9 -> 59.8, ucla2utk
-    # seeds 0/1 89.7 -> 92.7, msr2ucla seed 0 43.0 -> 45.4, every metric higher on every task.
-    refit_raw_metric: RawGraphMetric = "dtw_velocity"
-    refit_feature_weight: float = 0.5
-    refit_steps: int = 3000
-    # The refit partition as the consensus of the feature graph alone, the raw graph alone and the
-    # joined graph at ½, 1 and 2 × the feature weight, 3 spectral seeds each (docs/METHOD.md
-    # §15.15): the two tasks want different weights and no label-free score chose one, so the
-    # recipe clusters what the partitions over that range agree on. Exported head, post hoc on the
-    # recipe's runs: ucla2msr seeds 0-2 ACC 60.4 -> 64.5, ucla2utk seeds 0-1 92.7 -> 92.5.
-    refit_consensus: bool = True
+    refit_steps: int = 3000  # Adam steps that fit each head to the refit partition
 
 
 def fast_bf16() -> bool:
@@ -112,12 +83,8 @@ def cpu_recipe(n_target_train: int, n_source: int, *, threads: int | None = None
         "constants": {"ema_momentum": round(1.0 - 1.0 / horizon, 6)},
         "loss": {"anchor": constants.anchor_weight, "ocm": constants.ocm_weight,
                  "ccm": constants.ccm_weight},
-        "anchors": {"mode": "spectral", "stage1": True, "raw_graph": True, "feature_weight": 0.0},
-        "decisions": {"recalibrate_bn": True, "refit_heads": True, "refit_raw_graph": True,
-                      "raw_graph_metric": "dtw", "refit_raw_metric": constants.refit_raw_metric,
-                      "refit_feature_weight": constants.refit_feature_weight,
-                      "refit_steps": constants.refit_steps,
-                      "refit_consensus": constants.refit_consensus},
+        "labelfree": {"anchors": True, "recalibrate_bn": True, "refit": True,
+                      "refit_steps": constants.refit_steps},
         "eval": {"every": epochs_1 + epochs_2 + 1},
         "runtime": {"device": "auto", "amp": fast_bf16() if bf16 is None else bf16,
                     "threads": threads or os.cpu_count() or 1},
@@ -126,18 +93,12 @@ def cpu_recipe(n_target_train: int, n_source: int, *, threads: int | None = None
 
 def describe(config, n_target_train: int) -> str:
     """One line for the log: the schedule a recipe (and any ``--set``) chose."""
-    from training.refit import refit_metric
-
-    o, n = config.optim, config.neighbours
+    o, lf = config.optim, config.labelfree
+    steps = [name for name, on in (("anchors", lf.anchors), ("precise BatchNorm", lf.recalibrate_bn),
+                                   (f"consensus refit ({lf.refit_steps} steps)", lf.refit)) if on]
     return (f"recipe cpu: {o.epochs_stage1} + {o.epochs_stage2} epochs of "
             f"{n_target_train // o.batch_target} steps (batch {o.batch_source} source + "
             f"{o.batch_target} target), EMA α {config.constants.ema_momentum:.4f}, dropout "
-            f"{config.model.dropout}, anchors {config.anchors.mode} (weight {config.loss.anchor}), "
-            f"OCM/CCM weights {config.loss.ocm}/{config.loss.ccm}, "
-            f"BatchNorm recalibration {config.decisions.recalibrate_bn}, head refit "
-            f"{config.decisions.refit_heads}{' (+ raw graph)' if config.decisions.refit_raw_graph else ''}, "
-            f"raw-pose graph {config.decisions.raw_graph_metric} (refit {refit_metric(config)}, features "
-            f"×{config.decisions.refit_feature_weight}, {config.decisions.refit_steps} steps"
-            f"{', consensus' if config.decisions.refit_consensus else ''}), "
-            f"{n.k} neighbours, "
-            f"{'bf16 autocast' if config.runtime.amp else 'fp32'}")
+            f"{config.model.dropout}, loss weights anchor/OCM/CCM "
+            f"{config.loss.anchor}/{config.loss.ocm}/{config.loss.ccm}, label-free steps: "
+            f"{', '.join(steps) or 'none'}, {'bf16 autocast' if config.runtime.amp else 'fp32'}")

@@ -31,7 +31,6 @@ import torch
 from codt_deploy.errors import CodtError
 from training import checkpoint as ckpt
 from training import distributed as ddp
-from training.baselines import raw_pose_view
 from training.config import (
     TrainConfig,
     apply_overrides,
@@ -42,25 +41,20 @@ from training.config import (
     task_dir,
     to_dict,
 )
-from training.data import TrainingData, derive_seed, load_task_data
+from training.data import TrainingData, load_task_data
 from training.engine import (
-    aligned_labels,
-    anchor_partition,
     append_jsonl,
-    embed_split,
     evaluate,
     fill_banks,
     kmeans_init,
     make_banks,
-    recalibrate_batchnorm,
     stalled_warning,
     train_one_epoch,
 )
+from training.labelfree.hooks import anchor_labels, recalibrate_batchnorm, refit_heads
 from training.metrics import METRICS
 from training.model import CoDTModel, build_model, use_fast_dropout
-from training.neighbours import knn_table, pose_features
 from training.recipes import RECIPES, cpu_recipe, describe
-from training.refit import refit_heads, refit_raw_view, run_stage1_features
 from training.stgcn import FEATURE_DIM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -110,13 +104,8 @@ def build(config: TrainConfig, data: TrainingData, device: torch.device, ctx: dd
     model = ddp.prepare_model(ctx, model.to(device), device_type=device.type,
                               sync_batchnorm=config.runtime.sync_batchnorm)
     o = config.optim
-    optimizer: torch.optim.Optimizer
-    if o.optimizer == "adamw":  # §15.6: converges in far fewer steps than SGD on a CPU budget
-        optimizer = torch.optim.AdamW(model.student_parameters(), lr=o.lr_stage1,
-                                      weight_decay=o.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.student_parameters(), lr=o.lr_stage1, momentum=o.momentum,
-                                    weight_decay=o.weight_decay, nesterov=o.nesterov)
+    optimizer = torch.optim.SGD(model.student_parameters(), lr=o.lr_stage1, momentum=o.momentum,
+                                weight_decay=o.weight_decay, nesterov=o.nesterov)
     banks = make_banks(len(data.target_train_shared), FEATURE_DIM, device, ctx)
     return model, optimizer, banks
 
@@ -179,35 +168,33 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
     if start == 0:
         log.info("filling memory banks: %s", fill_banks(model, banks, data, config, device, ctx))
     metrics: dict[str, float] = {}
-    neighbour_tables: dict[str, torch.Tensor] = {}
-    anchors: torch.Tensor | None = None  # §15.4 partition of the previous epoch
-    raw_view = raw_pose_graph_view(data, config)  # rows, a sparse graph or None; once per run
+    labelfree = config.labelfree
+    anchors: torch.Tensor | None = None  # the label-free anchors, computed once per process
     for epoch in range(start + 1, config.total_epochs + 1):
         record = {}
         if epoch == config.optim.epochs_stage1 + 1 and config.decisions.kmeans_init:
-            if config.decisions.recalibrate_bn:
+            if labelfree.recalibrate_bn:
                 record.update(recalibrate_batchnorm(model, data, config, device))
-            record.update(kmeans_init(model, data, config, device, raw_view))
-        anchors = anchor_labels(model, banks, config, epoch, device, raw_view, previous=anchors)
-        neighbours = neighbour_table(model, data, config, device, stage=config.stage_of(epoch),
-                                     cache=neighbour_tables)
+            if labelfree.anchors:  # the heads learnt the anchors in stage 1: keep them (D2 only)
+                model.copy_students_to_teachers()
+            else:
+                record.update(kmeans_init(model, data, config, device))
+        if labelfree.anchors and anchors is None:
+            anchors = anchor_labels(model, banks, data, config, device)
         record.update(train_one_epoch(model, optimizer, banks, data, config, epoch=epoch,
-                                      device=device, ctx=ctx, neighbours=neighbours,
-                                      anchors=anchors))
+                                      device=device, ctx=ctx, anchors=anchors))
         ddp.broadcast_buffers(ctx, model)
         if epoch == config.optim.epochs_stage1 and "loss/supervised" in record:
             warning = stalled_warning(record["loss/supervised"], data.num_source_classes, epoch)
             if warning:
                 log.warning(warning)
-        if config.decisions.recalibrate_bn and (_eval_due(config, epoch) or epoch == config.total_epochs):
+        if labelfree.recalibrate_bn and (_eval_due(config, epoch) or epoch == config.total_epochs):
             record.update(recalibrate_batchnorm(model, data, config, device))  # every rank alike
-        if epoch == config.total_epochs and config.decisions.refit_heads:  # §15.10, every rank
-            record.update(refit_heads(model, data, config, device,
-                                      refit_raw_view(data, config, raw_view),
-                                      run_stage1_features(model, data, config, device, run_dir, init_from)))
+        if epoch == config.total_epochs and labelfree.refit:  # every rank alike
+            record.update(refit_heads(model, data, config, device))
         if ctx.is_main and _eval_due(config, epoch):
             metrics = evaluate(model, data, config, device, heads=config.stage_of(epoch) == 2
-                               or config.anchors.stage1 or config.decisions.refit_heads)
+                               or labelfree.anchors or labelfree.refit)
             record.update(metrics)
         ddp.barrier(ctx)
         if ctx.is_main:
@@ -217,65 +204,6 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ini
               config.total_epochs, metrics)
         (run_dir / "summary.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
-
-
-def neighbour_table(model, data, config: TrainConfig, device: torch.device, *, stage: int,
-                    cache: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The §15 neighbour table (N_train, k) for an epoch of ``stage``, or None when switched off.
-
-    Raw-pose neighbours are computed once per run; with ``neighbours.stage2_space = features``,
-    stage 2 uses the B1 student's features when stage 2 first needs them (so a resumed run
-    recomputes them from the resumed weights). ``cache`` holds the tables of this run."""
-    k = config.neighbours.k
-    if k == 0:
-        return None
-    space = "features" if stage == 2 and config.neighbours.stage2_space == "features" else "raw"
-    if space not in cache:
-        if space == "raw":
-            features = pose_features(data.target_train_specific.data)  # (N, C·T·V·M)
-        else:
-            features, _ = embed_split(model, "specific", data.target_train_specific, config, device)
-        cache[space] = knn_table(features, min(k, len(features) - 1)).to(device)  # (N, k)
-    return cache[space]
-
-
-def raw_pose_graph_view(data, config: TrainConfig):
-    """The target train poses (B1 layout) as the §15.4 raw-pose view of the anchor partition:
-    :func:`training.baselines.raw_pose_view` under ``decisions.raw_graph_metric`` (flattened,
-    L2-normalised rows (N, C·T·V·M), or the sparse (N, N) DTW 10-NN graph); None when the anchors
-    do not use it."""
-    if config.anchors.mode == "none" or not config.anchors.raw_graph:
-        return None
-    return raw_pose_view(data.target_train_specific.data, config.decisions.raw_graph_metric)
-
-
-def anchor_labels(model, banks, config: TrainConfig, epoch: int, device: torch.device,
-                  raw_view, previous: torch.Tensor | None = None
-                  ) -> torch.Tensor | None:
-    """§15.4: the anchor partition (N_train,) for a stage-2 ``epoch`` (any epoch with
-    ``anchors.stage1``), recomputed from both teacher banks and ``raw_view`` (the raw poses, from
-    :func:`raw_pose_graph_view`) every ``anchors.every`` epochs; None in stage 1 or when switched off.
-    Cluster ids are aligned to the ``previous`` partition when there is one (ids stay put while the
-    heads learn them), else (first epoch, or a resumed run) to the B1 teacher head's current
-    clusters. The spectral seed is fixed per run, so only the features move the partition: without
-    them (``anchors.feature_weight`` 0) the previous partition is kept as it is."""
-    first = 1 if config.anchors.stage1 else config.optim.epochs_stage1 + 1
-    if config.anchors.mode == "none" or epoch < first:
-        return None
-    if previous is not None and (config.anchors.feature_weight == 0
-                                 or (epoch - first) % config.anchors.every):
-        return previous  # not due, or nothing that could move it has changed
-    k = model.num_clusters
-    with torch.no_grad():
-        views = [banks[branch].read() for branch in ("shared", "specific")]
-        labels = anchor_partition(views, raw_view, config.anchors.feature_weight, k,
-                                  derive_seed(config.seed, 14))
-        if previous is not None:
-            reference = previous.cpu().numpy()
-        else:
-            reference = model.teacher_cluster_logits(banks["specific"].read(), "specific").argmax(1)
-            reference = reference.cpu().numpy()
-    return torch.from_numpy(aligned_labels(labels, reference, k)).to(device)
 
 
 def _resume_point(run_dir: Path, resume: bool, init_from: Path | None, config, model, optimizer,
@@ -317,7 +245,7 @@ def format_table(metrics: dict[str, float]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", help="a task preset (e.g. ucla2msr, ucla2msr-cpu), a task file of "
+    parser.add_argument("--task", help="a task preset (e.g. ucla2msr, ucla2msr-paper-cpu), a task file of "
                                        "your own (YAML/JSON), or a name with data.prepared_dir set")
     parser.add_argument("--config", type=Path, help="YAML file of config sections")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -349,11 +277,11 @@ def _config_for(args: argparse.Namespace) -> TrainConfig:
         raise CodtError("give --task (e.g. --task ucla2msr) or --config FILE")
     if args.recipe is None:
         return resolve_config(task=args.task, config_file=args.config, overrides=args.overrides)
-    # The recipe is sized from the prepared data, so only the data section is needed first; the
-    # other --set values are validated with the recipe applied (e.g. loss.anchor needs its anchors).
-    data_overrides = [item for item in args.overrides or [] if item.startswith("data.")]
-    return with_recipe(args, resolve_config(task=args.task, config_file=args.config,
-                                            overrides=data_overrides))
+    n_target, n_source, shape = _prepared_sizes(args)
+    config = resolve_config(task=args.task, config_file=args.config, overrides=args.overrides,
+                            recipe=cpu_recipe(n_target, n_source))
+    print(_schedule(config, n_target, shape), flush=True)
+    return config
 
 
 # Seconds per step of 32 source + 32 target samples, V = 20 joints, M = 1, one thread, measured on
@@ -363,27 +291,30 @@ def _config_for(args: argparse.Namespace) -> TrainConfig:
 _REFERENCE_STEP_S = {True: 1.25, False: 3.6}
 
 
-def with_recipe(args: argparse.Namespace, config: TrainConfig) -> TrainConfig:
-    """Prepare the task if needed, size ``--recipe`` from it, and print the schedule and an
-    estimate of its wall time before anything trains."""
+def _prepared_sizes(args: argparse.Namespace) -> tuple[int, int, tuple[int, ...]]:
+    """(target train clips, source clips, target array shape) of the task the arguments name,
+    preparing it first when its folder is missing. Only the data section is read here (the
+    whole configuration is resolved once, with the recipe these sizes give)."""
+    from training.config import data_section
     from training.preparation.prepared import load_split, load_task
 
-    folder = ensure_prepared(config, args.raw)
+    data = data_section(task=args.task, config_file=args.config, overrides=args.overrides)
+    folder = ensure_prepared(TrainConfig(data=data), args.raw)
     task = load_task(folder)
     target = load_split(folder, "target_train", task.specific)  # memory-mapped: shapes only
-    n_target = len(target.labels)
     n_source = len(load_split(folder, "source_train", task.shared).labels)
-    values = cpu_recipe(n_target, n_source)
-    config = resolve_config(task=args.task, config_file=args.config, overrides=args.overrides,
-                            recipe=values)
+    return len(target.labels), n_source, tuple(target.data.shape)
+
+
+def _schedule(config: TrainConfig, n_target: int, shape: tuple[int, ...]) -> str:
+    """The schedule the recipe chose and an estimate of its wall time, printed before training."""
     steps = config.total_epochs * (n_target // config.optim.batch_target)
-    size = config.optim.batch_target * target.data.shape[3] * target.data.shape[4] / (32 * 20)
+    size = config.optim.batch_target * shape[3] * shape[4] / (32 * 20)
     threads = config.runtime.threads or 1
     estimate_min = steps * _REFERENCE_STEP_S[config.runtime.amp] * size / threads ** 0.7 / 60
-    print(f"{describe(config, n_target)}\nestimated wall time: {estimate_min:.0f} min "
-          f"({steps} steps on {threads} thread(s) of a CPU like the development machine's; the "
-          f"epoch log prints the real ETA)", flush=True)
-    return config
+    return (f"{describe(config, n_target)}\nestimated wall time: {estimate_min:.0f} min "
+            f"({steps} steps on {threads} thread(s) of a CPU like the development machine's; the "
+            f"epoch log prints the real ETA)")
 
 
 def main(argv: list[str] | None = None) -> int:

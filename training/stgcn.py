@@ -102,35 +102,22 @@ class STGCNBlock(nn.Module):
         return torch.relu_(y)
 
 
-def with_motion(poses: torch.Tensor) -> torch.Tensor:
-    """Poses (N, C, T, V, M) → (N, 2C, T, V, M): the positions, then their frame differences
-    x_t − x_{t−1} (the first frame's difference is 0, so a clip of one frame is valid). A pure
-    function of the input, so it runs inside the exported ONNX graph (docs/METHOD.md §15.13)."""
-    previous = torch.cat([poses[:, :, :1], poses[:, :, :-1]], dim=2)  # (N, C, T, V, M): x_{t−1}
-    return torch.cat([poses, poses - previous], dim=1)  # (N, 2C, T, V, M)
-
-
 class STGCN(nn.Module):
-    """ST-GCN encoder exactly as METHOD.md §3: data_bn, 10 blocks of width 16/32/64/256.
-
-    With ``motion_input`` (docs/METHOD.md §15.13) the encoder reads :func:`with_motion` of its
-    input: data_bn and block 1 see 2C channels; the input it takes is still (N, C, T, V, M)."""
+    """ST-GCN encoder exactly as METHOD.md §3: data_bn, 10 blocks of width 16/32/64/256."""
 
     def __init__(self, layout: str | Layout, in_channels: int = 3, dropout: float = 0.5,
-                 edge_importance: bool = True, motion_input: bool = False) -> None:
+                 edge_importance: bool = True) -> None:
         super().__init__()
         self.layout = get_layout(layout)
         self.in_channels = in_channels
-        self.motion_input = motion_input
         adjacency = torch.from_numpy(spatial_adjacency(self.layout))  # (3, V, V)
         self.register_buffer("adjacency", adjacency, persistent=False)
         num_joints = self.layout.num_joints
-        read_channels = 2 * in_channels if motion_input else in_channels
-        self.data_bn = nn.BatchNorm1d(read_channels * num_joints)
+        self.data_bn = nn.BatchNorm1d(in_channels * num_joints)
         blocks = []
         for i, (c_in, c_out, stride) in enumerate(_BLOCKS):
             first = i == 0  # block 1: no residual, no dropout
-            blocks.append(STGCNBlock(read_channels if c_in is None else c_in, c_out, stride, num_joints,
+            blocks.append(STGCNBlock(in_channels if c_in is None else c_in, c_out, stride, num_joints,
                                      0.0 if first else dropout, residual=not first,
                                      edge_importance=edge_importance))
         self.blocks = nn.ModuleList(blocks)
@@ -153,9 +140,7 @@ class STGCN(nn.Module):
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, C, T, V, M) → the last block's map (N·M, 256, T', V)."""
         self._check_input(x)
-        if self.motion_input:
-            x = with_motion(x)  # (N, C, T, V, M) → (N, 2C, T, V, M)
-        h = self._normalise_input(x)  # (N·M, C or 2C, T, V)
+        h = self._normalise_input(x)  # (N·M, C, T, V)
         for block in self.blocks:
             h = block(h, self.adjacency)  # (N·M, C_out, T_out, V)
         return h

@@ -83,10 +83,10 @@ def test_cli_override_sets_any_field_and_parses_types():
 def test_override_beats_file_beats_preset(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump({"optim": {"epochs_stage1": 7, "lr_stage2": 0.02}}), encoding="utf-8")
-    config = resolve_config(task="ucla2msr-cpu", config_file=path, overrides=["optim.epochs_stage1=2"])
+    config = resolve_config(task="ucla2msr-paper-cpu", config_file=path, overrides=["optim.epochs_stage1=2"])
     assert config.optim.epochs_stage1 == 2  # override
     assert config.optim.lr_stage2 == 0.02  # file
-    assert config.optim.batch_target == preset("ucla2msr-cpu").optim.batch_target  # preset
+    assert config.optim.batch_target == preset("ucla2msr-paper-cpu").optim.batch_target  # preset
 
 
 @pytest.mark.parametrize("override, match", [

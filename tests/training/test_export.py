@@ -138,24 +138,3 @@ def test_shipped_models_carry_no_source_paths():
     assert shipped, "no shipped model found"
     for path in shipped:
         assert _source_paths(path.read_bytes()) == [], path
-
-
-def test_a_motion_input_encoder_exports_with_the_frame_differences_inside_the_graph(tmp_path):
-    """§15.13: the exported model still takes (N, C, T, V, M) positions and matches torch."""
-    from codt_deploy.infer import ClusterModel
-    from codt_deploy.preprocess import PreprocessConfig
-    from tests.conftest import TINY_K, TINY_LAYOUT, example_poses, tiny_network
-    from training.export import EvalSet, export_network
-
-    poses = example_poses()
-    net = tiny_network(poses, motion_input=True)
-    evalset = EvalSet(poses=poses, labels=np.arange(len(poses)) // 2 % TINY_K,
-                      class_names=[f"class {i}" for i in range(TINY_K)])
-    exported = export_network(net, evalset, out_dir=tmp_path, name="motion", task="tiny-test",
-                              preprocess=PreprocessConfig(layout=TINY_LAYOUT),
-                              checkpoint_sha256="0" * 64)
-    prediction = ClusterModel(exported.onnx_path, batch_size=7).predict(poses[:9])
-    with torch.no_grad():
-        ref_p, ref_e = net(torch.from_numpy(poses[:9]))
-    np.testing.assert_allclose(prediction.probabilities, ref_p.numpy(), atol=1e-4)
-    np.testing.assert_allclose(prediction.embedding, ref_e.numpy(), atol=1e-4, rtol=1e-3)

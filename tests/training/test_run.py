@@ -182,17 +182,17 @@ def test_task_file_that_does_not_exist_is_named(tmp_path, capsys):
     assert "nope.yaml: task file not found" in capsys.readouterr().err
 
 
-def test_anchor_partition_and_batchnorm_recalibration_run_end_to_end(any_task_dir, tmp_path):
-    """§15.4/§15.5: the anchor term appears in stage 2, heads are evaluated without collapse
-    figures missing, and the recalibrated running statistics are what the final checkpoint holds."""
+def test_anchors_and_batchnorm_recalibration_run_end_to_end(any_task_dir, tmp_path):
+    """training.labelfree: the anchor term is learnt from epoch 1, the k-means initialisation is
+    skipped, heads are evaluated without collapse figures missing, and the recalibrated running
+    statistics are what the final checkpoint holds."""
     run_dir = tmp_path / "anchors"
-    assert main(_args(any_task_dir, run_dir, "anchors.mode=spectral", "loss.anchor=5",
-                      "decisions.recalibrate_bn=true", "optim.optimizer=adamw",
-                      "optim.lr_stage1=0.001", "optim.lr_stage2=0.0001",
-                      "optim.schedule=cosine")) == 0
+    assert main(_args(any_task_dir, run_dir, "labelfree.anchors=true", "loss.anchor=5",
+                      "labelfree.recalibrate_bn=true",
+                      "optim.lr_stage1=0.001", "optim.lr_stage2=0.0001")) == 0
     stage1, stage2 = _records(run_dir)
-    assert "loss/anchor" not in stage1 and stage2["loss/anchor"] > 0
-    assert "recalibrate_bn/time_s" in stage2
+    assert stage1["loss/anchor"] > 0 and stage2["loss/anchor"] > 0
+    assert "recalibrate_bn/time_s" in stage2 and "kmeans_init/time_s" not in stage2
     for branch in ("shared", "specific"):
         assert 1 <= stage2[f"{branch}/head/clusters_used"] <= 6
         assert 0 < stage2[f"{branch}/head/largest_share"] <= 1
@@ -237,7 +237,7 @@ def test_plain_array_target_from_a_minimal_task_file_with_the_cpu_recipe(shared_
     assert info["num_clusters"] == 4 and info["layouts"]["specific"] == "msr20"
     config = from_dict(load_yaml(tmp_path / "run" / "config.yaml"))
     assert config.optim.batch_target == 8  # sized from 16 clips
-    assert config.anchors.stage1 and config.decisions.recalibrate_bn and config.model.dropout == 0
+    assert config.labelfree.anchors and config.labelfree.recalibrate_bn and config.model.dropout == 0
     assert config.loss.anchor == 2  # a --set that needs the recipe's anchors is validated with them
     assert "| CoDT-B1 | cluster head |" in out
 

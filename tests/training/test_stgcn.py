@@ -138,30 +138,3 @@ def test_in_channels_other_than_three():
 def test_wrong_input_shape_is_a_clear_error(shape):
     with pytest.raises(ValueError, match=r"STGCN\(shared15\) expects \(N, 3, T, 15, M\)"):
         STGCN("shared15")(torch.randn(*shape))
-
-
-def test_with_motion_puts_frame_differences_after_the_positions():
-    from training.stgcn import with_motion
-
-    poses = torch.arange(2 * 3 * 4 * 5 * 2, dtype=torch.float32).reshape(2, 3, 4, 5, 2) ** 1.5
-    out = with_motion(poses)  # (N, 2C, T, V, M)
-    assert out.shape == (2, 6, 4, 5, 2)
-    torch.testing.assert_close(out[:, :3], poses)
-    torch.testing.assert_close(out[:, 3:, 1:], poses[:, :, 1:] - poses[:, :, :-1])
-    assert torch.count_nonzero(out[:, 3:, 0]) == 0  # the first frame has no predecessor
-    assert torch.count_nonzero(with_motion(poses[:, :, :1])[:, 3:]) == 0  # one frame: no motion
-
-
-def test_motion_input_reads_twice_the_channels_and_takes_the_same_poses():
-    torch.manual_seed(0)
-    encoder = STGCN("shared15", motion_input=True).eval()
-    assert encoder.data_bn.num_features == 2 * 3 * 15
-    assert encoder.blocks[0].gcn.in_channels == 6
-    x = torch.randn(2, 3, 16, 15, 2)
-    assert encoder.embed(x).shape == (2, 256)
-    # A still clip and the same clip shifted in time differ only in their motion channels: the
-    # encoder must see the difference between a moving clip and its frozen first frame.
-    frozen = x[:, :, :1].expand_as(x).contiguous()
-    assert not torch.allclose(encoder.embed(x), encoder.embed(frozen))
-    with pytest.raises(ValueError, match=r"expects \(N, 3, T, 15, M\)"):
-        encoder(torch.randn(2, 6, 16, 15, 2))

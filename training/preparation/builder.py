@@ -215,7 +215,7 @@ def estimate_target_clusters(builder: TaskBuilder):
     """``num_clusters: auto``: K estimated label-free (:func:`training.num_clusters.
     estimate_num_clusters`) on the finished target-train poses in the B1 layout, flattened and
     L2-normalised as the raw-pose baselines read them. Returns the :class:`KEstimate`."""
-    from training.baselines import flattened_poses
+    from training.labelfree.views import flattened_poses
     from training.num_clusters import estimate_num_clusters
 
     path = builder.folder / "target_train" / f"data_{builder.specific}.npy"

@@ -1,8 +1,8 @@
 """Does CoDT beat scikit-learn? Label-free baselines and CoDT runs on one task, in one run.
 
-    python benchmarks/ucla2msr.py [--task ucla2msr] [--seeds 0 1 2] [--jobs 2]
+    python -m benchmarks.harness [--task ucla2msr] [--seeds 0 1 2] [--jobs 2]
                                   [--variant NAME=KEY=VALUE,KEY=VALUE ...] [--paper] [--smoke]
-    python benchmarks/ucla2msr.py --task benchmarks/tasks/ucla2utk.yaml   # the second check
+    python -m benchmarks.harness --task benchmarks/tasks/ucla2utk.yaml   # the second check
 
 Rows, each as mean ± std over the seeds:
 
@@ -34,15 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # training/ is used from the checkout (it is not installed)
+from training.metrics import METRICS  # ACC, NMI, ARI, many-to-one ACC
 
-from training.metrics import METRICS  # noqa: E402  (ACC, NMI, ARI, many-to-one ACC)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 RECIPE = "cpu"
 # The paper's method on the same schedule: every METHOD §15 switch back to the paper's value.
-PAPER = ["model.dropout=0.5", "anchors.mode=none", "anchors.stage1=false", "loss.anchor=0",
-         "decisions.recalibrate_bn=false"]
+PAPER = ["model.dropout=0.5", "labelfree.anchors=false", "loss.anchor=0", "labelfree.refit=false",
+         "labelfree.recalibrate_bn=false"]
 SMOKE = ["data.source_limit=64", "data.target_train_limit=64", "data.target_eval_limit=64",
          "optim.epochs_stage1=1", "optim.epochs_stage2=1", "optim.batch_source=16",
          "optim.batch_target=16", "eval.kmeans_seeds=2"]

@@ -1,4 +1,4 @@
-"""Dynamic time warping kernels of the raw-pose graph (docs/METHOD.md §15.11)."""
+"""training.labelfree.views: the raw-pose views, dynamic time warping and the kNN graphs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from training.baselines import VELOCITY_WEIGHT, flattened_poses, pose_frames, raw_pose_view
-from training.clustering import dtw_distances, dtw_knn_affinity, knn_affinity, spectral_labels
+from training.labelfree.partition import spectral_labels
+from training.labelfree.views import (
+    VELOCITY_WEIGHT,
+    dtw_distances,
+    dtw_knn_affinity,
+    flattened_poses,
+    knn_affinity,
+    pose_frames,
+    raw_pose_graph,
+)
 
 
 def _reference_dtw(a: np.ndarray, b: np.ndarray, band: int) -> float:
@@ -101,16 +109,16 @@ def test_dtw_graph_separates_motions_performed_at_different_speeds():
     assert len(set(zip(found, labels))) == 2
 
 
-def test_raw_pose_view_rows_or_dtw_graph():
+def test_raw_pose_graph_rows_or_dtw_graph():
     rng = np.random.default_rng(2)
     poses = rng.normal(size=(12, 3, 10, 4, 1))  # (N, C, T, V, M)
-    rows = raw_pose_view(poses, "euclidean")
+    rows = raw_pose_graph(poses, "euclidean")
     assert np.allclose(rows, flattened_poses(poses))
-    graph = raw_pose_view(poses, "dtw")
+    graph = raw_pose_graph(poses, "dtw")
     assert graph.shape == (12, 12) and sparse.issparse(graph)
     assert knn_affinity(graph) is graph
     with pytest.raises(ValueError, match="unknown raw-pose metric"):
-        raw_pose_view(poses, "cosine")
+        raw_pose_graph(poses, "cosine")
 
 
 def test_pose_frames_are_unit_positions_then_weighted_unit_velocities():
@@ -157,8 +165,8 @@ def _reach_or_reach_with_tremor(n_per: int, seed: int = 0) -> tuple[np.ndarray, 
 def test_velocities_separate_motions_that_positions_mix():
     poses, labels = _reach_or_reach_with_tremor(n_per=10)
     same = labels[:, None] == labels[None, :]
-    positions = raw_pose_view(poses, "dtw").toarray()
-    with_velocity = raw_pose_view(poses, "dtw_velocity").toarray()
+    positions = raw_pose_graph(poses, "dtw").toarray()
+    with_velocity = raw_pose_graph(poses, "dtw_velocity").toarray()
     assert positions[same].sum() < 0.8 * positions.sum()  # many edges join the two kinds
     assert with_velocity[same].sum() == pytest.approx(with_velocity.sum())  # none do
     assert VELOCITY_WEIGHT == 0.5

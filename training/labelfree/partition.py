@@ -1,0 +1,155 @@
+"""Label-free partitions of the target clips: spectral clustering of summed kNN graphs, the
+consensus of several partitions, and the two partitions the CPU recipe uses.
+
+Pure numpy / scipy / scikit-learn (no torch); no label is read.
+
+- :func:`spectral_labels`: spectral clustering of the weighted sum of the kNN graphs of one or
+  more views of the same clips;
+- :func:`consensus_labels`: evidence-accumulation consensus of several partitions;
+- :func:`anchor_partition`: the partition the heads learn during training (the raw poses' DTW
+  graph alone);
+- :func:`refit_partition`: the partition the exported heads are fitted to after training (the
+  consensus of 15 partitions of the learnt-feature and raw-velocity graphs);
+- :func:`aligned_labels`: renames a partition's cluster ids to best match another partition.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from codt_deploy.metrics import hungarian
+from training.labelfree.views import SPECTRAL_NEIGHBOURS, knn_affinity
+
+# The consensus refit (docs/METHOD.md §15.4): each graph under this many spectral seeds, and the
+# feature graph at these multiples of REFIT_FEATURE_WEIGHT beside the raw graph's 1.
+REFIT_FEATURE_WEIGHT = 0.5
+CONSENSUS_SEEDS = 3
+CONSENSUS_WEIGHT_FACTORS = (0.5, 1.0, 2.0)
+
+
+def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_NEIGHBOURS,
+                    weights=None) -> np.ndarray:
+    """Spectral clustering (scikit-learn) into ``k`` clusters of the (``weights``-weighted) sum of
+    the kNN graphs (:func:`knn_affinity`) of one feature matrix ``points`` (N, D) or of several
+    views of the same N samples (a list of matrices; a sparse (N, N) view is a graph already, as
+    :func:`training.labelfree.views.dtw_knn_affinity` gives): labels (N,) int64."""
+    from scipy import sparse
+    from sklearn.cluster import SpectralClustering
+
+    views = points if isinstance(points, (list, tuple)) else [points]
+    views = [v if sparse.issparse(v) else np.asarray(v) for v in views]
+    n = int(views[0].shape[0])
+    if not 1 <= k <= n:
+        raise ValueError(f"spectral_labels needs 1 <= k <= N = {n}, got k = {k}")
+    if any(v.shape[0] != n for v in views):
+        raise ValueError("spectral_labels: every view needs the same number of samples")
+    weights = [1.0] * len(views) if weights is None else list(weights)
+    if len(weights) != len(views) or not any(w > 0 for w in weights):
+        raise ValueError("spectral_labels: one non-negative weight per view, not all zero")
+    affinity = sum(w * knn_affinity(view, n_neighbors) for view, w in zip(views, weights) if w > 0)
+    model = SpectralClustering(k, affinity="precomputed", assign_labels="kmeans", random_state=seed)
+    with warnings.catch_warnings():
+        # a kNN graph of separated groups may have several components; the embedding then gives
+        # each its own eigenvectors, which is what clustering wants, not a fault to warn about
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        return model.fit_predict(affinity).astype(np.int64)
+
+
+def consensus_labels(partitions, k: int, seed: int = 0) -> np.ndarray:
+    """Consensus (evidence accumulation) of several partitions of the same N samples into ``k``
+    clusters: spectral clustering of the co-association matrix C (N, N), C_ij = the share of the
+    partitions that put i and j in one cluster. With H (N, L) the one-hot memberships of all m
+    partitions side by side (L = their cluster counts summed), C = H Hᵀ / m, so the normalised
+    affinity D^-½ C D^-½ (D = the row sums of C) is M Mᵀ with M = D^-½ H / √m, and its top-k
+    eigenvectors are M's top-k left singular vectors, found from the (L, L) Gram matrix Mᵀ M: C is
+    never formed, so N may be large. The rows of those vectors, L2-normalised, are clustered by
+    k-means (Ng-Jordan-Weiss). ``partitions``: a list of (N,) label arrays (any integer ids).
+    Returns labels (N,) int64."""
+    from scipy import sparse
+    from sklearn.cluster import KMeans
+
+    parts = [np.asarray(p).reshape(-1) for p in partitions]
+    if not parts:
+        raise ValueError("consensus_labels needs at least one partition")
+    n = len(parts[0])
+    if any(len(p) != n for p in parts):
+        raise ValueError("consensus_labels: every partition needs the same number of samples")
+    if not 1 <= k <= n:
+        raise ValueError(f"consensus_labels needs 1 <= k <= N = {n}, got k = {k}")
+    blocks = []
+    for labels in parts:
+        codes = np.unique(labels, return_inverse=True)[1].reshape(-1)  # (N,) ids 0..K_p-1
+        blocks.append(sparse.csr_matrix((np.ones(n), (np.arange(n), codes)),
+                                        shape=(n, int(codes.max()) + 1)))
+    memberships = sparse.hstack(blocks).tocsr()  # H (N, L)
+    if memberships.shape[1] < k:
+        raise ValueError(f"consensus_labels: the partitions have {memberships.shape[1]} clusters "
+                         f"in all, fewer than k = {k}")
+    degrees = memberships @ np.asarray(memberships.sum(axis=0)).reshape(-1) / len(parts)  # (N,)
+    scaled = sparse.diags(1.0 / np.sqrt(degrees)) @ memberships / np.sqrt(len(parts))  # M (N, L)
+    # M's left singular vectors from the eigenvectors V of the small Gram matrix Mᵀ M (L, L):
+    # U = M V / σ. LAPACK's SVD of M itself failed to converge on a real target (N = 1,484); the
+    # symmetric eigensolver of an (L, L) matrix is robust and cheaper.
+    gram = (scaled.T @ scaled).toarray()  # (L, L)
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2)  # ascending
+    top = np.argsort(values)[::-1][:k]
+    singular = np.sqrt(np.maximum(values[top], 1e-24))  # (k,)
+    embedding = np.asarray(scaled @ vectors[:, top]) / singular  # (N, k)
+    embedding = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+    return KMeans(k, n_init=10, random_state=seed).fit_predict(embedding).astype(np.int64)
+
+
+def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """Rename the clusters of ``labels`` (N,) to best match ``reference`` (N,) (Hungarian on the
+    K×K overlap), so a new partition keeps the cluster ids a head already uses."""
+    overlap = np.zeros((k, k), dtype=np.int64)
+    np.add.at(overlap, (labels, reference), 1)  # (K new, K reference)
+    rows, cols = hungarian(-overlap)
+    mapping = np.arange(k)
+    mapping[rows] = cols
+    return mapping[labels]
+
+
+def graph_partition(graphs: Sequence, weights: Sequence[float], k: int, seed: int) -> np.ndarray:
+    """Spectral labels (N,) of the weighted sum of kNN ``graphs`` (sparse (N, N)); a graph of
+    weight 0 is left out."""
+    kept = [(graph, weight) for graph, weight in zip(graphs, weights) if weight > 0]
+    return spectral_labels([g for g, _ in kept], k, seed=seed % 2**31, weights=[w for _, w in kept])
+
+
+def anchor_partition(raw_graph, k: int, seed: int) -> np.ndarray:
+    """The anchors (N,): spectral clustering of the raw poses' graph alone (the DTW graph of
+    :func:`training.labelfree.views.raw_pose_graph` in the recipe)."""
+    return graph_partition([knn_affinity(raw_graph)], [1.0], k, seed)
+
+
+def refit_members(unit_features: np.ndarray, raw_graph, k: int, seed: int,
+                  feature_weight: float = REFIT_FEATURE_WEIGHT) -> list[np.ndarray]:
+    """The 15 partitions the refit's consensus is taken over (docs/METHOD.md §15.4): for each of
+    :data:`CONSENSUS_SEEDS` spectral seeds, the feature graph alone (``unit_features`` (N, D),
+    L2-normalised rows), the raw graph alone (``raw_graph``: rows or a sparse (N, N) graph), and
+    the joined graph with the features at :data:`CONSENSUS_WEIGHT_FACTORS` × ``feature_weight``
+    beside the raw graph's 1. Without a raw graph: the feature graph's seeds only."""
+    feature_graph = knn_affinity(unit_features)  # built once for all members
+    raw = None if raw_graph is None else knn_affinity(raw_graph)
+    members = []
+    for offset in range(CONSENSUS_SEEDS):
+        member_seed = seed + offset
+        members.append(graph_partition([feature_graph], [1.0], k, member_seed))
+        if raw is None:
+            continue
+        members.append(graph_partition([raw], [1.0], k, member_seed))
+        members += [graph_partition([feature_graph, raw], [factor * feature_weight, 1.0], k,
+                                    member_seed) for factor in CONSENSUS_WEIGHT_FACTORS]
+    return members
+
+
+def refit_partition(unit_features: np.ndarray, raw_graph, k: int, seed: int,
+                    feature_weight: float = REFIT_FEATURE_WEIGHT) -> np.ndarray:
+    """The partition (N,) the exported heads are fitted to: the consensus
+    (:func:`consensus_labels`) of :func:`refit_members`."""
+    members = refit_members(unit_features, raw_graph, k, seed, feature_weight)
+    return consensus_labels(members, k, seed % 2**31)
