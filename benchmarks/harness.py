@@ -8,12 +8,13 @@ Rows, each as mean ± std over the seeds:
 
 - the label-free baselines on the preprocessed raw target poses (B1 layout, flattened,
   L2-normalised; ``training.baselines``): spherical k-means, Ward, spectral clustering, and
-  spectral clustering of the dynamic-time-warping 10-NN graph (docs/METHOD.md §15.11);
+  spectral clustering of the dynamic-time-warping 10-NN graph without and with velocities
+  (docs/METHOD.md §15.2);
 - ``recipe cpu``: the exported head (CoDT-B1's cluster head; always B1, chosen without labels),
   the B0 head, and † spherical k-means on the B1 features (a label-free alternative, not what is
   exported);
 - each ``--variant``: the same runs with extra ``--set`` overrides (the ablations);
-- ``--paper``: the paper's method (dropout 0.5, no §15 switches) on the same CPU schedule.
+- ``--paper``: the paper's method (dropout 0.5, no ``labelfree`` step) on the same CPU schedule.
 
 Runs are separate ``python -m training.run --recipe cpu`` processes with one thread each,
 ``--jobs`` at a time. Writes ``benchmarks/results/<task>.json`` (every per-seed number, timings,
