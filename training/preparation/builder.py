@@ -118,13 +118,14 @@ class TaskBuilder:
                         "target_eval": SplitWriter(folder / "target_eval", self.configs)}
         self.unassigned: Counter[str] = Counter()
 
-    def target_parts(self, meta: dict) -> tuple[str, ...]:
-        """Which target splits a sample joins (METHOD §12; TargetSplit)."""
+    def target_parts(self, meta: dict, names: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """Which target splits a sample joins (METHOD §12; TargetSplit); ``names`` are the
+        sample's and its file's names, for a split's id pattern."""
         split = self.task.target_split
         if split.mode == "all":
             return ("target_train", "target_eval")
         if split.mode in ("subjects", "views"):
-            value = meta.get("subject" if split.mode == "subjects" else "view")
+            value = split.id_in(meta, names)
             if value is None:
                 return ()
             return ("target_train",) if value in split.train else ("target_eval",)
@@ -145,7 +146,11 @@ class TaskBuilder:
         if role == "source":
             layouts, parts_of = (self.shared,), (lambda item: ("source_train",))
         else:
-            layouts, parts_of = tuple(self.configs), (lambda item: self.target_parts(item.meta))
+            def target_parts(item: Any) -> tuple[str, ...]:
+                names = tuple(n for n in (item.seq.name, ref.name, ref.path.name) if n)
+                return self.target_parts(item.meta, names)
+
+            layouts, parts_of = tuple(self.configs), target_parts
         staged = []
         for item in items:
             parts = parts_of(item)
@@ -185,6 +190,9 @@ class TaskBuilder:
         for writer in self.writers.values():
             for array in writer.arrays.values():
                 array.close()
+
+
+WITHHELD_LABELS = "withheld_labels.npy"  # target_train's labels, read only to score (benchmarks)
 
 
 def _labels(keys: list, classes: list, withheld: bool) -> np.ndarray:
@@ -241,6 +249,8 @@ def finish_task(builder: TaskBuilder, reports: dict, raw: Path) -> dict:
         role = split.split("_")[0]
         labels = _labels(writer.keys, classes[role], withheld=split == "target_train")
         writer.finish(labels)
+        if split == "target_train":  # for scoring the train clips in benchmarks; never trained on
+            np.save(writer.folder / WITHHELD_LABELS, _labels(writer.keys, classes[role], withheld=False))
         per_class = Counter(int(x) for x in _labels(writer.keys, classes[role], withheld=False))
         counts[split] = {"samples": len(writer.names), "layouts": list(writer.configs),
                          "labelled": split != "target_train",

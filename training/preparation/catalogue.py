@@ -188,6 +188,8 @@ def catalogue(dataset: str, root: Path) -> list[SampleRef]:
         elif dataset in ("skeletics", "finegym"):
             part, key = folder_class(root, path)
             meta["part"] = part
+        elif dataset in ("files", "npz") and root.is_dir() and len(path.relative_to(root).parts) > 1:
+            meta["part"] = path.relative_to(root).parts[0]  # a train/ or val/ sub-folder
         refs.append(SampleRef(path=path, name=name, meta=meta, class_key=key))
     return refs
 

@@ -158,3 +158,18 @@ def load_split(task_dir: str | Path, split: str, layout: str = "shared") -> Prep
     classes = task.source_classes if split.startswith("source") else task.target_classes
     return PreparedSplit(data=data, labels=labels.astype(np.int64, copy=False), names=names,
                       class_names=classes, layout=layout, split=split)
+
+
+def withheld_labels(task_dir: str | Path) -> np.ndarray:
+    """The target train clips' labels (N_train,), -1 where unknown: withheld from ``load_split`` so
+    that training never sees them, and read only to score a model on the clips it was fitted to
+    (the benchmarks' "train clips" rows). Prepared folders older than this file give all -1."""
+    task = load_task(task_dir)
+    path = task.folder / "target_train" / "withheld_labels.npy"
+    n = len(_load_array(task.folder / "target_train" / "names.npy", mmap=False))
+    if not path.is_file():
+        return np.full(n, -1, dtype=np.int64)
+    labels = _load_array(path, mmap=False).astype(np.int64, copy=False)
+    if labels.shape != (n,):
+        raise PreparedDataError(f"{path}: {labels.shape[0]} labels for {n} target train clips")
+    return labels

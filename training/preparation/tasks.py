@@ -26,6 +26,7 @@ nor the 30 Skeletics classes (default: every class found; give ``target.classes`
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,18 +142,56 @@ class DomainSpec(_Frozen):
 
 
 class TargetSplit(_Frozen):
-    """How the target samples divide into ``target_train`` (unlabelled) and ``target_eval``.
+    """How the target samples divide into ``target_train`` (unlabelled, what the model is fitted
+    to) and ``target_eval`` (held out, labelled when labels exist).
 
     ``all``: both are every target sample (train without labels, eval with them).
-    ``subjects``/``views``: ids in ``train`` go to target_train, the others to target_eval.
+    ``subjects``/``views``: ids in ``train`` go to target_train, the others to target_eval. The id
+    comes from the dataset's own file names (NTU, NW-UCLA, MSR, PKU-MMD), or, for any folder of
+    pose files or arrays, from the file name by the regular expression ``subject`` / ``view``
+    (its first group, digits: e.g. ``subject: 's(\\d+)'`` for ``a01_s07_e02.npy``).
     ``split_file``: PKU-MMD's official train/validation video lists (``split_files`` candidates).
-    ``folders``: ``train``/``val`` sub-folders (``folders``).
+    ``folders``: the ``train``/``val`` sub-folders of the target path (``folders``).
     """
 
     mode: Literal["all", "subjects", "views", "split_file", "folders"] = "all"
     train: tuple[int, ...] = ()
     split_files: tuple[str, ...] = ()
     folders: tuple[str, str] = ("train", "val")
+    subject: str | None = None  # regex whose first group is a file name's subject id
+    view: str | None = None  # regex whose first group is a file name's view id
+
+    @field_validator("subject", "view")
+    @classmethod
+    def _one_group(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            pattern = re.compile(value)
+        except re.error as err:
+            raise ValueError(f"{value!r} is not a regular expression: {err}") from None
+        if pattern.groups < 1:
+            raise ValueError(f"{value!r} needs a group around the id, e.g. 's(\\d+)'")
+        return value
+
+    @model_validator(mode="after")
+    def _ids_to_train_on(self) -> TargetSplit:
+        if self.mode in ("subjects", "views") and not self.train:
+            raise ValueError(f"mode {self.mode} needs train: [the {self.mode[:-1]} ids to train on]")
+        return self
+
+    def id_in(self, meta: dict, names: tuple[str, ...]) -> int | None:
+        """The subject or view id (by ``mode``) of a sample: by the task's pattern from the first
+        of ``names`` it matches, else as the dataset's file names carry it (``meta``)."""
+        key = "subject" if self.mode == "subjects" else "view"
+        pattern = getattr(self, key)
+        if pattern is None:
+            return meta.get(key)
+        for name in names:
+            match = re.search(pattern, name)
+            if match is not None and match.group(1) is not None and match.group(1).isdigit():
+                return int(match.group(1))
+        return None
 
 
 class TaskDefinition(_Frozen):
