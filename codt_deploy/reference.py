@@ -1,0 +1,242 @@
+"""Assigning new clips by their nearest training clips: the reference bank shipped with a model.
+
+A model's cluster head is a linear layer fitted to a partition of the clips it was trained on; on
+clips it has never seen only the network's features speak, and on small targets they hold less
+than the raw poses do. The reference bank carries the partition itself: the training clips'
+pose frames with the cluster the model gave each of them. A new clip gets the cluster most of its
+``neighbours`` nearest training clips have, under the distance the label-free training graph uses
+(dynamic time warping of unit-normalised pose frames with their velocities beside them; docs/METHOD.md
+§15.2): the quality the model has on its training clips carries to new clips.
+
+Pure numpy, no label read. The kernels here are the one implementation of the raw-pose view that
+training's label-free graphs use too (``training.labelfree.views`` imports them).
+
+- :func:`flattened_poses`, :func:`pose_frames`: (N, C, T, V, M) poses → unit rows / DTW frames;
+- :func:`dtw_distances`: DTW under a Sakoe-Chiba band for paired sequences;
+- :class:`ReferenceBank`: the bank (frames (R, T, D), clusters (R,)), :meth:`ReferenceBank.vote`,
+  :func:`save_bank` / :func:`load_bank` (an ``.npz`` beside the model, hashed in its manifest).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codt_deploy.errors import ModelError
+
+VELOCITY_WEIGHT = 0.5  # weight of the (unit-norm) velocity sequence beside the positions
+DTW_BAND_FRACTION = 0.1  # Sakoe-Chiba band: a frame may be matched within ±10 % of T of its own time
+VOTE_NEIGHBOURS = 10  # training clips that vote for a new clip's cluster
+VOTE_CANDIDATES = 50  # Euclidean-nearest training clips whose DTW distance is computed
+BANK_FORMAT = 1
+MAX_BANK_CLIPS = 100_000  # a bank file claiming more is refused before its arrays are read
+
+
+def flattened_poses(poses: np.ndarray) -> np.ndarray:
+    """(N, C, T, V, M) poses → (N, C·T·V·M) float64 rows of unit L2 norm (zero rows stay zero)."""
+    array = np.asarray(poses, dtype=np.float64)
+    rows = array.reshape(array.shape[0], -1)  # (N, C·T·V·M)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.maximum(norms, 1e-12)
+
+
+def pose_frames(poses: np.ndarray, velocity_weight: float = 0.0) -> np.ndarray:
+    """(N, C, T, V, M) poses → (N, T, D) float32 frames for dynamic time warping: each frame's
+    C·V·M values of the clip's unit-L2 rows (:func:`flattened_poses`), D = C·V·M; with
+    ``velocity_weight`` > 0, followed by ``velocity_weight`` × the same of the clip's velocities
+    (frame differences, the first frame given the second's so that T is kept), D = 2·C·V·M."""
+    array = np.asarray(poses, dtype=np.float64)
+    if array.ndim != 5:
+        raise ValueError(f"pose_frames needs (N, C, T, V, M) poses, got shape {array.shape}")
+    n, c, t, v, m = array.shape
+
+    def frames(x: np.ndarray) -> np.ndarray:  # (N, C, T, V, M) → (N, T, C·V·M), unit per clip
+        return flattened_poses(x).reshape(n, c, t, v, m).transpose(0, 2, 1, 3, 4).reshape(n, t, -1)
+
+    positions = frames(array)  # (N, T, C·V·M)
+    if velocity_weight <= 0.0 or t < 2:
+        return positions.astype(np.float32)
+    velocity = np.diff(array, axis=2)  # (N, C, T−1, V, M)
+    velocity = np.concatenate([velocity[:, :, :1], velocity], axis=2)  # (N, C, T, V, M)
+    both = np.concatenate([positions, velocity_weight * frames(velocity)], axis=2)  # (N, T, 2·C·V·M)
+    return both.astype(np.float32)
+
+
+def dtw_band(frames: int) -> int:
+    """The Sakoe-Chiba band of clips of ``frames`` frames: 10 % of T, at least 1."""
+    return max(1, round(DTW_BAND_FRACTION * frames))
+
+
+def dtw_distances(frames_a, frames_b, band: int) -> np.ndarray:
+    """Dynamic-time-warping distances (P,) between paired sequences ``frames_a[p]`` and
+    ``frames_b[p]`` (both (P, T, D)): the least sum of squared frame distances along a monotone
+    alignment path from (0, 0) to (T-1, T-1) whose frames differ in time by at most ``band``
+    (Sakoe-Chiba). ``band`` 0 is the squared Euclidean distance of the sequences; a band of T - 1
+    or more is unconstrained DTW. float64 (P,)."""
+    a = np.asarray(frames_a, dtype=np.float32)
+    b = np.asarray(frames_b, dtype=np.float32)
+    if a.ndim != 3 or a.shape != b.shape:
+        raise ValueError(f"dtw_distances needs two (P, T, D) arrays of one shape, got {a.shape} "
+                         f"and {b.shape}")
+    if band < 0:
+        raise ValueError(f"dtw_distances needs band >= 0, got {band}")
+    pairs, t = a.shape[:2]
+    band = min(band, t - 1)
+    cost = (np.einsum("ptd,ptd->pt", a, a)[:, :, None] + np.einsum("psd,psd->ps", b, b)[:, None, :]
+            - 2.0 * np.einsum("ptd,psd->pts", a, b))  # (P, T, T) squared frame distances
+    np.maximum(cost, 0.0, out=cost)
+    previous = np.full((pairs, t), np.inf, dtype=np.float32)  # row i - 1 of the cumulative cost
+    for i in range(t):
+        current = np.full((pairs, t), np.inf, dtype=np.float32)  # (P, T)
+        for j in range(max(0, i - band), min(t, i + band + 1)):
+            if i == 0 and j == 0:
+                best = np.zeros(pairs, dtype=np.float32)
+            else:
+                best = previous[:, j]
+                if j > 0:
+                    best = np.minimum(np.minimum(best, previous[:, j - 1]), current[:, j - 1])
+            current[:, j] = cost[:, i, j] + best
+        previous = current
+    return previous[:, t - 1].astype(np.float64)
+
+
+def vote(neighbour_clusters: np.ndarray, num_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Majority vote of each row of ``neighbour_clusters`` (N, k), nearest first: the clusters
+    (N,) int64 and the vote shares (N, K) float32 (rows sum to 1). A tie goes to the tied cluster
+    of the nearest neighbour."""
+    n, k = neighbour_clusters.shape
+    counts = np.zeros((n, num_clusters), dtype=np.float32)  # (N, K)
+    np.add.at(counts, (np.repeat(np.arange(n), k), neighbour_clusters.reshape(-1)), 1.0)
+    best = counts.max(axis=1, keepdims=True)  # (N, 1)
+    tied = counts[np.arange(n)[:, None], neighbour_clusters] == best  # (N, k): neighbour in a tie
+    first = tied.argmax(axis=1)  # the nearest neighbour whose cluster is among the tied
+    clusters = neighbour_clusters[np.arange(n), first].astype(np.int64)
+    return clusters, counts / float(k)
+
+
+@dataclass(frozen=True)
+class ReferenceBank:
+    """Training clips as DTW frames (R, T, D) float32 with the cluster (R,) the model gave each."""
+
+    frames: np.ndarray  # (R, T, D) float32: pose_frames(poses, velocity_weight)
+    clusters: np.ndarray  # (R,) int64 in [0, num_clusters)
+    num_clusters: int
+    velocity_weight: float = VELOCITY_WEIGHT
+    neighbours: int = VOTE_NEIGHBOURS
+    candidates: int = VOTE_CANDIDATES
+
+    def __post_init__(self) -> None:
+        r = self.frames.shape[0] if self.frames.ndim == 3 else -1
+        if r < 1 or self.clusters.shape != (r,):
+            raise ValueError(f"a reference bank needs frames (R, T, D) and clusters (R,), got "
+                             f"{self.frames.shape} and {self.clusters.shape}")
+        if self.clusters.min() < 0 or self.clusters.max() >= self.num_clusters:
+            raise ValueError(f"reference clusters outside [0, {self.num_clusters})")
+        if not np.isfinite(self.frames).all():
+            raise ValueError("reference frames hold NaN or infinite values")
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def nearest(self, frames: np.ndarray) -> np.ndarray:
+        """The bank rows (N, k) nearest each of ``frames`` (N, T, D) under DTW, nearest first,
+        searched among each clip's :attr:`candidates` Euclidean-nearest bank clips."""
+        n, t = frames.shape[:2]
+        if frames.shape[1:] != self.frames.shape[1:]:
+            raise ValueError(f"clips of frames {frames.shape[1:]} for a bank of {self.frames.shape[1:]}")
+        pool = min(len(self), max(self.candidates, self.neighbours))
+        k = min(self.neighbours, len(self))
+        queries = frames.reshape(n, -1)  # (N, T·D)
+        bank = self.frames.reshape(len(self), -1)  # (R, T·D)
+        squared = ((queries ** 2).sum(1)[:, None] + (bank ** 2).sum(1)[None, :]
+                   - 2.0 * queries @ bank.T)  # (N, R) squared Euclidean distances
+        near = np.argsort(squared, axis=1, kind="stable")[:, :pool]  # (N, pool)
+        first = np.repeat(np.arange(n), pool)  # (N·pool,) query of each pair
+        distance = dtw_distances(frames[first], self.frames[near.reshape(-1)], dtw_band(t))
+        order = np.argsort(distance.reshape(n, pool), axis=1, kind="stable")[:, :k]  # (N, k)
+        return np.take_along_axis(near, order, axis=1)
+
+    def assign(self, poses: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Clusters (N,) and vote shares (N, K) of preprocessed ``poses`` (N, C, T, V, M), in
+        chunks of ``chunk`` clips (memory: chunk · candidates · T² floats)."""
+        clusters, shares = [], []
+        for start in range(0, len(poses), chunk):
+            frames = pose_frames(poses[start:start + chunk], self.velocity_weight)  # (n, T, D)
+            chosen, share = vote(self.clusters[self.nearest(frames)], self.num_clusters)
+            clusters.append(chosen)
+            shares.append(share)
+        if not clusters:
+            return np.zeros(0, np.int64), np.zeros((0, self.num_clusters), np.float32)
+        return np.concatenate(clusters), np.concatenate(shares)
+
+
+def make_bank(poses: np.ndarray, clusters: np.ndarray, num_clusters: int) -> ReferenceBank:
+    """The bank of training clips ``poses`` (R, C, T, V, M) with the clusters (R,) a model gave
+    them."""
+    return ReferenceBank(frames=pose_frames(poses, VELOCITY_WEIGHT),
+                         clusters=np.asarray(clusters, dtype=np.int64), num_clusters=num_clusters)
+
+
+def save_bank(bank: ReferenceBank, path: str | os.PathLike) -> Path:
+    """Write ``bank`` to ``path`` (``.npz``, frames as float16) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, format=np.array(BANK_FORMAT), frames=bank.frames.astype(np.float16),
+                            clusters=bank.clusters.astype(np.int32),
+                            num_clusters=np.array(bank.num_clusters),
+                            velocity_weight=np.array(bank.velocity_weight),
+                            neighbours=np.array(bank.neighbours),
+                            candidates=np.array(bank.candidates))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+_BANK_KEYS = ("format", "frames", "clusters", "num_clusters", "velocity_weight", "neighbours",
+              "candidates")
+
+
+def load_bank(path: str | os.PathLike, *, num_clusters: int, frame_shape: tuple[int, int]
+              ) -> ReferenceBank:
+    """Read a bank written by :func:`save_bank` for a model of ``num_clusters`` clusters whose
+    clips have ``frame_shape`` (T, D) DTW frames; raises ModelError naming the file and the problem."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in _BANK_KEYS if key not in data.files]
+            if missing:
+                raise ModelError(f"{path}: not a reference bank (missing {', '.join(missing)})")
+            if int(data["format"]) != BANK_FORMAT:
+                raise ModelError(f"{path}: reference bank format {int(data['format'])}, this "
+                                 f"version reads {BANK_FORMAT}")
+            shape: tuple[int, ...] = tuple(data["frames"].shape)
+            if len(shape) != 3 or shape[0] > MAX_BANK_CLIPS or tuple(shape[1:]) != tuple(frame_shape):
+                raise ModelError(f"{path}: reference frames of shape {shape}, the model needs "
+                                 f"(R ≤ {MAX_BANK_CLIPS}, {frame_shape[0]}, {frame_shape[1]})")
+            values = {key: data[key] for key in _BANK_KEYS}
+    except FileNotFoundError:
+        raise ModelError(f"{path}: the model's reference bank is missing") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelError(f"{path}: cannot read the reference bank: {exc}") from exc
+    if int(values["num_clusters"]) != num_clusters:
+        raise ModelError(f"{path}: a bank of {int(values['num_clusters'])} clusters for a model "
+                         f"of {num_clusters}")
+    try:
+        return ReferenceBank(frames=values["frames"].astype(np.float32),
+                             clusters=values["clusters"].astype(np.int64),
+                             num_clusters=num_clusters,
+                             velocity_weight=float(values["velocity_weight"]),
+                             neighbours=max(1, int(values["neighbours"])),
+                             candidates=max(1, int(values["candidates"])))
+    except ValueError as exc:
+        raise ModelError(f"{path}: invalid reference bank: {exc}") from exc
