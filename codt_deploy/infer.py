@@ -109,7 +109,8 @@ class ClusterModel:
             self.session = ort.InferenceSession(str(self.resolved.onnx_path),
                                                 sess_options=session_options(threads),
                                                 providers=chosen)
-        except (RuntimeError, ValueError) as exc:  # ORT raises these subclasses on bad files
+        except Exception as exc:  # noqa: BLE001 - ORT's own types (InvalidProtobuf, Fail, ...)
+            # derive from Exception alone; whatever the file holds, it is this model's error
             raise ModelError(f"{self.resolved.onnx_path}: cannot load the ONNX model: {exc}"
                              ) from exc
         self.input_name = self.session.get_inputs()[0].name
