@@ -24,6 +24,7 @@ import argparse
 import logging
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +54,24 @@ def providers_list(text: str) -> list[str]:
     return names
 
 
-def layout_name(text: str) -> str:
+@dataclass(frozen=True)
+class LayoutChoice:
+    """``--layout``: the layout's name, and the layout file it was loaded from (None for a name)."""
+
+    name: str
+    file: Path | None = None
+
+
+def layout_choice(text: str) -> LayoutChoice:
     """argparse type: a known joint layout name (or alias), or a layout file (.json; .yaml/.yml
-    with PyYAML), as the layout's name; a file's layout is loaded and registered."""
-    from codt_deploy.layouts import layout_argument
+    with PyYAML), whose layout is loaded and registered."""
+    from codt_deploy.layouts import layout_argument, looks_like_layout_file
 
     try:
-        return layout_argument(text).name
+        name = layout_argument(text).name
     except (KeyError, ValueError, CodtError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return LayoutChoice(name, Path(text) if looks_like_layout_file(text) else None)
 
 
 def pose_format(text: str) -> str:
@@ -129,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--axes", type=str.upper, choices=AXES,
                         help="axis order of plain .npy/.npz arrays (e.g. TVC for one person's "
                              "frames x joints x xyz); other formats ignore it")
-    parser.add_argument("--layout", type=layout_name, metavar="NAME|FILE",
+    parser.add_argument("--layout", type=layout_choice, metavar="NAME|FILE",
                         help="joint layout of plain .npy/.npz arrays: a built-in name (e.g. msr20, "
                              "ntu25, coco17) or a layout file (.json, or .yaml with PyYAML; see "
                              "README 'Layout files'); other formats ignore it")
@@ -205,6 +215,32 @@ def write_cluster_summary(path: Path, observer: Observer, model) -> None:
           f"{len(observer.names)} sequences written to {path}", file=sys.stderr)
 
 
+def files_read(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The files other than the inputs that a run reads, as (what it is, path)."""
+    from codt_deploy.models import locate_model
+
+    onnx = locate_model(args.model)
+    files = [("the model (--model)", onnx), ("the model's manifest", onnx.with_suffix(".json"))]
+    if args.labels is not None:
+        files.append(("the labels file (--labels)", args.labels))
+    if args.layout is not None and args.layout.file is not None:
+        files.append(("the layout file (--layout)", args.layout.file))
+    return files
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output or summary that must not be written: one that
+    :func:`check_output` refuses, or a file the run reads (inputs, labels, layout, model), or the
+    other one. (The journal, ``<output>.part``, can be neither: a summary ends in .csv or .json.)"""
+    reads = files_read(args)
+    if args.output:
+        check_output(args.output, args.inputs, reads, flag="-o")
+    if args.summary:
+        if args.output and canonical_path(str(args.summary)) == canonical_path(args.output):
+            raise CodtError(f"{args.summary}: --summary and -o name the same file")
+        check_output(args.summary, args.inputs, reads, flag="--summary")
+
+
 def list_models() -> int:
     from codt_deploy.models import available_models, load_manifest, model_dirs
 
@@ -229,7 +265,8 @@ def _make_sink(args: argparse.Namespace, model, observer: Observer):
     header = {"journal": JOURNAL_VERSION, "model": model.manifest.name,
               "onnx_sha256": model.manifest.onnx_sha256,
               "format": fmt, "embeddings": bool(args.embeddings),
-              "pose_format": args.pose_format, "axes": args.axes, "layout": args.layout}
+              "pose_format": args.pose_format, "axes": args.axes,
+              "layout": args.layout.name if args.layout else None}
     if args.summary and not args.embeddings:  # rows keep their embeddings for the summary
         header["embeddings_for_summary"] = True
     if args.channels:  # only when given, so journals of earlier versions still resume
@@ -295,19 +332,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_models:
         return list_models()
-    if args.output:
-        check_output(args.output, args.inputs)
-    if args.summary:
-        check_output(args.summary, args.inputs)
-        if args.output and canonical_path(str(args.summary)) == canonical_path(args.output):
-            raise CodtError(f"{args.summary}: --summary and -o name the same file")
+    check_paths(args)
     labels = read_labels(args.labels) if args.labels is not None else None
     model = ClusterModel(args.model, providers=args.providers, threads=args.threads,
                          batch_size=args.batch_size)
     observer = Observer(labels, args.show, summary=bool(args.summary))
     sink = _make_sink(args, model, observer)
     array_options: dict[str, Any] = {
-        key: value for key, value in (("axes", args.axes), ("skeleton", args.layout))
+        key: value for key, value in (("axes", args.axes),
+                                               ("skeleton", args.layout and args.layout.name))
         if value is not None}
     if args.channels:
         array_options["channels"] = CHANNEL_NAMES[args.channels]

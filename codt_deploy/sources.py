@@ -28,7 +28,7 @@ import lzma
 import os
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -176,13 +176,30 @@ def iter_inputs(args: list[str], limits: ArchiveLimits = ArchiveLimits()) -> Ite
         if exists:
             yield from _path_items(Path(arg), explicit=True, limits=limits)
         elif _has_glob(arg):
-            matches = sorted(glob.glob(arg, recursive=True))
+            matches = pattern_matches(arg)
             if not matches:
                 yield InputItem(source=arg, explicit=True, error="no files match this pattern")
             for match in matches:
                 yield from _path_items(Path(match), explicit=False, limits=limits)
         else:
             yield InputItem(source=arg, explicit=True, error="no such file or directory")
+
+
+def pattern_matches(pattern: str) -> list[str]:
+    """The paths a glob pattern (``**`` recursive) matches, sorted; none for a bad pattern."""
+    try:
+        return sorted(glob.glob(pattern, recursive=True))
+    except (OSError, ValueError):  # an embedded NUL, a name too long
+        return []
+
+
+def input_paths(args: Iterable[str]) -> Iterator[str]:
+    """Every path the command-line inputs name before any folder walk: each argument, and the
+    matches of each one that is a glob pattern (as :func:`iter_inputs` expands it)."""
+    for arg in args:
+        yield arg
+        if _has_glob(arg):
+            yield from pattern_matches(arg)
 
 
 def _why(exc: Exception) -> str:

@@ -16,7 +16,8 @@ Safe outputs: a file name that is not valid UTF-8 is written with its undecodabl
 ``-``, ``@``, tab, CR first) gets a leading ``'``. Each ``done`` line carries its file's row count,
 so a corrupted journal line costs that file a re-read on ``--resume``, never a silent lost row.
 :func:`check_output` refuses, before any work, an output that is a folder, a device, a FIFO or a
-symbolic link, one of the inputs, or in a folder that cannot be written.
+symbolic link, in a folder that cannot be written, one of the inputs (a glob pattern's matches
+included), or another file the run reads (the labels, the layout file, the model).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from codt_deploy.datafiles import DataError, parse_data
 from codt_deploy.errors import CodtError
-from codt_deploy.sources import canonical_path
+from codt_deploy.sources import canonical_path, input_paths
 
 log = logging.getLogger(__name__)
 
@@ -380,8 +382,8 @@ def _iter_journal(path: Path, *, unreadable: list[int] | None = None,
                     log.warning("%s: ignoring a torn last line", path)
                 return
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = parse_data(line)
+            except DataError:  # garbled, or beyond the parser's limits
                 record = None
             if isinstance(record, dict) and isinstance(record.get("key", ""), str):
                 yield record
@@ -401,23 +403,31 @@ def remove_stale_temporaries(output: Path) -> None:
                 path.unlink()
 
 
-def check_output(output: str | os.PathLike, inputs: Iterable[str]) -> None:
-    """Refuse, before any work, an output that cannot or must not be written (CodtError)."""
+def check_output(output: str | os.PathLike, inputs: Iterable[str],
+                 others: Iterable[tuple[str, str | os.PathLike]] = (), *, flag: str = "-o") -> None:
+    """Refuse, before any work, an output that cannot or must not be written (CodtError): see the
+    module docstring. ``others`` are the other files the run reads or writes, as (what it is,
+    path); ``flag`` is the option that named ``output``, for the message."""
     path = Path(output)
     try:
         _check_output_kind(path)
         _check_output_folder(path.parent)
     except OSError as exc:  # e.g. a name too long
         raise CodtError(f"{path}: cannot write the output here: {exc.strerror or exc}") from None
-    if _is_input(canonical_path(str(path)), inputs, path.suffix.lower()):
+    target = canonical_path(str(path))
+    if _is_input(target, inputs, path.suffix.lower()):
         raise CodtError(f"{path}: is one of the inputs; refusing to overwrite it (choose "
-                        f"another -o)")
+                        f"another {flag})")
+    for what, other in others:
+        if canonical_path(str(other)) == target:
+            raise CodtError(f"{path}: is {what}; refusing to overwrite it (choose another {flag})")
 
 
 def _is_input(target: str, inputs: Iterable[str], suffix: str) -> bool:
-    """Whether ``target`` is an input: named itself, or inside an input folder without an output
-    suffix (so ``data/clusters.csv`` beside the poses it clusters can still be rewritten)."""
-    for arg in map(canonical_path, inputs):
+    """Whether ``target`` is an input: named itself or matched by a glob pattern, or inside an
+    input folder without an output suffix (so ``data/clusters.csv`` beside the poses it clusters
+    can still be rewritten)."""
+    for arg in map(canonical_path, input_paths(inputs)):
         if target == arg:
             return True
         if suffix not in _SUFFIX_FORMAT and target.startswith(arg.rstrip(os.sep) + os.sep):

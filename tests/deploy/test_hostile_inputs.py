@@ -301,14 +301,16 @@ def _interrupted_journal(run, tmp_path, monkeypatch, folder, done):
     return tmp_path / "out.csv.part"
 
 
-@pytest.mark.parametrize("damage", ["garbled row", "line 1", "key not a string"])
+@pytest.mark.parametrize("damage", ["garbled row", "line 1", "key not a string",
+                                    "nested 100,000 deep"])
 def test_a_corrupted_journal_line_rereads_its_file(damage, run, tmp_path, monkeypatch, caplog):
     folder = _good_folder(tmp_path, n=4)
     journal = _interrupted_journal(run, tmp_path, monkeypatch, folder, done=3)
     lines = journal.read_text().splitlines(keepends=True)
     row = next(i for i, line in enumerate(lines) if '"type": "row"' in line)
     lines[row] = {"garbled row": '{"type": "row", "ke\x00y": \n', "line 1": "1\n",
-                  "key not a string": '{"type": "row", "key": [1]}\n'}[damage]
+                  "key not a string": '{"type": "row", "key": [1]}\n',
+                  "nested 100,000 deep": "[" * 100_000 + "\n"}[damage]
     journal.write_text("".join(lines))
     status, _, err = run(folder, "-o", tmp_path / "out.csv", "--resume")
     assert status == 0, err

@@ -1,0 +1,161 @@
+"""The last holes a careless or hostile user found (issue 27): outputs that are files the run reads,
+set-up files that crashed with a traceback (models, manifests, layout files), resource limits and
+what reaches the terminal. The journal's damaged lines and the mixed batch are in
+tests/deploy/test_hostile_inputs.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codt_deploy import cli
+from tests.conftest import REPO_ROOT, example_paths
+
+MSR = example_paths()[0]
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+def _folder(tmp_path: Path, n: int = 2) -> Path:
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    for path in example_paths()[:n]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def _no_model_load(monkeypatch) -> None:
+    monkeypatch.setattr("codt_deploy.infer.ClusterModel.__init__",
+                        lambda *a, **k: pytest.fail("the model was loaded before the check"))
+
+
+def _cluster(capsys, *args) -> tuple[int, str]:
+    """(exit status, stderr) of ``codt-cluster ARGS --quiet``, argparse's own exits included."""
+    try:
+        status = cli.main([*map(str, args), "--quiet"])
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    return status, capsys.readouterr().err
+
+
+# --- 1, 2. no output or summary is a file the run reads ----------------------------------------
+
+def test_an_output_matched_by_a_quoted_glob_is_refused(run, tmp_path, monkeypatch):
+    folder = _folder(tmp_path)
+    target = folder / MSR.name
+    _no_model_load(monkeypatch)
+    status, _, err = run(str(folder / "*.txt"), "-o", target)
+    assert status == 2 and f"{target}: is one of the inputs" in err
+    assert target.read_bytes() == MSR.read_bytes()
+
+
+def _read_file_cases(tmp_path: Path, tiny_model_dir: Path) -> dict[str, tuple[list, Path, str]]:
+    """case -> (extra arguments, the file they make the output, the reason expected)."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"file,label\n{MSR.name},1\n")
+    layout = tmp_path / "mine.json"
+    layout.write_text(json.dumps(_layout_spec()))
+    return {"labels": (["--labels", labels, "-o", labels], labels, "is the labels file"),
+            "layout": (["--layout", layout, "-o", layout], layout, "is the layout file"),
+            "model": (["-o", tiny_model_dir / "tiny.onnx"], tiny_model_dir / "tiny.onnx",
+                      "is the model"),
+            "manifest": (["-o", tiny_model_dir / "tiny.json"], tiny_model_dir / "tiny.json",
+                         "is the model's manifest"),
+            "summary = labels": (["--labels", labels, "--summary", labels], labels,
+                                 "is the labels file")}
+
+
+def _layout_spec() -> dict:
+    from codt_deploy.layouts import layout_spec
+
+    spec = layout_spec("msr20").model_dump(mode="json")
+    return {**spec, "name": "msr20_mine"}
+
+
+@pytest.mark.parametrize("case", ["labels", "layout", "model", "manifest", "summary = labels"])
+def test_an_output_that_the_run_reads_is_refused_before_any_work(case, run, tmp_path,
+                                                                 tiny_model_dir, monkeypatch,
+                                                                 layout_registry):
+    args, target, reason = _read_file_cases(tmp_path, tiny_model_dir)[case]
+    before = target.read_bytes()
+    _no_model_load(monkeypatch)
+    status, _, err = run(_folder(tmp_path), *args)
+    assert status == 2 and f"{target}: {reason}" in err and "Traceback" not in err
+    assert target.read_bytes() == before
+
+
+# --- 3. an ONNX file that onnxruntime cannot parse, behind a manifest that matches it -----------
+
+def _unparseable_model(kind: str, tiny_model_dir: Path, folder: Path) -> Path:
+    onnx = folder / "bad.onnx"
+    real = (tiny_model_dir / "tiny.onnx").read_bytes()
+    if kind == "half a model":
+        onnx.write_bytes(real[: len(real) // 2])
+    elif kind == "4 KB of junk":
+        onnx.write_bytes(bytes(range(256)) * 16)
+    else:
+        text = folder / "notes.txt"
+        text.write_text("not a model\n" * 50)
+        os.symlink(text, onnx)
+    manifest = json.loads((tiny_model_dir / "tiny.json").read_text())
+    manifest["onnx_sha256"] = hashlib.sha256(onnx.read_bytes()).hexdigest()
+    (folder / "bad.json").write_text(json.dumps(manifest))
+    return onnx
+
+
+@pytest.mark.parametrize("kind", ["half a model", "4 KB of junk", "a link to a text file"])
+def test_an_onnx_file_onnxruntime_cannot_parse_is_a_model_error(kind, tiny_model_dir, tmp_path,
+                                                                capsys):
+    onnx = _unparseable_model(kind, tiny_model_dir, tmp_path)
+    status, err = _cluster(capsys, _folder(tmp_path), "--model", onnx)
+    assert status == 2 and "Traceback" not in err
+    assert f"codt-cluster: error: {onnx}: cannot load the ONNX model" in err
+
+
+# --- 4. a manifest beyond the JSON parser's limits ----------------------------------------------
+
+@pytest.mark.parametrize("text, problem", [(DEEP_JSON, "nested too deeply"),
+                                           ('{"name": ' + "9" * 5000 + "}", "4300 digits")])
+def test_a_manifest_beyond_the_parser_limits_is_a_model_error(text, problem, tiny_model_dir,
+                                                              tmp_path, capsys):
+    shutil.copy(tiny_model_dir / "tiny.onnx", tmp_path / "deep.onnx")
+    (tmp_path / "deep.json").write_text(text)
+    status, err = _cluster(capsys, _folder(tmp_path), "--model", tmp_path / "deep.onnx")
+    assert status == 2 and "Traceback" not in err
+    assert "deep.json: cannot read the manifest: unreadable JSON: " in err and problem in err
+
+
+# --- 5. a layout file nested 100,000 deep ---------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_layout_file_nested_100000_deep_is_a_usage_error(suffix, run, tmp_path, capsys):
+    if suffix == ".yaml":
+        pytest.importorskip("yaml")
+    layout = tmp_path / f"deep{suffix}"
+    layout.write_text(DEEP_JSON)
+    with pytest.raises(SystemExit) as exit_info:
+        run(_folder(tmp_path), "--layout", layout)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert f"{layout}: unreadable {'JSON' if suffix == '.json' else 'YAML'}: nested too deeply" \
+        in err
+
+
+# --- 11. no ONNX Runtime telemetry files --------------------------------------------------------
+
+def test_loading_a_model_writes_nothing_under_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    code = ("from codt_deploy.infer import ClusterModel; "
+            f"ClusterModel({str(REPO_ROOT / 'exported' / 'ucla2msr.onnx')!r})")
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(home)},
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [p for p in home.rglob("*") if p.is_file()] == []
