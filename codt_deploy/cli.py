@@ -286,7 +286,7 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
     """The end-of-run summary on stderr; metrics and the --show table on stdout."""
     from codt_deploy.metrics import balance_of_counts, collapse_warning, evaluate
     from codt_deploy.pipeline import describe_failure
-    from codt_deploy.writers import columns, format_table
+    from codt_deploy.writers import columns, format_table, terminal_safe
 
     err = sys.stderr
     print(f"codt-cluster: {summary.files} files, {summary.sequences} sequences clustered"
@@ -296,7 +296,11 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
           + (f", {len(summary.not_opened)} not opened" if summary.not_opened else "")
           + f", {len(summary.failures)} failed", file=err)
     for key, reason in summary.not_opened:
-        print(f"  NOT OPENED {key}: {reason}", file=err)
+        print(terminal_safe(f"  NOT OPENED {key}: {reason}"), file=err)
+    for arg in summary.empty:
+        print(terminal_safe(f"  NO POSE FILE in {arg}"), file=err)
+    if not summary.files and not summary.resumed:
+        print("  nothing was clustered", file=err)
     if observer.counts and not args.quiet:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(observer.counts.items()))
         print(f"  sequences per cluster: {counts}", file=err)
@@ -307,7 +311,7 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
         if warning:
             print(f"  WARNING: {warning}", file=err)
     for key, reason in summary.failures:
-        print(f"  FAILED {describe_failure(key, reason)}", file=err)
+        print(terminal_safe(f"  FAILED {describe_failure(key, reason)}"), file=err)
     if observer.first:
         out = sys.stdout if args.output else err
         shown = [c for c in columns(bool(model.manifest.cluster_names))
@@ -315,7 +319,8 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
         print(format_table(observer.first, shown), file=out, end="")
     if args.labels is not None:
         if not observer.true:
-            print(f"labels: no output row matched a key in {args.labels}", file=err)
+            print(terminal_safe(f"labels: no output row matched a key in {args.labels}"),
+                  file=err)
         else:
             scores = evaluate(observer.true, observer.pred)
             out = sys.stdout if args.output else err

@@ -50,6 +50,8 @@ _SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parque
 Row = dict[str, Any]
 TEXT_COLUMNS = ("source", "member", "name", "segment", "cluster_name")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_TERMINAL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    c: f"\\u{c:04x}" for c in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 
 
 def printable_text(text: str) -> str:
@@ -61,18 +63,26 @@ def printable_text(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def terminal_safe(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (which can move the cursor, erase
+    lines or recolour the screen) and bidirectional overrides become visible escapes
+    (``\\x1b``, ``\\u202e``), as do bytes that were not UTF-8 (:func:`printable_text`)."""
+    return printable_text(text).translate(_TERMINAL_ESCAPES)
+
+
 def spreadsheet_safe(text: str) -> str:
     """A CSV cell a spreadsheet will show rather than run: ``=HYPERLINK(...)`` -> ``'=HYPERLINK(...)``."""
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def output_row(row: Row, *, csv_cells: bool = False) -> Row:
-    """``row`` with its text columns made safe to write (see the module docstring)."""
+def output_row(row: Row, *, csv_cells: bool = False, terminal: bool = False) -> Row:
+    """``row`` with its text columns made safe to write (see the module docstring); ``terminal``:
+    for a terminal (:func:`terminal_safe`)."""
     safe = dict(row)
     for column in TEXT_COLUMNS:
         value = safe.get(column)
         if isinstance(value, str):
-            value = printable_text(value)
+            value = terminal_safe(value) if terminal else printable_text(value)
             safe[column] = spreadsheet_safe(value) if csv_cells else value
     return safe
 
@@ -97,17 +107,19 @@ def columns(with_cluster_names: bool) -> list[str]:
 
 
 class CsvRowWriter:
-    """CSV rows; an embedding list becomes ``embedding_0..embedding_{D-1}`` columns."""
+    """CSV rows; an embedding list becomes ``embedding_0..embedding_{D-1}`` columns. ``terminal``:
+    the rows go to a terminal, so text cells are :func:`terminal_safe` too."""
 
-    def __init__(self, handle: IO[str], fieldnames: list[str], embedding_dim: int | None) -> None:
-        self.embedding_dim = embedding_dim
+    def __init__(self, handle: IO[str], fieldnames: list[str], embedding_dim: int | None,
+                 terminal: bool = False) -> None:
+        self.embedding_dim, self.terminal = embedding_dim, terminal
         emb = [f"embedding_{i}" for i in range(embedding_dim)] if embedding_dim else []
         self.writer = csv.writer(handle, lineterminator="\n")
         self.fieldnames = fieldnames
         self.writer.writerow(fieldnames + emb)
 
     def write(self, row: Row) -> None:
-        row = output_row(row, csv_cells=True)
+        row = output_row(row, csv_cells=True, terminal=self.terminal)
         values = ["" if row.get(f) is None else row[f] for f in self.fieldnames]
         if self.embedding_dim:
             values += [f"{x:.6g}" for x in row["embedding"]]
@@ -243,8 +255,12 @@ class StreamSink:
         if fmt == "parquet":
             raise CodtError("Parquet cannot be written to standard output; pass -o FILE.parquet")
         self.stream = stream or sys.stdout
-        cls = CsvRowWriter if fmt == "csv" else JsonlRowWriter
-        self.writer = cls(self.stream, fieldnames, embedding_dim)
+        self.writer: CsvRowWriter | JsonlRowWriter
+        if fmt == "jsonl":  # JSON escapes control characters itself
+            self.writer = JsonlRowWriter(self.stream, fieldnames, embedding_dim)
+        else:
+            self.writer = CsvRowWriter(self.stream, fieldnames, embedding_dim,
+                                       terminal=self.stream.isatty())
         self.observer = observer
         self.done_keys: set[str] = set()  # never resumes
 
@@ -478,4 +494,4 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return terminal_safe(str(value))

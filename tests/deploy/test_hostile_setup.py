@@ -159,3 +159,48 @@ def test_loading_a_model_writes_nothing_under_home(tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert [p for p in home.rglob("*") if p.is_file()] == []
+
+
+# --- 9. control characters in names never reach the terminal raw --------------------------------
+
+FAKE_SUMMARY = "\x1b[1A\x1b[2K\rcodt-cluster: 9 files, 9 sequences clustered, 0 failed\n"
+
+
+def test_control_characters_in_names_are_escaped_on_the_terminal(run, tmp_path):
+    from tests.deploy.hostile import zip_bytes
+
+    archive = tmp_path / "names.zip"
+    archive.write_bytes(zip_bytes({f"bad{FAKE_SUMMARY}_skeleton3D.txt": b"1 2 3 1\n" * 30,
+                                   "a01_s01_e01\x1b[31m\u202e_skeleton3D.txt": MSR.read_bytes()}))
+    status, out, err = run(archive, "-o", tmp_path / "out.csv", "--show", "5")
+    assert status == 1
+    assert "\x1b" not in out + err and "\u202e" not in out + err and "\r" not in out + err
+    failed = [line for line in err.splitlines() if line.startswith("  FAILED ")]
+    assert len(failed) == 1 and "bad\\x1b[1A\\x1b[2K\\x0dcodt-cluster: 9 files" in failed[0]
+    assert "a01_s01_e01\\x1b[31m\\u202e_skeleton3D.txt" in out  # the --show table
+
+
+def test_csv_rows_printed_to_a_terminal_are_escaped():
+    import io
+
+    from codt_deploy.writers import StreamSink, columns
+
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True
+    sink = StreamSink("csv", columns(False), None, lambda row: None, terminal)
+    sink.write_file("k", [{"source": "clip\x1b[2J.txt", "member": "", "name": "", "segment": "",
+                           "cluster": 0, "confidence": 1.0}])
+    assert "clip\\x1b[2J.txt" in terminal.getvalue() and "\x1b" not in terminal.getvalue()
+
+
+# --- 10. an input that holds no pose file is named; nothing clustered is exit 1 -----------------
+
+def test_an_empty_zip_is_named_and_exits_1_when_nothing_was_clustered(run, tmp_path):
+    from tests.deploy.hostile import zip_bytes
+
+    empty = tmp_path / "empty.zip"
+    empty.write_bytes(zip_bytes({}))
+    status, _, err = run(empty, "-o", tmp_path / "out.csv")
+    assert status == 1 and f"NO POSE FILE in {empty}" in err and "nothing was clustered" in err
+    status, _, err = run(empty, _folder(tmp_path), "-o", tmp_path / "out.csv")
+    assert status == 0 and f"NO POSE FILE in {empty}" in err and "2 files" in err
