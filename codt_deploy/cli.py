@@ -241,6 +241,25 @@ def check_paths(args: argparse.Namespace) -> None:
         check_output(args.summary, args.inputs, reads, flag="--summary")
 
 
+def fit_to_machine(args: argparse.Namespace, manifest) -> None:
+    """Lower ``--workers`` and ``--threads`` to the cores here and ``--batch-size`` to what fits in
+    the memory available (:func:`codt_deploy.infer.max_batch_size`), each with a notice."""
+    from codt_deploy.infer import available_cores, max_batch_size
+
+    cores = available_cores()
+    for option, name in (("workers", "--workers"), ("threads", "--threads")):
+        value = getattr(args, option)
+        if value is not None and value > cores:
+            print(f"codt-cluster: {name} {value} is more than the {cores} cores here; using "
+                  f"{cores}", file=sys.stderr)
+            setattr(args, option, cores)
+    largest = max_batch_size(manifest)
+    if largest is not None and args.batch_size > largest:
+        print(f"codt-cluster: --batch-size {args.batch_size} does not fit in the memory available; "
+              f"using {largest}", file=sys.stderr)
+        args.batch_size = largest
+
+
 def list_models() -> int:
     from codt_deploy.models import available_models, load_manifest, model_dirs
 
@@ -333,13 +352,16 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
 def run(args: argparse.Namespace) -> int:
     """Load the model, run the pipeline, finish the output and report. Returns the exit status."""
     from codt_deploy.infer import ClusterModel
+    from codt_deploy.models import resolve_model
     from codt_deploy.pipeline import ParseOptions, PipelineOptions, run_pipeline
 
     if args.list_models:
         return list_models()
     check_paths(args)
     labels = read_labels(args.labels) if args.labels is not None else None
-    model = ClusterModel(args.model, providers=args.providers, threads=args.threads,
+    resolved = resolve_model(args.model)
+    fit_to_machine(args, resolved.manifest)
+    model = ClusterModel(resolved, providers=args.providers, threads=args.threads,
                          batch_size=args.batch_size)
     observer = Observer(labels, args.show, summary=bool(args.summary))
     sink = _make_sink(args, model, observer)

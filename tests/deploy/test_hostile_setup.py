@@ -204,3 +204,36 @@ def test_an_empty_zip_is_named_and_exits_1_when_nothing_was_clustered(run, tmp_p
     assert status == 1 and f"NO POSE FILE in {empty}" in err and "nothing was clustered" in err
     status, _, err = run(empty, _folder(tmp_path), "-o", tmp_path / "out.csv")
     assert status == 0 and f"NO POSE FILE in {empty}" in err and "2 files" in err
+
+
+# --- 8. workers, threads and batch size fit the machine -------------------------------------------
+
+def test_workers_threads_and_batch_size_are_lowered_to_what_the_machine_has(run, tmp_path,
+                                                                            monkeypatch):
+    from codt_deploy import infer
+
+    monkeypatch.setattr(infer, "available_cores", lambda: 2)
+    monkeypatch.setattr(infer, "available_memory", lambda: 2 << 30)
+    largest = infer.max_batch_size(_tiny_manifest())
+    seen = {}
+    real = infer.ClusterModel.__init__
+
+    def spy(self, model, providers=None, threads=None, batch_size=32):
+        seen.update(threads=threads, batch_size=batch_size)
+        real(self, model, providers, threads, batch_size)
+
+    monkeypatch.setattr(infer.ClusterModel, "__init__", spy)
+    status, _, err = run(_folder(tmp_path, n=3), "-o", tmp_path / "out.csv", "--workers", "1000",
+                         "--executor", "process", "--threads", "2000",
+                         "--batch-size", "1000000000")
+    assert status == 0, err
+    assert "--workers 1000 is more than the 2 cores here; using 2" in err
+    assert "--threads 2000 is more than the 2 cores here; using 2" in err
+    assert f"--batch-size 1000000000 does not fit in the memory available; using {largest}" in err
+    assert seen == {"threads": 2, "batch_size": largest} and 1 < largest < 1000
+
+
+def _tiny_manifest():
+    from codt_deploy.models import resolve_model
+
+    return resolve_model("tiny").manifest
