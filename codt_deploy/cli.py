@@ -9,7 +9,9 @@
 INPUT is a pose file, a folder (searched recursively), a glob pattern or a .zip / .tar(.gz) archive
 (read member by member, never extracted). One output row per sequence. Without ``-o`` the rows go
 to standard output. A per-file failure is reported and the run carries on; the exit status is 1 if
-any input failed, 2 on a usage or setup error, 130 when interrupted (rerun with ``--resume``).
+any input failed or nothing was clustered, 2 on a usage or setup error, 130 when interrupted (rerun
+with ``--resume``). ``--workers``/``--threads`` above the cores and a ``--batch-size`` beyond the
+memory available are lowered, with a notice.
 
 ``--summary FILE`` also writes one row per cluster (:mod:`codt_deploy.summary`: size, share, mean
 confidence, the most central sequence and the next ones, the nearest source class) over every
@@ -106,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codt-cluster", description="Cluster skeleton action sequences with an exported "
         "CoDT model (one output row per sequence).",
-        epilog="exit status: 0 every input clustered; 1 some input failed (each is listed); "
-               "2 usage or setup error; 130 interrupted (rerun with --resume)")
+        epilog="exit status: 0 every input clustered; 1 some input failed (each is listed) or "
+               "nothing was clustered; 2 usage or setup error; 130 interrupted (rerun with "
+               "--resume)")
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="pose files, folders, glob patterns, .zip or .tar(.gz) archives")
     parser.add_argument("-o", "--output", help="output file (default: standard output)")
