@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=UploadLimits.max_file_bytes >> 20, help="most MB per file")
     parser.add_argument("--max-total-mb", type=positive_int,
                         default=UploadLimits.max_total_bytes >> 20, help="most MB per upload")
+    parser.add_argument("--max-labels-mb", type=positive_int,
+                        default=UploadLimits.max_labels_bytes >> 20,
+                        help="most MB of a labels CSV")
     parser.add_argument("--examples", type=Path, default=None,
                         help="folder holding examples/msr_action3d (default: the repository, or "
                              "the current folder when the app is installed)")
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     limits = UploadLimits(max_files=args.max_files, max_file_bytes=args.max_file_mb << 20,
-                          max_total_bytes=args.max_total_mb << 20)
+                          max_total_bytes=args.max_total_mb << 20,
+                          max_labels_bytes=args.max_labels_mb << 20)
     store = ModelStore(args.model)
     try:
         model = store.get()  # fail now, not on the first upload

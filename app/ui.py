@@ -23,7 +23,15 @@ from codt_deploy.errors import CodtError, ModelError
 
 from . import logic, plots
 from .model_store import ModelStore
-from .uploads import Reader, UploadLimitError, UploadLimits, default_reader, parse_uploads
+from .uploads import (
+    MiB,
+    Reader,
+    UploadLimitError,
+    UploadLimits,
+    check_labels_size,
+    default_reader,
+    parse_uploads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +166,14 @@ def _metrics_markdown(evaluation: logic.Evaluation | None, note: str) -> str:
             "number of clusters." + (f"\n\n{note}" if note else ""))
 
 
-def _labels_for(batch: logic.BatchResult, labels_path: str | None
+def _labels_for(batch: logic.BatchResult, labels_path: str | None, limits: UploadLimits
                 ) -> tuple[logic.Evaluation | None, list | None, str]:
     """Evaluation, per-row labels for the CSV, and a note (e.g. why the labels CSV was unusable)."""
     note = ""
     labels = None
     if labels_path:
         try:
+            check_labels_size(labels_path, limits)
             labels = logic.labels_from_csv(batch.results, labels_path)
         except CodtError as exc:
             note = f"The labels CSV was not used: {exc}"
@@ -203,7 +212,7 @@ class AppHandlers:
         return self._outputs(self._cluster(paths, model_choice), labels_file)
 
     def _outputs(self, batch: logic.BatchResult, labels_path: str | None):
-        evaluation, row_labels, note = _labels_for(batch, labels_path)
+        evaluation, row_labels, note = _labels_for(batch, labels_path, self.limits)
         problems = logic.problem_rows(batch)
         if not batch.results:
             return (batch, _summary(batch, None, note), [], None,
@@ -288,7 +297,8 @@ def build_app(store: ModelStore, *, limits: UploadLimits | None = None,
                 model_info = gr.Markdown(model_markdown(store, store.default))
                 files = gr.File(label=f"Pose files or archives ({limits.describe()})",
                                 file_count="multiple", type="filepath", height=170)
-                labels_file = gr.File(label="Labels CSV (optional): file,label[,label_name]",
+                labels_file = gr.File(label=f"Labels CSV (optional): file,label[,label_name]; up "
+                                            f"to {limits.max_labels_bytes // MiB} MB",
                                       file_count="single", type="filepath", file_types=[".csv"],
                                       height=140)
                 run = gr.Button("Cluster", variant="primary")

@@ -48,10 +48,21 @@ class UploadLimits:
     max_file_bytes: int = 50 * MiB
     max_total_bytes: int = 200 * MiB
     max_sequences: int = 2000
+    # a labels CSV costs ~13x its size in memory and ~5 s per 25 MB to read (codt_deploy.labels);
+    # 16 MB holds ~600,000 rows, a whole dataset's labels
+    max_labels_bytes: int = 16 * MiB
 
     def describe(self) -> str:
         return (f"up to {self.max_files} files, {self.max_file_bytes // MiB} MB each, "
                 f"{self.max_total_bytes // MiB} MB in all, {self.max_sequences} sequences")
+
+
+def check_labels_size(path: str | os.PathLike, limits: UploadLimits) -> None:
+    """Refuse a labels CSV over ``limits.max_labels_bytes`` (UploadLimitError saying the limit)."""
+    size = os.path.getsize(path)
+    if size > limits.max_labels_bytes:
+        raise UploadLimitError(f"the labels CSV is {size / MiB:.1f} MB; the app reads labels files "
+                               f"of up to {limits.max_labels_bytes // MiB} MB")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@
 INPUT is a pose file, a folder (searched recursively), a glob pattern or a .zip / .tar(.gz) archive
 (read member by member, never extracted). One output row per sequence. Without ``-o`` the rows go
 to standard output. A per-file failure is reported and the run carries on; the exit status is 1 if
-any input failed, 2 on a usage or setup error, 130 when interrupted (rerun with ``--resume``).
+any input failed or nothing was clustered, 2 on a usage or setup error, 130 when interrupted (rerun
+with ``--resume``). ``--workers``/``--threads`` above the cores and a ``--batch-size`` beyond the
+memory available are lowered, with a notice.
 
 ``--summary FILE`` also writes one row per cluster (:mod:`codt_deploy.summary`: size, share, mean
 confidence, the most central sequence and the next ones, the nearest source class) over every
@@ -24,6 +26,7 @@ import argparse
 import logging
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +56,24 @@ def providers_list(text: str) -> list[str]:
     return names
 
 
-def layout_name(text: str) -> str:
+@dataclass(frozen=True)
+class LayoutChoice:
+    """``--layout``: the layout's name, and the layout file it was loaded from (None for a name)."""
+
+    name: str
+    file: Path | None = None
+
+
+def layout_choice(text: str) -> LayoutChoice:
     """argparse type: a known joint layout name (or alias), or a layout file (.json; .yaml/.yml
-    with PyYAML), as the layout's name; a file's layout is loaded and registered."""
-    from codt_deploy.layouts import layout_argument
+    with PyYAML), whose layout is loaded and registered."""
+    from codt_deploy.layouts import layout_argument, looks_like_layout_file
 
     try:
-        return layout_argument(text).name
+        name = layout_argument(text).name
     except (KeyError, ValueError, CodtError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return LayoutChoice(name, Path(text) if looks_like_layout_file(text) else None)
 
 
 def pose_format(text: str) -> str:
@@ -96,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codt-cluster", description="Cluster skeleton action sequences with an exported "
         "CoDT model (one output row per sequence).",
-        epilog="exit status: 0 every input clustered; 1 some input failed (each is listed); "
-               "2 usage or setup error; 130 interrupted (rerun with --resume)")
+        epilog="exit status: 0 every input clustered; 1 some input failed (each is listed) or "
+               "nothing was clustered; 2 usage or setup error; 130 interrupted (rerun with "
+               "--resume)")
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="pose files, folders, glob patterns, .zip or .tar(.gz) archives")
     parser.add_argument("-o", "--output", help="output file (default: standard output)")
@@ -129,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--axes", type=str.upper, choices=AXES,
                         help="axis order of plain .npy/.npz arrays (e.g. TVC for one person's "
                              "frames x joints x xyz); other formats ignore it")
-    parser.add_argument("--layout", type=layout_name, metavar="NAME|FILE",
+    parser.add_argument("--layout", type=layout_choice, metavar="NAME|FILE",
                         help="joint layout of plain .npy/.npz arrays: a built-in name (e.g. msr20, "
                              "ntu25, coco17) or a layout file (.json, or .yaml with PyYAML; see "
                              "README 'Layout files'); other formats ignore it")
@@ -205,6 +218,51 @@ def write_cluster_summary(path: Path, observer: Observer, model) -> None:
           f"{len(observer.names)} sequences written to {path}", file=sys.stderr)
 
 
+def files_read(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The files other than the inputs that a run reads, as (what it is, path)."""
+    from codt_deploy.models import locate_model
+
+    onnx = locate_model(args.model)
+    files = [("the model (--model)", onnx), ("the model's manifest", onnx.with_suffix(".json"))]
+    if args.labels is not None:
+        files.append(("the labels file (--labels)", args.labels))
+    if args.layout is not None and args.layout.file is not None:
+        files.append(("the layout file (--layout)", args.layout.file))
+    return files
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output or summary that must not be written: one that
+    :func:`check_output` refuses, or a file the run reads (inputs, labels, layout, model), or the
+    other one. (The journal, ``<output>.part``, can be neither: a summary ends in .csv or .json.)"""
+    reads = files_read(args)
+    if args.output:
+        check_output(args.output, args.inputs, reads, flag="-o")
+    if args.summary:
+        if args.output and canonical_path(str(args.summary)) == canonical_path(args.output):
+            raise CodtError(f"{args.summary}: --summary and -o name the same file")
+        check_output(args.summary, args.inputs, reads, flag="--summary")
+
+
+def fit_to_machine(args: argparse.Namespace, manifest) -> None:
+    """Lower ``--workers`` and ``--threads`` to the cores here and ``--batch-size`` to what fits in
+    the memory available (:func:`codt_deploy.infer.max_batch_size`), each with a notice."""
+    from codt_deploy.infer import available_cores, max_batch_size
+
+    cores = available_cores()
+    for option, name in (("workers", "--workers"), ("threads", "--threads")):
+        value = getattr(args, option)
+        if value is not None and value > cores:
+            print(f"codt-cluster: {name} {value} is more than the {cores} cores here; using "
+                  f"{cores}", file=sys.stderr)
+            setattr(args, option, cores)
+    largest = max_batch_size(manifest)
+    if largest is not None and args.batch_size > largest:
+        print(f"codt-cluster: --batch-size {args.batch_size} does not fit in the memory available; "
+              f"using {largest}", file=sys.stderr)
+        args.batch_size = largest
+
+
 def list_models() -> int:
     from codt_deploy.models import available_models, load_manifest, model_dirs
 
@@ -229,7 +287,8 @@ def _make_sink(args: argparse.Namespace, model, observer: Observer):
     header = {"journal": JOURNAL_VERSION, "model": model.manifest.name,
               "onnx_sha256": model.manifest.onnx_sha256,
               "format": fmt, "embeddings": bool(args.embeddings),
-              "pose_format": args.pose_format, "axes": args.axes, "layout": args.layout}
+              "pose_format": args.pose_format, "axes": args.axes,
+              "layout": args.layout.name if args.layout else None}
     if args.summary and not args.embeddings:  # rows keep their embeddings for the summary
         header["embeddings_for_summary"] = True
     if args.channels:  # only when given, so journals of earlier versions still resume
@@ -249,7 +308,7 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
     """The end-of-run summary on stderr; metrics and the --show table on stdout."""
     from codt_deploy.metrics import balance_of_counts, collapse_warning, evaluate
     from codt_deploy.pipeline import describe_failure
-    from codt_deploy.writers import columns, format_table
+    from codt_deploy.writers import columns, format_table, terminal_safe
 
     err = sys.stderr
     print(f"codt-cluster: {summary.files} files, {summary.sequences} sequences clustered"
@@ -259,7 +318,11 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
           + (f", {len(summary.not_opened)} not opened" if summary.not_opened else "")
           + f", {len(summary.failures)} failed", file=err)
     for key, reason in summary.not_opened:
-        print(f"  NOT OPENED {key}: {reason}", file=err)
+        print(terminal_safe(f"  NOT OPENED {key}: {reason}"), file=err)
+    for arg in summary.empty:
+        print(terminal_safe(f"  NO POSE FILE in {arg}"), file=err)
+    if not summary.files and not summary.resumed:
+        print("  nothing was clustered", file=err)
     if observer.counts and not args.quiet:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(observer.counts.items()))
         print(f"  sequences per cluster: {counts}", file=err)
@@ -270,7 +333,7 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
         if warning:
             print(f"  WARNING: {warning}", file=err)
     for key, reason in summary.failures:
-        print(f"  FAILED {describe_failure(key, reason)}", file=err)
+        print(terminal_safe(f"  FAILED {describe_failure(key, reason)}"), file=err)
     if observer.first:
         out = sys.stdout if args.output else err
         shown = [c for c in columns(bool(model.manifest.cluster_names))
@@ -278,7 +341,8 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
         print(format_table(observer.first, shown), file=out, end="")
     if args.labels is not None:
         if not observer.true:
-            print(f"labels: no output row matched a key in {args.labels}", file=err)
+            print(terminal_safe(f"labels: no output row matched a key in {args.labels}"),
+                  file=err)
         else:
             scores = evaluate(observer.true, observer.pred)
             out = sys.stdout if args.output else err
@@ -291,23 +355,22 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
 def run(args: argparse.Namespace) -> int:
     """Load the model, run the pipeline, finish the output and report. Returns the exit status."""
     from codt_deploy.infer import ClusterModel
+    from codt_deploy.models import resolve_model
     from codt_deploy.pipeline import ParseOptions, PipelineOptions, run_pipeline
 
     if args.list_models:
         return list_models()
-    if args.output:
-        check_output(args.output, args.inputs)
-    if args.summary:
-        check_output(args.summary, args.inputs)
-        if args.output and canonical_path(str(args.summary)) == canonical_path(args.output):
-            raise CodtError(f"{args.summary}: --summary and -o name the same file")
+    check_paths(args)
     labels = read_labels(args.labels) if args.labels is not None else None
-    model = ClusterModel(args.model, providers=args.providers, threads=args.threads,
+    resolved = resolve_model(args.model)
+    fit_to_machine(args, resolved.manifest)
+    model = ClusterModel(resolved, providers=args.providers, threads=args.threads,
                          batch_size=args.batch_size)
     observer = Observer(labels, args.show, summary=bool(args.summary))
     sink = _make_sink(args, model, observer)
     array_options: dict[str, Any] = {
-        key: value for key, value in (("axes", args.axes), ("skeleton", args.layout))
+        key: value for key, value in (("axes", args.axes),
+                                               ("skeleton", args.layout and args.layout.name))
         if value is not None}
     if args.channels:
         array_options["channels"] = CHANNEL_NAMES[args.channels]

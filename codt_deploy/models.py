@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from codt_deploy.datafiles import DataError, parse_data
 from codt_deploy.errors import LayoutError, ModelError
 from codt_deploy.layouts import LayoutSpec, layout_from_spec, register_layout
 from codt_deploy.preprocess import PreprocessConfig
@@ -219,13 +220,13 @@ def load_manifest(json_path: str | os.PathLike) -> Manifest:
     """Read and validate a manifest file; raises ModelError naming the file and the problem."""
     json_path = Path(json_path)
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
+        data = parse_data(json_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{json_path}: manifest not found; every exported model needs its "
                          f"<name>.json beside <name>.onnx (written by `python -m training.export`)"
                          ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{json_path}: cannot read the manifest: {exc}") from exc
+    except (OSError, UnicodeDecodeError, DataError) as exc:
+        raise ModelError(f"{json_path}: cannot read the manifest: {exc}") from None
     try:
         manifest = Manifest.model_validate(data)
     except (ValidationError, LayoutError) as exc:
@@ -234,8 +235,9 @@ def load_manifest(json_path: str | os.PathLike) -> Manifest:
     return manifest
 
 
-def _locate(name_or_path: str | os.PathLike) -> Path:
-    """The ``.onnx`` path for a model name or a path (to the .onnx, the .json, or without suffix)."""
+def locate_model(name_or_path: str | os.PathLike) -> Path:
+    """The ``.onnx`` path for a model name or a path (to the .onnx, the .json, or without suffix);
+    its manifest is the ``.json`` beside it. Raises ModelError when there is none."""
     text = str(name_or_path)
     path = Path(text)
     has_dir = os.sep in text or "/" in text
@@ -287,7 +289,7 @@ def resolve_model(name_or_path: str | os.PathLike, *, verify: bool = True) -> Re
     Raises ModelError when the model is missing ("not found; available models = ..."), the
     manifest is missing or invalid, or the ONNX file's hash differs from ``manifest.onnx_sha256``.
     """
-    onnx_path = _locate(name_or_path)
+    onnx_path = locate_model(name_or_path)
     manifest = load_manifest(onnx_path.with_suffix(".json"))
     if verify:
         if not manifest.onnx_sha256:

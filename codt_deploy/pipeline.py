@@ -159,7 +159,9 @@ class Summary:
     """What a run did; ``failures``, ``skipped`` and ``not_opened`` hold (input, reason).
 
     ``skipped``: files found by a walk or glob that are not pose files; ``not_opened``: what was
-    deliberately left unread for another reason (a nested archive, a FIFO), listed with it."""
+    deliberately left unread for another reason (a nested archive, a FIFO), listed with it;
+    ``empty``: the inputs (an archive, folder or glob pattern) that held no pose file at all.
+    A run is ``ok`` when nothing failed and something was clustered (now or before a resume)."""
 
     files: int = 0
     sequences: int = 0
@@ -168,10 +170,11 @@ class Summary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     not_opened: list[tuple[str, str]] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and (self.files > 0 or self.resumed > 0)
 
 
 @dataclass(frozen=True)
@@ -269,9 +272,13 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
     limit = options.max_in_flight or 4 * max(options.workers, 1) + 4
     pending: deque[tuple[InputItem, Future | ParsedFile]] = deque()
     seen: set[tuple[str, str | None, str | None]] = set()
+    inputs = list(inputs)
+    held_pose_file = dict.fromkeys(inputs, False)  # per argument: was anything in it read?
 
     def handle(item: InputItem, entry: Future | ParsedFile) -> None:
         parsed = _result(item, entry)
+        if not parsed.skip:
+            held_pose_file[item.origin] = True
         if parsed.error:
             summary.failures.append((parsed.label, parsed.error))
             log.info("failed: %s", describe_failure(parsed.label, parsed.error))
@@ -285,14 +292,16 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
             progress(1)
 
     try:
-        for item in iter_inputs(list(inputs), options.limits):
+        for item in iter_inputs(inputs, options.limits):
             identity = (item.key, item.error, item.skip)  # a same-name member's error is its own
             if identity in seen:
                 summary.duplicates += 1
+                held_pose_file[item.origin] |= not item.skip
                 continue
             seen.add(identity)
             if not (item.error or item.skip) and item.key in sink.done_keys:
                 summary.resumed += 1
+                held_pose_file[item.origin] = True
                 continue
             if executor is None or item.error or item.skip:
                 pending.append((item, parse_item(item, parse_options)))
@@ -303,6 +312,7 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
         while pending:
             handle(*pending.popleft())
         batcher.flush()
+        summary.empty = [arg for arg, held in held_pose_file.items() if not held]
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)

@@ -28,8 +28,8 @@ import lzma
 import os
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from codt_deploy.errors import ARCHIVE_READ_ERRORS
@@ -66,6 +66,7 @@ class InputItem:
     explicit: bool = False  # named directly on the command line (vs. found by a walk or a glob)
     error: str | None = None
     skip: str | None = None
+    origin: str = ""  # the command-line argument it came from (see iter_inputs)
 
     @property
     def key(self) -> str:
@@ -166,23 +167,47 @@ def _is_folder(entry: os.DirEntry) -> bool:
 
 
 def iter_inputs(args: list[str], limits: ArchiveLimits = ArchiveLimits()) -> Iterator[InputItem]:
-    """Expand command-line inputs into items, in argument order, each folder walked sorted."""
+    """Expand command-line inputs into items, in argument order, each folder walked sorted; each
+    item's ``origin`` is its argument. An empty folder or archive gives no item."""
     for arg in args:
-        try:
-            exists = Path(arg).exists()
-        except (OSError, ValueError) as exc:  # a name too long, an embedded NUL
-            yield InputItem(source=arg, explicit=True, error=f"cannot use this path: {_why(exc)}")
-            continue
-        if exists:
-            yield from _path_items(Path(arg), explicit=True, limits=limits)
-        elif _has_glob(arg):
-            matches = sorted(glob.glob(arg, recursive=True))
-            if not matches:
-                yield InputItem(source=arg, explicit=True, error="no files match this pattern")
-            for match in matches:
-                yield from _path_items(Path(match), explicit=False, limits=limits)
-        else:
-            yield InputItem(source=arg, explicit=True, error="no such file or directory")
+        for item in _argument_items(arg, limits):
+            yield replace(item, origin=arg)
+
+
+def _argument_items(arg: str, limits: ArchiveLimits) -> Iterator[InputItem]:
+    """The items of one command-line argument: a path, or the matches of a glob pattern."""
+    try:
+        exists = Path(arg).exists()
+    except (OSError, ValueError) as exc:  # a name too long, an embedded NUL
+        yield InputItem(source=arg, explicit=True, error=f"cannot use this path: {_why(exc)}")
+        return
+    if exists:
+        yield from _path_items(Path(arg), explicit=True, limits=limits)
+    elif _has_glob(arg):
+        matches = pattern_matches(arg)
+        if not matches:
+            yield InputItem(source=arg, explicit=True, error="no files match this pattern")
+        for match in matches:
+            yield from _path_items(Path(match), explicit=False, limits=limits)
+    else:
+        yield InputItem(source=arg, explicit=True, error="no such file or directory")
+
+
+def pattern_matches(pattern: str) -> list[str]:
+    """The paths a glob pattern (``**`` recursive) matches, sorted; none for a bad pattern."""
+    try:
+        return sorted(glob.glob(pattern, recursive=True))
+    except (OSError, ValueError):  # an embedded NUL, a name too long
+        return []
+
+
+def input_paths(args: Iterable[str]) -> Iterator[str]:
+    """Every path the command-line inputs name before any folder walk: each argument, and the
+    matches of each one that is a glob pattern (as :func:`iter_inputs` expands it)."""
+    for arg in args:
+        yield arg
+        if _has_glob(arg):
+            yield from pattern_matches(arg)
 
 
 def _why(exc: Exception) -> str:

@@ -16,7 +16,8 @@ Safe outputs: a file name that is not valid UTF-8 is written with its undecodabl
 ``-``, ``@``, tab, CR first) gets a leading ``'``. Each ``done`` line carries its file's row count,
 so a corrupted journal line costs that file a re-read on ``--resume``, never a silent lost row.
 :func:`check_output` refuses, before any work, an output that is a folder, a device, a FIFO or a
-symbolic link, one of the inputs, or in a folder that cannot be written.
+symbolic link, in a folder that cannot be written, one of the inputs (a glob pattern's matches
+included), or another file the run reads (the labels, the layout file, the model).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from codt_deploy.datafiles import DataError, parse_data
 from codt_deploy.errors import CodtError
-from codt_deploy.sources import canonical_path
+from codt_deploy.sources import canonical_path, input_paths
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ _SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parque
 Row = dict[str, Any]
 TEXT_COLUMNS = ("source", "member", "name", "segment", "cluster_name")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_TERMINAL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    c: f"\\u{c:04x}" for c in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 
 
 def printable_text(text: str) -> str:
@@ -59,18 +63,26 @@ def printable_text(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def terminal_safe(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (which can move the cursor, erase
+    lines or recolour the screen) and bidirectional overrides become visible escapes
+    (``\\x1b``, ``\\u202e``), as do bytes that were not UTF-8 (:func:`printable_text`)."""
+    return printable_text(text).translate(_TERMINAL_ESCAPES)
+
+
 def spreadsheet_safe(text: str) -> str:
     """A CSV cell a spreadsheet will show rather than run: ``=HYPERLINK(...)`` -> ``'=HYPERLINK(...)``."""
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def output_row(row: Row, *, csv_cells: bool = False) -> Row:
-    """``row`` with its text columns made safe to write (see the module docstring)."""
+def output_row(row: Row, *, csv_cells: bool = False, terminal: bool = False) -> Row:
+    """``row`` with its text columns made safe to write (see the module docstring); ``terminal``:
+    for a terminal (:func:`terminal_safe`)."""
     safe = dict(row)
     for column in TEXT_COLUMNS:
         value = safe.get(column)
         if isinstance(value, str):
-            value = printable_text(value)
+            value = terminal_safe(value) if terminal else printable_text(value)
             safe[column] = spreadsheet_safe(value) if csv_cells else value
     return safe
 
@@ -95,17 +107,19 @@ def columns(with_cluster_names: bool) -> list[str]:
 
 
 class CsvRowWriter:
-    """CSV rows; an embedding list becomes ``embedding_0..embedding_{D-1}`` columns."""
+    """CSV rows; an embedding list becomes ``embedding_0..embedding_{D-1}`` columns. ``terminal``:
+    the rows go to a terminal, so text cells are :func:`terminal_safe` too."""
 
-    def __init__(self, handle: IO[str], fieldnames: list[str], embedding_dim: int | None) -> None:
-        self.embedding_dim = embedding_dim
+    def __init__(self, handle: IO[str], fieldnames: list[str], embedding_dim: int | None,
+                 terminal: bool = False) -> None:
+        self.embedding_dim, self.terminal = embedding_dim, terminal
         emb = [f"embedding_{i}" for i in range(embedding_dim)] if embedding_dim else []
         self.writer = csv.writer(handle, lineterminator="\n")
         self.fieldnames = fieldnames
         self.writer.writerow(fieldnames + emb)
 
     def write(self, row: Row) -> None:
-        row = output_row(row, csv_cells=True)
+        row = output_row(row, csv_cells=True, terminal=self.terminal)
         values = ["" if row.get(f) is None else row[f] for f in self.fieldnames]
         if self.embedding_dim:
             values += [f"{x:.6g}" for x in row["embedding"]]
@@ -241,8 +255,12 @@ class StreamSink:
         if fmt == "parquet":
             raise CodtError("Parquet cannot be written to standard output; pass -o FILE.parquet")
         self.stream = stream or sys.stdout
-        cls = CsvRowWriter if fmt == "csv" else JsonlRowWriter
-        self.writer = cls(self.stream, fieldnames, embedding_dim)
+        self.writer: CsvRowWriter | JsonlRowWriter
+        if fmt == "jsonl":  # JSON escapes control characters itself
+            self.writer = JsonlRowWriter(self.stream, fieldnames, embedding_dim)
+        else:
+            self.writer = CsvRowWriter(self.stream, fieldnames, embedding_dim,
+                                       terminal=self.stream.isatty())
         self.observer = observer
         self.done_keys: set[str] = set()  # never resumes
 
@@ -380,8 +398,8 @@ def _iter_journal(path: Path, *, unreadable: list[int] | None = None,
                     log.warning("%s: ignoring a torn last line", path)
                 return
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = parse_data(line)
+            except DataError:  # garbled, or beyond the parser's limits
                 record = None
             if isinstance(record, dict) and isinstance(record.get("key", ""), str):
                 yield record
@@ -401,23 +419,31 @@ def remove_stale_temporaries(output: Path) -> None:
                 path.unlink()
 
 
-def check_output(output: str | os.PathLike, inputs: Iterable[str]) -> None:
-    """Refuse, before any work, an output that cannot or must not be written (CodtError)."""
+def check_output(output: str | os.PathLike, inputs: Iterable[str],
+                 others: Iterable[tuple[str, str | os.PathLike]] = (), *, flag: str = "-o") -> None:
+    """Refuse, before any work, an output that cannot or must not be written (CodtError): see the
+    module docstring. ``others`` are the other files the run reads or writes, as (what it is,
+    path); ``flag`` is the option that named ``output``, for the message."""
     path = Path(output)
     try:
         _check_output_kind(path)
         _check_output_folder(path.parent)
     except OSError as exc:  # e.g. a name too long
         raise CodtError(f"{path}: cannot write the output here: {exc.strerror or exc}") from None
-    if _is_input(canonical_path(str(path)), inputs, path.suffix.lower()):
+    target = canonical_path(str(path))
+    if _is_input(target, inputs, path.suffix.lower()):
         raise CodtError(f"{path}: is one of the inputs; refusing to overwrite it (choose "
-                        f"another -o)")
+                        f"another {flag})")
+    for what, other in others:
+        if canonical_path(str(other)) == target:
+            raise CodtError(f"{path}: is {what}; refusing to overwrite it (choose another {flag})")
 
 
 def _is_input(target: str, inputs: Iterable[str], suffix: str) -> bool:
-    """Whether ``target`` is an input: named itself, or inside an input folder without an output
-    suffix (so ``data/clusters.csv`` beside the poses it clusters can still be rewritten)."""
-    for arg in map(canonical_path, inputs):
+    """Whether ``target`` is an input: named itself or matched by a glob pattern, or inside an
+    input folder without an output suffix (so ``data/clusters.csv`` beside the poses it clusters
+    can still be rewritten)."""
+    for arg in map(canonical_path, input_paths(inputs)):
         if target == arg:
             return True
         if suffix not in _SUFFIX_FORMAT and target.startswith(arg.rstrip(os.sep) + os.sep):
@@ -468,4 +494,4 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return terminal_safe(str(value))

@@ -139,7 +139,7 @@ def test_missing_keys_missing_files_and_non_mappings(layout_registry, tmp_path):
         layout_argument("nothing.json", base=tmp_path)
     with pytest.raises(LayoutError, match=r"expected a mapping of layout keys"):
         load_layout(_write(tmp_path, [1, 2], "list.json"))
-    with pytest.raises(LayoutError, match=r"not valid JSON"):
+    with pytest.raises(LayoutError, match=r"broken.json \(line 1\): invalid JSON"):
         (tmp_path / "broken.json").write_text("{")
         load_layout(tmp_path / "broken.json")
 

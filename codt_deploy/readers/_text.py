@@ -8,7 +8,6 @@ Error positions follow one convention: ``line`` is the 1-based line of the file,
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Callable, Sequence
 from os import PathLike
@@ -16,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from codt_deploy.datafiles import DataError, parse_data
 from codt_deploy.errors import PoseFormatError
 
 #: Formats whose frame count comes from indices in the file (Kinetics ``frame_index``, VIBE
@@ -67,7 +67,8 @@ def text_content(data: bytes, source: str, *, allow_utf8: bool = False) -> bytes
 
 
 def load_json(data: bytes, source: str) -> object:
-    """Decode UTF-8 JSON; a decoding error names the line."""
+    """Decode UTF-8 JSON (:func:`codt_deploy.datafiles.parse_data`); a decoding error names the
+    line, and a document beyond the parser's limits is "unreadable JSON"."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -76,12 +77,9 @@ def load_json(data: bytes, source: str) -> object:
     if not text.strip():
         raise PoseFormatError(source, "empty file; expected a JSON document")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PoseFormatError(source, f"invalid JSON: {exc.msg} (column {exc.colno})",
-                              line=exc.lineno) from None
-    except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit integer, absurd nesting
-        raise PoseFormatError(source, f"unreadable JSON: {str(exc)[:120]}") from None
+        return parse_data(text)
+    except DataError as exc:
+        raise PoseFormatError(source, exc.problem, line=exc.line) from None
 
 
 def fast_floats(text: bytes) -> np.ndarray | None:

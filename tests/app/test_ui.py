@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from app.model_store import ModelStore
 from app.ui import find_examples, model_markdown
 
@@ -57,3 +59,21 @@ def test_gallery_card_and_animation_of_the_most_central_sequence(tiny_model, exa
     if empty:
         assert _cluster_details(empty[0], batch).endswith("no sequence of this batch")
     assert handlers.show_cluster(None, batch) == (None, "")
+
+
+def test_a_labels_csv_over_the_app_limit_is_not_read_and_the_note_says_the_limit(
+        tiny_model, example_files, hand_read, tmp_path, monkeypatch):
+    from app import logic
+    from app.ui import _labels_for
+    from app.uploads import ParsedUploads, UploadLimits
+
+    batch = logic.analyse(ParsedUploads([hand_read(f) for f in example_files[:2]], []),
+                          ModelStore(str(tiny_model)).get(None))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + "".join(f"{f.name},1\n" for f in example_files)
+                      + "".join(f"x{i:029d},2\n" for i in range(40_000)))  # 1.3 MB
+    monkeypatch.setattr(logic, "read_labels", lambda *a, **k: pytest.fail("the CSV was read"))
+    evaluation, _, note = _labels_for(batch, str(labels), UploadLimits(max_labels_bytes=1 << 20))
+    assert evaluation is not None and evaluation.source == "the labels in the files"
+    assert "The labels CSV was not used: the labels CSV is 1.3 MB; the app reads labels files " \
+           "of up to 1 MB" in note

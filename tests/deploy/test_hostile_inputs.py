@@ -301,14 +301,16 @@ def _interrupted_journal(run, tmp_path, monkeypatch, folder, done):
     return tmp_path / "out.csv.part"
 
 
-@pytest.mark.parametrize("damage", ["garbled row", "line 1", "key not a string"])
+@pytest.mark.parametrize("damage", ["garbled row", "line 1", "key not a string",
+                                    "nested 100,000 deep"])
 def test_a_corrupted_journal_line_rereads_its_file(damage, run, tmp_path, monkeypatch, caplog):
     folder = _good_folder(tmp_path, n=4)
     journal = _interrupted_journal(run, tmp_path, monkeypatch, folder, done=3)
     lines = journal.read_text().splitlines(keepends=True)
     row = next(i for i, line in enumerate(lines) if '"type": "row"' in line)
     lines[row] = {"garbled row": '{"type": "row", "ke\x00y": \n', "line 1": "1\n",
-                  "key not a string": '{"type": "row", "key": [1]}\n'}[damage]
+                  "key not a string": '{"type": "row", "key": [1]}\n',
+                  "nested 100,000 deep": "[" * 100_000 + "\n"}[damage]
     journal.write_text("".join(lines))
     status, _, err = run(folder, "-o", tmp_path / "out.csv", "--resume")
     assert status == 0, err
@@ -383,14 +385,20 @@ def _mixed_batch(tmp_path: Path, shared_data: Path) -> tuple[list, int, list[str
     make_fifo(folder / "pipe.skeleton")
     (tmp_path / "members.zip").write_bytes(hostile_zip({"a04_s01_e01_skeleton3D.txt": MSR_TEXT}))
     (tmp_path / "bomb.tar.gz").write_bytes(tar_bytes({"z.bin": b"\0" * (16 << 20)}))
+    (tmp_path / "empty.zip").write_bytes(zip_bytes({}))  # issue 27: named, not silent
+    (tmp_path / "names.zip").write_bytes(zip_bytes({  # a name that would rewrite the terminal
+        "fake\x1b[1A\x1b[2K\rcodt-cluster: 0 failed_skeleton3D.txt": b"1 2 3 1\n" * 30,
+        "a05\x1b[31m_s01_e01_skeleton3D.txt": MSR_TEXT}))
     inputs = [folder, tmp_path / "members.zip", tmp_path / "bomb.tar.gz",
-              tmp_path / ("x" * 300 + ".skeleton")]
+              tmp_path / ("x" * 300 + ".skeleton"), tmp_path / "empty.zip",
+              tmp_path / "names.zip"]
     reasons = ["a03_s01_e01_skeleton3D.txt (frame 0): value 3e+38 is beyond",
                "zeros.json: all coordinates are zero", "huge_header.npy: .npy header declares",
                "encrypted/x.txt: cannot read this member", "deflate/x.txt: cannot read this member",
                "method/x.txt: cannot read this member", "lzma/x.txt: cannot read this member",
-               "bomb.tar.gz: archive refused: compression ratio", "File name too long"]
-    return inputs, 4 + 1 + 1, reasons  # 4 plain + BOM/CR CR LF + the good zip member
+               "bomb.tar.gz: archive refused: compression ratio", "File name too long",
+               "fake\\x1b[1A\\x1b[2K\\x0dcodt-cluster: 0 failed_skeleton3D.txt (frame 1): 30 joint"]
+    return inputs, 4 + 1 + 1 + 1, reasons  # 4 plain + BOM/CR CR LF + a good member of each zip
 
 
 def test_a_batch_mixing_every_hostile_class_clusters_every_good_file(run, tmp_path, shared_data):
@@ -404,6 +412,7 @@ def test_a_batch_mixing_every_hostile_class_clusters_every_good_file(run, tmp_pa
     for reason in reasons:
         assert any(reason in line for line in failed), (reason, err)
     assert "NOT OPENED" in err and "pipe.skeleton: not a regular file" in err
+    assert f"NO POSE FILE in {tmp_path / 'empty.zip'}" in err and "\x1b" not in err
     assert "Traceback" not in err and "unexpected" not in err
 
 

@@ -12,14 +12,22 @@ name, so detection sends it to the seed's reader. The contract checked:
   counts as an escape too;
 - every accepted input preprocesses to finite values.
 
+The user-supplied files that are not pose files are fuzzed the same way (issue 27), a share
+``settings_share`` of the inputs drawn from a generator of their own (so the pose inputs are the
+same for a seed whatever the share): a labels CSV (:func:`~codt_deploy.labels.read_labels`), layout
+files in JSON and YAML (read and validated as ``--layout`` reads them), a model manifest
+(:func:`~codt_deploy.models.load_manifest`) and a ``--resume`` journal (resumed and converted by
+:class:`~codt_deploy.writers.JournalSink`); the same contract holds: only the project's errors.
+
 ``run_fuzz(count, seed)`` returns a :class:`FuzzReport` (counts per outcome, the escapes with their
 inputs' recipe). ``tests/readers/test_fuzz.py`` runs a few thousand inputs; the longer run is
-``benchmarks/fuzz_readers.py --count 20000``.
+``python -m benchmarks.fuzz_readers --count 20000``.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import tempfile
 import time
@@ -30,10 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from codt_deploy.errors import CodtError, UnforeseenInputError
+from codt_deploy.datafiles import read_data_file
+from codt_deploy.errors import CodtError, LayoutError, UnforeseenInputError
+from codt_deploy.labels import read_labels
+from codt_deploy.layouts import LayoutSpec, layout_from_spec, layout_spec
+from codt_deploy.models import load_manifest
 from codt_deploy.preprocess import ChannelMode, PreprocessConfig, mode_of_channels, preprocess
 from codt_deploy.readers import read_bytes, read_poses, save_npz
 from codt_deploy.sources import ArchiveLimits, iter_archive
+from codt_deploy.writers import JournalSink, columns
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENS = (b"nan", b"inf", b"-1e39", b"3e38", b"9" * 400, b"true", b"\x00", b"\r", b"\r\r\n",
@@ -46,10 +59,14 @@ _SHARED_SEEDS = (  # (folder under the shared data, glob, how many)
     ("kinetics_skeleton_samples", "kinetics_val/*.json", 2),
 )
 _FIXTURE_SEEDS = ("penn/0001.mat", "vibe/gappy_tracks.json", "malformed/corrupt_penn.mat")
+#: and for the other user-supplied files: past the JSON/YAML parsers' limits too
+SETTINGS_TOKENS = TOKENS + (b"[" * 100_000, b"9" * 5000, b"- " * 5000, b'{"a": ' * 20_000)
 _MUTATIONS = ("truncate", "flip", "insert", "token", "delete", "duplicate")
 _MUTATION_WEIGHTS = (0.1, 0.3, 0.1, 0.3, 0.1, 0.1)
 _PATH_READ_SHARE = 0.1  # this share of inputs is read from a temporary file by read_poses
 ARCHIVE_LIMITS = ArchiveLimits(max_member_bytes=8 << 20, max_total_bytes=32 << 20)
+SETTINGS_SHARE = 0.2  # of the inputs: user-supplied files that are not pose files
+JOURNAL_HEADER = {"journal": 2, "model": "fuzz", "format": "csv", "embeddings": False}
 
 
 @dataclass
@@ -109,8 +126,64 @@ def _containers(seq, files: dict[str, bytes]) -> list[tuple[str, bytes]]:
             ("clips.tar.gz", tarred.getvalue())]
 
 
-def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
-    """One to three random mutations of ``data``; returns the result and a short recipe."""
+def settings_seeds() -> list[tuple[str, bytes]]:
+    """(name, content) of the user-supplied files other than poses; the name picks the check."""
+    layout = {**layout_spec("msr20").model_dump(mode="json"), "name": "fuzzed20"}
+    return [("labels.csv", (REPO / "examples" / "msr_action3d" / "labels.csv").read_bytes()),
+            ("layout.json", json.dumps(layout, indent=1).encode()),
+            ("layout.yaml", (REPO / "examples" / "layouts" / "sbu15.yaml").read_bytes()),
+            ("manifest.json", (REPO / "exported" / "ucla2msr.json").read_bytes()),
+            ("out.csv.part", _journal())]
+
+
+def _journal() -> bytes:
+    """A journal of three done files, one row each, as an interrupted run leaves it."""
+    lines = [{"type": "header", **JOURNAL_HEADER}]
+    for i in range(3):
+        key = f"/data/a0{i}_s01_e01_skeleton3D.txt"
+        lines += [{"type": "row", "key": key, "source": key, "member": "", "name": f"a0{i}",
+                   "segment": "", "cluster": i, "confidence": 0.5},
+                  {"type": "done", "key": key, "rows": 1}]
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def _check_labels(path: Path) -> str:
+    read_labels(path).label_of("a01_s02_e01_skeleton3D.txt")
+    return "labels CSV read"
+
+
+def _check_layout(path: Path) -> str:
+    """As ``--layout FILE`` reads it, less the registration (the process's registry is shared)."""
+    data = read_data_file(path, LayoutError, "layout file")
+    layout_from_spec(LayoutSpec.from_data(data, str(path)), str(path))
+    return "layout file read"
+
+
+def _check_manifest(path: Path) -> str:
+    load_manifest(path)
+    return "manifest read"
+
+
+def _check_journal(path: Path) -> str:
+    """Resume the journal and convert it into the output, as ``--resume`` and the run's end do."""
+    sink = JournalSink(path.with_suffix(""), "csv", columns(False), None, JOURNAL_HEADER,
+                       lambda row: None, resume=True)
+    try:
+        sink.close()
+    finally:
+        sink.handle.close()
+    return "journal resumed"
+
+
+SETTINGS_CHECKS = {"labels.csv": _check_labels, "layout.json": _check_layout,
+                   "layout.yaml": _check_layout, "manifest.json": _check_manifest,
+                   "out.csv.part": _check_journal}
+
+
+def mutate(data: bytes, rng: np.random.Generator,
+           tokens: tuple[bytes, ...] = TOKENS) -> tuple[bytes, str]:
+    """One to three random mutations of ``data`` (insertions from ``tokens``); returns the result
+    and a short recipe."""
     out, recipe = bytearray(data), []
     for _ in range(int(rng.choice((1, 2, 3), p=(0.7, 0.2, 0.1)))):
         kind = rng.choice(_MUTATIONS, p=_MUTATION_WEIGHTS)
@@ -124,7 +197,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
         elif kind == "insert":
             out[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 16)), np.uint8).tobytes()
         elif kind == "token":
-            out[pos:pos] = TOKENS[int(rng.integers(0, len(TOKENS)))]
+            out[pos:pos] = tokens[int(rng.integers(0, len(tokens)))]
         elif kind == "delete":
             del out[pos:pos + int(rng.integers(1, 64))]
         elif kind == "duplicate":
@@ -159,7 +232,9 @@ def check_input(name: str, data: bytes, recipe: str, report: FuzzReport, *, as_p
                 folder: Path) -> None:
     """Run one input through the archive iterator or a reader and the preprocessing."""
     try:
-        if name.endswith((".zip", ".tar.gz")):
+        if name in SETTINGS_CHECKS:
+            outcome = _check_settings(name, data, folder)
+        elif name.endswith((".zip", ".tar.gz")):
             outcome = _check_archive(name, data, recipe, report, folder)
         else:
             outcome = _preprocess_all(_read(name, data, as_path, folder), report, recipe)
@@ -172,6 +247,16 @@ def check_input(name: str, data: bytes, recipe: str, report: FuzzReport, *, as_p
         report.escapes.append((recipe, f"{type(exc).__name__}: {exc}"[:300]))
         outcome = f"ESCAPE {type(exc).__name__}"
     report.outcomes[outcome] += 1
+
+
+def _check_settings(name: str, data: bytes, folder: Path) -> str:
+    path = folder / name
+    path.write_bytes(data)
+    try:
+        return SETTINGS_CHECKS[name](path)
+    finally:
+        for left in folder.glob("out.csv*"):  # the journal and the output it was converted into
+            left.unlink()
 
 
 def _check_archive(name: str, data: bytes, recipe: str, report: FuzzReport, folder: Path) -> str:
@@ -193,20 +278,24 @@ def _check_archive(name: str, data: bytes, recipe: str, report: FuzzReport, fold
                           "some members refused")
 
 
-def run_fuzz(count: int, seed: int, shared_data: Path) -> FuzzReport:
-    """Fuzz ``count`` inputs deterministically from ``seed``."""
-    rng = np.random.default_rng(seed)
-    seeds = seed_files(shared_data)
+def run_fuzz(count: int, seed: int, shared_data: Path,
+             settings_share: float = SETTINGS_SHARE) -> FuzzReport:
+    """Fuzz ``count`` inputs deterministically from ``seed``, a share ``settings_share`` of them
+    user-supplied files other than poses (drawn from their own generator)."""
+    rng, settings_rng = np.random.default_rng(seed), np.random.default_rng([seed, 27])
+    seeds, settings = seed_files(shared_data), settings_seeds()
     report = FuzzReport()
     with tempfile.TemporaryDirectory(prefix="codt-fuzz-") as tmp:
         folder = Path(tmp)
         for i in range(count):
-            name, original = seeds[int(rng.integers(0, len(seeds)))]
-            data, recipe = mutate(original, rng)
+            as_settings = settings_rng.random() < settings_share
+            chosen, pool = (settings_rng, settings) if as_settings else (rng, seeds)
+            name, original = pool[int(chosen.integers(0, len(pool)))]
+            data, recipe = mutate(original, chosen, SETTINGS_TOKENS if as_settings else TOKENS)
             recipe = f"#{i} {name} {recipe}"
             start = time.perf_counter()
-            check_input(name, data, recipe, report, as_path=bool(rng.random() < _PATH_READ_SHARE),
-                        folder=folder)
+            as_path = not as_settings and bool(rng.random() < _PATH_READ_SHARE)
+            check_input(name, data, recipe, report, as_path=as_path, folder=folder)
             elapsed = time.perf_counter() - start
             if elapsed > report.slowest_s:
                 report.slowest_s, report.slowest = elapsed, recipe
