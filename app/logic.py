@@ -82,9 +82,9 @@ class BatchResult:
 
 
 def cluster_names(manifest) -> tuple[str, ...] | None:
-    """The model's names for its clusters, else ``"≈ class"`` from its nearest source classes."""
-    if manifest.cluster_names:
-        return tuple(manifest.cluster_names)
+    """Label-free names of the clusters: ``"≈ class"`` from the model's nearest source classes
+    (the names the evaluation labels give, ``eval_cluster_names``, are never shown as if the
+    model knew them)."""
     nearest = getattr(manifest, "nearest_source_classes", None)
     return tuple(f"≈ {name}" for name in nearest) if nearest else None
 
@@ -236,7 +236,7 @@ def evaluate(results: Sequence[SequenceResult], labels: Labels) -> Evaluation | 
 
 # --- tables -------------------------------------------------------------------------------------
 
-RESULT_COLUMNS = ["#", "file", "sequence", "frames", "persons", "cluster", "cluster name",
+RESULT_COLUMNS = ["#", "file", "sequence", "frames", "persons", "cluster", "nearest source class",
                   "confidence"]
 
 
@@ -250,20 +250,22 @@ def result_rows(batch: BatchResult) -> list[list]:
 
 # --- the cluster gallery ------------------------------------------------------------------------
 
-GALLERY_COLUMNS = ["cluster", "cluster name", "nearest source class", "sequences", "share",
+GALLERY_COLUMNS = ["cluster", "nearest source class", "sequences", "share",
                    "mean confidence", "most central sequence", "next most central"]
 
 
 def gallery_rows(batch: BatchResult) -> list[list]:
     """One row per cluster, empty ones included (0 sequences); fractions in [0, 1]."""
-    return [[s.cluster, s.name or "", s.nearest_source_class or "", s.size, round(s.share, 4),
+    return [[s.cluster, s.nearest_source_class or "", s.size, round(s.share, 4),
              "" if s.mean_confidence is None else round(s.mean_confidence, 4), s.medoid or "",
              ", ".join(s.members)] for s in batch.clusters]
 
 
 def gallery_choices(batch: BatchResult) -> list[str]:
-    """One label per non-empty cluster for the gallery's picker: ``"3: wave · 12 sequence(s)"``."""
-    return [f"{s.cluster}: " + (f"{s.name} · " if s.name else "") + f"{s.size} sequence(s)"
+    """One label per non-empty cluster for the gallery's picker: ``"3: ≈ wave · 12 sequence(s)"``
+    (the label-free nearest source class)."""
+    return [f"{s.cluster}: " + (f"≈ {s.nearest_source_class} · " if s.nearest_source_class else "")
+            + f"{s.size} sequence(s)"
             for s in batch.clusters if s.size]
 
 

@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="labels CSV (a key column such as file or name, and a label "
                              "column; see codt_deploy/labels.py); prints ACC/NMI/ARI")
     parser.add_argument("--embeddings", action="store_true", help="also write the embedding")
+    parser.add_argument("--assign", choices=("auto", "reference", "head"), default="auto",
+                        help="how a sequence gets its cluster: 'reference', the vote of its 10 "
+                             "nearest training clips (the model's reference bank); 'head', the "
+                             "network's argmax; 'auto' (default): the reference bank when the "
+                             "model has one")
+    parser.add_argument("--eval-names", action="store_true",
+                        help="also write eval_cluster_name: the class the model's evaluation labels "
+                             "matched each cluster to at export (an oracle reading of the result, "
+                             "not something the model knows)")
     parser.add_argument("--summary", type=summary_file, metavar="FILE",
                         help="also write a per-cluster summary (.csv or .json): size, share, mean "
                              "confidence, most central sequence and 5 more, nearest source class")
@@ -204,14 +213,15 @@ def sequence_name(row: dict[str, Any]) -> str:
     return text + (f" @{row['segment']}" if row.get("segment") else "")
 
 
-def write_cluster_summary(path: Path, observer: Observer, model) -> None:
+def write_cluster_summary(path: Path, observer: Observer, model, eval_names: bool = False) -> None:
     """``--summary``: the per-cluster summary of every output row, atomically; one line on stderr."""
     from codt_deploy.summary import summarize_assignments, write_summary
 
     dim = model.manifest.embedding_dim
     embeddings = np.stack(observer.embeddings) if observer.embeddings else np.zeros((0, dim))
     summaries = summarize_assignments(observer.names, np.asarray(observer.clusters, np.int64),
-                                      np.asarray(observer.confidence), embeddings, model.manifest)
+                                      np.asarray(observer.confidence), embeddings, model.manifest,
+                                      eval_names=eval_names)
     write_summary(path, summaries, model=model.manifest.name, sequences=len(observer.names))
     empty = sum(1 for s in summaries if s.size == 0)
     print(f"codt-cluster: summary of {len(summaries)} clusters ({empty} empty) over "
@@ -277,10 +287,10 @@ def list_models() -> int:
 
 
 def _make_sink(args: argparse.Namespace, model, observer: Observer):
-    from codt_deploy.writers import JournalSink, StreamSink, columns, format_for
+    from codt_deploy.writers import JournalSink, StreamSink, cluster_name_columns, columns, format_for
 
     fmt = format_for(args.output, args.format)
-    fieldnames = columns(bool(model.manifest.cluster_names))
+    fieldnames = columns(tuple(cluster_name_columns(model.manifest, args.eval_names)))
     emb_dim = model.manifest.embedding_dim if args.embeddings else None
     if not args.output:
         return StreamSink(fmt, fieldnames, emb_dim, observer)
@@ -293,6 +303,10 @@ def _make_sink(args: argparse.Namespace, model, observer: Observer):
         header["embeddings_for_summary"] = True
     if args.channels:  # only when given, so journals of earlier versions still resume
         header["channels"] = args.channels
+    if args.eval_names:
+        header["eval_names"] = True
+    if model.assignment != "head":
+        header["assignment"] = model.assignment
     return JournalSink(args.output, fmt, fieldnames, emb_dim, header, observer,
                        resume=args.resume)
 
@@ -308,7 +322,7 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
     """The end-of-run summary on stderr; metrics and the --show table on stdout."""
     from codt_deploy.metrics import balance_of_counts, collapse_warning, evaluate
     from codt_deploy.pipeline import describe_failure
-    from codt_deploy.writers import columns, format_table, terminal_safe
+    from codt_deploy.writers import cluster_name_columns, columns, format_table, terminal_safe
 
     err = sys.stderr
     print(f"codt-cluster: {summary.files} files, {summary.sequences} sequences clustered"
@@ -336,7 +350,7 @@ def report(summary, observer: Observer, args: argparse.Namespace, model) -> None
         print(terminal_safe(f"  FAILED {describe_failure(key, reason)}"), file=err)
     if observer.first:
         out = sys.stdout if args.output else err
-        shown = [c for c in columns(bool(model.manifest.cluster_names))
+        shown = [c for c in columns(tuple(cluster_name_columns(model.manifest, args.eval_names)))
                  if any(row.get(c) not in (None, "") for row in observer.first)]
         print(format_table(observer.first, shown), file=out, end="")
     if args.labels is not None:
@@ -365,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
     resolved = resolve_model(args.model)
     fit_to_machine(args, resolved.manifest)
     model = ClusterModel(resolved, providers=args.providers, threads=args.threads,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, assignment=args.assign)
     observer = Observer(labels, args.show, summary=bool(args.summary))
     sink = _make_sink(args, model, observer)
     array_options: dict[str, Any] = {
@@ -379,7 +393,8 @@ def run(args: argparse.Namespace) -> int:
                                  array_options=array_options)
     options = PipelineOptions(workers=args.workers, executor=args.executor,
                               batch_size=args.batch_size,
-                              embeddings=bool(args.embeddings or args.summary))
+                              embeddings=bool(args.embeddings or args.summary),
+                              eval_names=args.eval_names)
     bar = _progress(args)
     try:
         summary = run_pipeline(args.inputs, model, sink, parse_options, options, bar.update)
@@ -394,7 +409,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     report(summary, observer, args, model)
     if args.summary:
-        write_cluster_summary(args.summary, observer, model)
+        write_cluster_summary(args.summary, observer, model, args.eval_names)
     return 0 if summary.ok else 1
 
 

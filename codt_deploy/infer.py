@@ -2,7 +2,11 @@
 
 The network is the exported target-specific student F_1 -> C_1^t (METHOD.md §10, "Inference"): it
 takes preprocessed poses ``(N, C, T, V, M)`` float32 and returns cluster probabilities ``(N, K)``
-and the 256-d embedding. The cluster is the argmax, its probability the confidence.
+and the 256-d embedding. Without a reference bank the cluster is the head's argmax and its
+probability the confidence. A model exported with a reference bank (``codt_deploy.reference``)
+assigns each clip the cluster of the vote of its nearest training clips by default
+(``assignment="reference"``); its probabilities are then the vote shares and the confidence the
+winning share; the embedding is the network's either way.
 
 Session settings: ORT_ENABLE_ALL, sequential execution, intra-op threads = cores, inter-op 1.
 Batches are cut into micro-batches (``batch_size``, default 32): in the project's measurements one
@@ -24,12 +28,14 @@ import onnxruntime as ort
 from codt_deploy.errors import CodtError, LayoutError, ModelError, PoseFormatError
 from codt_deploy.models import Manifest, ResolvedModel, resolve_model
 from codt_deploy.preprocess import PreprocessConfig, preprocess
+from codt_deploy.reference import ReferenceBank, load_bank
 from codt_deploy.sequence import PoseSequence
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+ASSIGNMENTS = ("auto", "reference", "head")  # auto: the reference bank when the model has one
 
 
 @dataclass(frozen=True)
@@ -125,14 +131,19 @@ class ClusterModel:
     ``model`` is a name from :func:`codt_deploy.models.available_models`, a path to a ``.onnx``
     file, or a :class:`ResolvedModel`; the file's SHA-256 is checked against its manifest.
     ``providers`` overrides :func:`default_providers`; ``threads`` the intra-op thread count;
-    ``batch_size`` is the micro-batch size used inside :meth:`predict`.
+    ``batch_size`` is the micro-batch size used inside :meth:`predict`. ``assignment``: how a clip
+    gets its cluster, ``"reference"`` (the vote of its nearest training clips; needs a model with
+    a reference bank), ``"head"`` (the network's argmax), or ``"auto"`` (the reference bank when
+    the model has one, else the head).
     """
 
     def __init__(self, model: str | os.PathLike | ResolvedModel = "default",
                  providers: Sequence[str] | None = None, threads: int | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, assignment: str = "auto") -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {', '.join(ASSIGNMENTS)}, got {assignment!r}")
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
         self.manifest: Manifest = self.resolved.manifest
         self.batch_size = int(batch_size)
@@ -152,9 +163,27 @@ class ClusterModel:
                              ) from exc
         self.input_name = self.session.get_inputs()[0].name
         self._check_outputs()
+        self.bank = self._load_bank(assignment)
         log.info("loaded model %s (%s) on %s, %d intra-op threads", self.manifest.name,
                  self.resolved.onnx_path, ", ".join(self.session.get_providers()),
                  session_options(threads).intra_op_num_threads)
+
+    def _load_bank(self, assignment: str) -> ReferenceBank | None:
+        """The reference bank when ``assignment`` uses it; ModelError when it is asked for and the
+        model has none."""
+        path, spec = self.resolved.reference_path, self.manifest.reference
+        if assignment == "head" or (assignment == "auto" and path is None):
+            return None
+        if path is None or spec is None:
+            raise ModelError(f"model {self.manifest.name!r} has no reference bank; use the head "
+                             f"(assignment 'head') or re-export it")
+        c, t, v, m = self.manifest.input_shape
+        return load_bank(path, num_clusters=self.num_clusters, frame_shape=(t, 2 * c * v * m))
+
+    @property
+    def assignment(self) -> str:
+        """``"reference"`` when clusters come from the reference bank's vote, else ``"head"``."""
+        return "head" if self.bank is None else "reference"
 
     def _check_outputs(self) -> None:
         names = [o.name for o in self.session.get_outputs()]
@@ -200,6 +229,10 @@ class ClusterModel:
                               np.zeros((0, dim), np.float32))
         probs = np.concatenate(probabilities).astype(np.float32, copy=False)  # (N, K)
         emb = np.concatenate(embeddings).astype(np.float32, copy=False)  # (N, D)
+        if self.bank is not None:  # the vote of the nearest training clips: shares (N, K)
+            clusters, probs = self.bank.assign(poses)
+            return Prediction(clusters=clusters, confidence=probs[np.arange(len(clusters)), clusters],
+                              probabilities=probs, embedding=emb)
         return Prediction(clusters=probs.argmax(axis=1).astype(np.int64),
                           confidence=probs.max(axis=1), probabilities=probs, embedding=emb)
 

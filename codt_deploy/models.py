@@ -47,6 +47,21 @@ class TensorSpec(BaseModel):
     shape: tuple[int | str, ...]
 
 
+class ReferenceSpec(BaseModel):
+    """The model's reference bank (``codt_deploy.reference``): a file beside the model holding its
+    training clips' DTW frames and the cluster the model gave each; new clips are assigned by the
+    vote of their ``neighbours`` DTW-nearest training clips (among ``candidates`` Euclidean-nearest)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str = Field(pattern=r"^[A-Za-z0-9_.+-]+\.npz$")  # a file name in the model's folder
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    clips: int = Field(ge=1)
+    metric: str = "dtw_velocity"
+    neighbours: int = Field(ge=1)
+    candidates: int = Field(ge=1)
+
+
 class Manifest(BaseModel):
     """What an exported model expects and returns, and where it came from.
 
@@ -62,6 +77,16 @@ class Manifest(BaseModel):
     ``layout_definition`` is the whole definition of a layout loaded from a layout file (absent for
     a built-in layout): reading the manifest registers it, so the model is usable without the
     original file.
+
+    ``reference`` names the model's reference bank (:class:`ReferenceSpec`), with which new clips
+    are assigned by their nearest training clips instead of the head's argmax; ``training`` says
+    what the model was fitted to (the task's ``target_split`` and the number of target clips).
+
+    ``eval_cluster_names`` are names from *evaluation labels*: each cluster's class under the
+    Hungarian matching on the labelled eval clips at export (an oracle reading of the result, not
+    something the model knows); ``nearest_source_classes`` are label-free (the source classifier's
+    most likely class over each cluster's clips). Older manifests' ``cluster_names`` are read as
+    ``eval_cluster_names``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -78,7 +103,7 @@ class Manifest(BaseModel):
     outputs: tuple[TensorSpec, ...]
     preprocess: PreprocessConfig  # how raw poses become ``input`` (a JSON object in the file)
     num_clusters: int = Field(ge=1)
-    cluster_names: tuple[str, ...] | None = None
+    eval_cluster_names: tuple[str, ...] | None = None
     nearest_source_classes: tuple[str, ...] | None = None
     opset: int
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -88,6 +113,18 @@ class Manifest(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     precision: str = "fp32"
     quantization: dict[str, Any] | None = None
+    reference: ReferenceSpec | None = None
+    training: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_cluster_names(cls, data: Any) -> Any:
+        """Manifests written before the names were marked: ``cluster_names`` came from the eval
+        labels too."""
+        if isinstance(data, dict) and "cluster_names" in data and "eval_cluster_names" not in data:
+            data = {**data, "eval_cluster_names": data["cluster_names"]}
+            data.pop("cluster_names")
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -142,7 +179,7 @@ class Manifest(BaseModel):
             problems.append(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         elif (self.precision == "int8") != (self.quantization is not None):
             problems.append("an int8 model needs its quantization record, an fp32 one has none")
-        for field in ("cluster_names", "nearest_source_classes"):
+        for field in ("eval_cluster_names", "nearest_source_classes"):
             value = getattr(self, field)
             if value is not None and len(value) != self.num_clusters:
                 problems.append(f"{field} has {len(value)} entries for {self.num_clusters} clusters")
@@ -151,8 +188,9 @@ class Manifest(BaseModel):
 
     def to_json(self, *, with_onnx_hash: bool = True) -> str:
         data = self.model_dump(mode="json")
-        if data["layout_definition"] is None:  # a built-in layout: the manifest as it always was
-            data.pop("layout_definition")
+        for optional in ("layout_definition", "reference", "training"):
+            if data[optional] is None:  # absent: the manifest as it always was
+                data.pop(optional)
         if not with_onnx_hash:
             data.pop("onnx_sha256")
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -168,6 +206,12 @@ class ResolvedModel:
     @property
     def name(self) -> str:
         return self.manifest.name
+
+    @property
+    def reference_path(self) -> Path | None:
+        """The reference bank's file, beside the ONNX file; None when the model has none."""
+        spec = self.manifest.reference
+        return None if spec is None else self.onnx_path.parent / spec.file
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -299,5 +343,15 @@ def resolve_model(name_or_path: str | os.PathLike, *, verify: bool = True) -> Re
         if actual != manifest.onnx_sha256:
             raise ModelError(f"{onnx_path}: SHA-256 mismatch: file is {actual}, manifest says "
                              f"{manifest.onnx_sha256}; the file is corrupt or was replaced")
+    resolved = ResolvedModel(onnx_path=onnx_path, manifest=manifest)
+    bank = resolved.reference_path
+    if verify and bank is not None and manifest.reference is not None:
+        if not bank.is_file():
+            raise ModelError(f"{bank}: the reference bank of model {manifest.name!r} is missing "
+                             f"(it is written beside the .onnx file by the export)")
+        actual = sha256_file(bank)
+        if actual != manifest.reference.sha256:
+            raise ModelError(f"{bank}: SHA-256 mismatch: file is {actual}, manifest says "
+                             f"{manifest.reference.sha256}; the file is corrupt or was replaced")
     log.debug("resolved model %s -> %s", name_or_path, onnx_path)
-    return ResolvedModel(onnx_path=onnx_path, manifest=manifest)
+    return resolved

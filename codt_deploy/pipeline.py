@@ -34,6 +34,7 @@ from codt_deploy.layouts import Layout, custom_layouts, register_layout
 from codt_deploy.preprocess import PreprocessConfig
 from codt_deploy.readers import detect_format, read_bytes, read_poses
 from codt_deploy.sources import ArchiveLimits, InputItem, iter_inputs
+from codt_deploy.writers import cluster_name_columns
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class PipelineOptions:
     executor: ExecutorKind = "thread"
     batch_size: int = 32
     embeddings: bool = False
+    eval_names: bool = False  # rows also get eval_cluster_name (from the evaluation labels)
     max_in_flight: int | None = None  # default 4 x workers + 4
     limits: ArchiveLimits = ArchiveLimits()
 
@@ -219,14 +221,13 @@ class _Batcher:
     """Collects parsed files until ``batch_size`` samples, then infers and emits rows per file."""
 
     def __init__(self, model: ClusterModel, sink: RowSink, summary: Summary,
-                 embeddings: bool, batch_size: int) -> None:
+                 embeddings: bool, batch_size: int, eval_names: bool = False) -> None:
         self.model, self.sink, self.summary = model, sink, summary
         self.embeddings, self.batch_size = embeddings, batch_size
         self.files: list[ParsedFile] = []
         self.blocks: list[np.ndarray] = []  # the files' samples, in order
         self.count = 0
-        names = model.manifest.cluster_names
-        self.cluster_names = list(names) if names else None
+        self.name_columns = cluster_name_columns(model.manifest, eval_names)
 
     def add(self, parsed: ParsedFile) -> None:
         assert parsed.samples is not None  # only files that were read come here
@@ -254,8 +255,8 @@ class _Batcher:
         cluster = int(prediction.clusters[n])
         row: dict[str, Any] = {"source": parsed.source, "member": parsed.member, **parsed.meta[i],
                                "cluster": cluster}
-        if self.cluster_names:
-            row["cluster_name"] = self.cluster_names[cluster]
+        for column, names in self.name_columns.items():
+            row[column] = names[cluster] if cluster < len(names) else ""
         row["confidence"] = round(float(prediction.confidence[n]), 6)
         if self.embeddings:
             row["embedding"] = prediction.embedding[n].tolist()
@@ -267,7 +268,8 @@ def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,
                  progress: Callable[[int], None] | None = None) -> Summary:
     """Cluster every input; per-file failures are recorded in the returned :class:`Summary`."""
     summary = Summary()
-    batcher = _Batcher(model, sink, summary, options.embeddings, options.batch_size)
+    batcher = _Batcher(model, sink, summary, options.embeddings, options.batch_size,
+                       options.eval_names)
     executor = make_executor(options.workers, options.executor)
     limit = options.max_in_flight or 4 * max(options.workers, 1) + 4
     pending: deque[tuple[InputItem, Future | ParsedFile]] = deque()

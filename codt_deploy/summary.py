@@ -19,11 +19,13 @@ Definitions (numpy only, pure functions):
   sequence, so in a two-member cluster the first is the medoid); for a one-member cluster, that
   member (centrality undefined: None). ``members``: the next most central, up to ``max_members``
   (5).
-- **cluster name** and **nearest source class**: the manifest's ``cluster_names`` and
-  ``nearest_source_classes`` entries for the cluster, None when the manifest has none (or the
-  entry is ""). The exporter fills ``nearest_source_classes`` label-free: per cluster, the source
-  class that the domain-shared branch's source classifier finds most likely on average over the
-  cluster's target samples (``training.export.nearest_source_classes``).
+- **nearest source class** (label-free, always) and **eval cluster name** (only with
+  ``eval_names``): the manifest's ``nearest_source_classes`` and ``eval_cluster_names`` entries for
+  the cluster, None when the manifest has none (or the entry is ""). The exporter fills
+  ``nearest_source_classes`` label-free: per cluster, the source class that the domain-shared
+  branch's source classifier finds most likely on average over the cluster's target samples
+  (``training.export.nearest_source_classes``); ``eval_cluster_names`` come from the evaluation
+  labels at export (an oracle reading of the result, not something the model knows).
 
 :func:`write_summary` writes the summaries as CSV (one row per cluster, ``member_1..member_5``
 columns) or JSON (by the file's extension), atomically.
@@ -61,7 +63,7 @@ class ClusterSummary:
     """
 
     cluster: int
-    name: str | None
+    eval_name: str | None  # from the evaluation labels at export; None unless asked for
     nearest_source_class: str | None
     size: int
     share: float
@@ -74,8 +76,8 @@ class ClusterSummary:
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as written to a file: rounded numbers, names, no indices."""
-        return {"cluster": self.cluster, "cluster_name": self.name,
-                "nearest_source_class": self.nearest_source_class, "size": self.size,
+        return {"cluster": self.cluster, "nearest_source_class": self.nearest_source_class,
+                "eval_cluster_name": self.eval_name, "size": self.size,
                 "share": round(self.share, _DECIMALS),
                 "mean_confidence": _rounded(self.mean_confidence), "medoid": self.medoid,
                 "medoid_similarity": _rounded(self.medoid_similarity),
@@ -104,8 +106,8 @@ def centrality(embeddings: np.ndarray) -> np.ndarray:
 
 
 def summarize_clusters(names: Sequence[str], probabilities: np.ndarray, embeddings: np.ndarray,
-                       manifest: Manifest, *, max_members: int = MAX_MEMBERS
-                       ) -> list[ClusterSummary]:
+                       manifest: Manifest, *, max_members: int = MAX_MEMBERS,
+                       eval_names: bool = False) -> list[ClusterSummary]:
     """One :class:`ClusterSummary` per cluster 0..K-1 of N sequences.
 
     ``probabilities`` is the model's ``(N, K)`` output (a sequence's cluster is its argmax, its
@@ -117,12 +119,14 @@ def summarize_clusters(names: Sequence[str], probabilities: np.ndarray, embeddin
         raise ValueError(f"probabilities must be (N, {manifest.num_clusters}) for model "
                          f"{manifest.name!r}, got shape {probs.shape}")
     return summarize_assignments(names, probs.argmax(axis=1), probs.max(axis=1, initial=0.0),
-                                 embeddings, manifest, max_members=max_members)
+                                 embeddings, manifest, max_members=max_members,
+                                 eval_names=eval_names)
 
 
 def summarize_assignments(names: Sequence[str], clusters: np.ndarray, confidence: np.ndarray,
                           embeddings: np.ndarray, manifest: Manifest, *,
-                          max_members: int = MAX_MEMBERS) -> list[ClusterSummary]:
+                          max_members: int = MAX_MEMBERS, eval_names: bool = False
+                          ) -> list[ClusterSummary]:
     """:func:`summarize_clusters` from each sequence's cluster ``(N,)`` and confidence ``(N,)``."""
     k = manifest.num_clusters
     labels = np.asarray(clusters)
@@ -149,7 +153,8 @@ def summarize_assignments(names: Sequence[str], clusters: np.ndarray, confidence
         medoid = int(order[0]) if len(order) else None
         chosen = [int(i) for i in order[1:1 + max_members]]
         summaries.append(ClusterSummary(
-            cluster=cluster, name=_entry(manifest.cluster_names, cluster),
+            cluster=cluster,
+            eval_name=_entry(manifest.eval_cluster_names, cluster) if eval_names else None,
             nearest_source_class=_entry(manifest.nearest_source_classes, cluster),
             size=int(len(rows)), share=float(len(rows) / n) if n else 0.0,
             mean_confidence=float(conf[rows].mean()) if len(rows) else None,
@@ -179,7 +184,7 @@ def summary_format(path: str | os.PathLike) -> str:
 def summary_csv(summaries: Sequence[ClusterSummary], max_members: int = MAX_MEMBERS) -> str:
     """One CSV row per cluster; members spread over ``member_1..member_<max_members>``; text cells
     UTF-8- and spreadsheet-safe (:mod:`codt_deploy.writers`)."""
-    fields = ["cluster", "cluster_name", "nearest_source_class", "size", "share",
+    fields = ["cluster", "nearest_source_class", "eval_cluster_name", "size", "share",
               "mean_confidence", "medoid", "medoid_similarity"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

@@ -7,7 +7,8 @@ files marked done (dropping half-written ones) and appends to it. When the run e
 converted, streaming, into the requested format in a temporary file that is renamed over the output,
 so the output is either the old file or the complete new one, never a torn one.
 
-Columns: ``source, member, name, segment, cluster[, cluster_name], confidence[, embedding]``; in CSV
+Columns: ``source, member, name, segment, cluster[, nearest_source_class][, eval_cluster_name],
+confidence[, embedding]``; in CSV
 the embedding is spread over ``embedding_0 ... embedding_{D-1}``, in JSON lines and Parquet it is one
 list column.
 
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,7 +49,7 @@ JOURNAL_SUFFIX = ".part"
 _SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 Row = dict[str, Any]
-TEXT_COLUMNS = ("source", "member", "name", "segment", "cluster_name")
+TEXT_COLUMNS = ("source", "member", "name", "segment", "nearest_source_class", "eval_cluster_name")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _TERMINAL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
     c: f"\\u{c:04x}" for c in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
@@ -98,9 +99,22 @@ def format_for(path: str | None, explicit: str | None = None) -> str:
     return "csv"
 
 
-def columns(with_cluster_names: bool) -> list[str]:
+NAME_COLUMNS = ("nearest_source_class", "eval_cluster_name")
+
+
+def columns(name_columns: Sequence[str] = ()) -> list[str]:
+    """The output's columns: ``name_columns`` (of :data:`NAME_COLUMNS`) after the cluster."""
     base = ["source", "member", "name", "segment", "cluster"]
-    return base + (["cluster_name"] if with_cluster_names else []) + ["confidence"]
+    return base + [c for c in NAME_COLUMNS if c in name_columns] + ["confidence"]
+
+
+def cluster_name_columns(manifest, eval_names: bool = False) -> dict[str, tuple[str, ...]]:
+    """The per-cluster name columns a model's rows get: ``nearest_source_class`` (label-free)
+    when the manifest has one, and ``eval_cluster_name`` (from the evaluation labels at export; an
+    oracle reading, not what the model knows) only with ``eval_names``."""
+    found = {"nearest_source_class": manifest.nearest_source_classes,
+             "eval_cluster_name": manifest.eval_cluster_names if eval_names else None}
+    return {column: tuple(names) for column, names in found.items() if names}
 
 
 # --------------------------------------------------------------------------- format writers

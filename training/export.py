@@ -50,7 +50,7 @@ from torch import nn
 from codt_deploy.errors import CodtError
 from codt_deploy.infer import session_options
 from codt_deploy.metrics import cluster_balance, collapse_warning, evaluate, hungarian
-from codt_deploy.models import METADATA_KEY, Manifest, TensorSpec, sha256_file
+from codt_deploy.models import METADATA_KEY, Manifest, ReferenceSpec, TensorSpec, sha256_file
 from codt_deploy.preprocess import PreprocessConfig
 from codt_deploy.writers import atomic_write_text
 
@@ -277,14 +277,38 @@ def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int
     return tuple(names)
 
 
+def _write_reference(onnx_path: Path, reference_poses: np.ndarray, eval_poses: np.ndarray,
+                     bank_path: Path, k: int) -> tuple[ReferenceSpec, np.ndarray]:
+    """The reference bank of the model at ``onnx_path``: the training clips ``reference_poses``
+    (R, C, T, V, M) with the clusters its head gives them, written to ``bank_path``; returns its
+    manifest entry and the bank's assignment of ``eval_poses`` (N,)."""
+    from codt_deploy.reference import make_bank, save_bank
+
+    train = np.ascontiguousarray(reference_poses, dtype=np.float32)  # (R, C, T, V, M)
+    head_clusters = onnx_outputs(onnx_path, train, 64)[0].argmax(1)  # (R,)
+    bank = make_bank(train, head_clusters, k)
+    save_bank(bank, bank_path)
+    assigned, _ = bank.assign(eval_poses)  # (N,)
+    spec = ReferenceSpec(file=bank_path.name, sha256=sha256_file(bank_path), clips=len(bank),
+                         neighbours=bank.neighbours, candidates=bank.candidates)
+    return spec, assigned
+
+
 def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLike, name: str,
                    task: str, preprocess: PreprocessConfig, branch: str = "specific",
                    checkpoint_sha256: str | None = None,
-                   nearest_source_classes: Sequence[str] | None = None) -> Exported:
+                   nearest_source_classes: Sequence[str] | None = None,
+                   reference_poses: np.ndarray | None = None,
+                   training: dict[str, Any] | None = None) -> Exported:
     """Export ``net`` (``poses -> (probabilities, embedding)``), prove parity, write the manifest.
 
     ``evalset.poses`` are real preprocessed samples in ``preprocess``'s layout; parity uses up to
-    PARITY_SAMPLES of them, the manifest's metrics (with labels) all of them.
+    PARITY_SAMPLES of them, the manifest's metrics (with labels) all of them. With
+    ``reference_poses`` (the clips the model was fitted to, (R, C, T, V, M)) the model gets a
+    reference bank (``codt_deploy.reference``): those clips with the cluster the exported head
+    gives each, written as ``<name>.bank.npz`` and hashed in the manifest; the manifest's eval
+    metrics are then those of the bank's vote (what ``codt-cluster`` returns), the head's beside
+    them (``eval_head``). ``training`` records what the model was fitted to.
     """
     from codt_deploy.layouts import get_layout, is_builtin, layout_spec
 
@@ -302,6 +326,10 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         probs, emb = onnx_outputs(tmp, poses, 64)  # (N, K), (N, D)
         predicted = probs.argmax(1)
         k = int(probs.shape[1])
+        head_predicted = predicted
+        reference = None
+        if reference_poses is not None:
+            reference, predicted = _write_reference(tmp, reference_poses, poses, out / f"{name}.bank.npz", k)
         balance = cluster_balance(predicted, k)  # label-free: is the head collapsed?
         metrics: dict[str, Any] = {"parity": parity.as_dict(), "eval_samples": int(len(poses)),
                                    "balance": balance}
@@ -311,6 +339,9 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         if evalset.labels is not None and (np.asarray(evalset.labels) >= 0).any():
             known = np.asarray(evalset.labels) >= 0
             metrics["eval"] = evaluate(np.asarray(evalset.labels)[known], predicted[known])
+            if reference is not None:
+                metrics["eval_head"] = evaluate(np.asarray(evalset.labels)[known],
+                                                head_predicted[known])
         c, t, v, m = preprocess.output_shape
         manifest = Manifest(
             name=name, task=task, branch=branch, layout=preprocess.layout,
@@ -320,11 +351,11 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
             outputs=(TensorSpec(name="probabilities", shape=("N", k)),
                      TensorSpec(name="embedding", shape=("N", int(emb.shape[1])))),
             preprocess=preprocess, num_clusters=k,
-            cluster_names=cluster_names_from_eval(predicted, evalset, k),
+            eval_cluster_names=cluster_names_from_eval(predicted, evalset, k),
             nearest_source_classes=tuple(nearest_source_classes) if nearest_source_classes else None,
             opset=OPSET, metrics=metrics, checkpoint_sha256=checkpoint_sha256,
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            versions=_versions())
+            versions=_versions(), reference=reference, training=training)
         manifest.check()
         _stamp(tmp, manifest)
         manifest = manifest.model_copy(update={"onnx_sha256": sha256_file(tmp)})
@@ -681,8 +712,10 @@ def load_run(run_dir: Path, checkpoint: str | None = None):
 
 
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exported",
-               name: str | None = None, *, shared: bool = False) -> list[Exported]:
-    """Export a finished run's CoDT-B1 (and with ``shared`` CoDT-B0 as ``<name>-shared``)."""
+               name: str | None = None, *, shared: bool = False,
+               reference: bool = True) -> list[Exported]:
+    """Export a finished run's CoDT-B1 (and with ``shared`` CoDT-B0 as ``<name>-shared``), with
+    a reference bank of its target training clips unless ``reference`` is False."""
     from training.model import ClusterNet
     from training.preparation.prepared import load_split
 
@@ -696,12 +729,19 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
     clusters = torch_outputs(net, np.asarray(eval_specific.data))[0].argmax(1)
     nearest = nearest_source_classes(model, np.asarray(eval_shared.data), clusters,
                                      task.source_classes, model.num_clusters)
+    train_specific = load_split(task.folder, "target_train", task.specific)
+    split = (task.raw.get("task_spec") or {}).get("target_split") or {"mode": "all"}
+    training = {"target_split": {key: value for key, value in split.items() if value},
+                "target_clips": int(len(train_specific.data)),
+                "labelfree": config.labelfree.model_dump(mode="json")}
     results = [export_network(
         net, EvalSet(np.asarray(eval_specific.data), eval_specific.labels,
                      eval_specific.class_names),
         out_dir=out_dir, name=name, task=task.name, branch="specific",
         preprocess=task.preprocess_config(task.specific), checkpoint_sha256=ckpt_sha,
-        nearest_source_classes=nearest)]
+        nearest_source_classes=nearest,
+        reference_poses=np.asarray(train_specific.data) if reference else None,
+        training=training)]
     if shared:
         results.append(export_network(
             ClusterNet.from_codt(model, "shared"),

@@ -139,7 +139,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         outputs=(TensorSpec(name="probabilities", shape=("N", TINY_CLUSTERS)),
                  TensorSpec(name="embedding", shape=("N", 256))),
         preprocess=config, num_clusters=TINY_CLUSTERS,
-        cluster_names=TINY_NAMES, opset=17, created=datetime.now(timezone.utc).isoformat(),
+        eval_cluster_names=TINY_NAMES, nearest_source_classes=TINY_NAMES, opset=17,
+        created=datetime.now(timezone.utc).isoformat(),
         onnx_sha256=sha256_file(onnx_path))
     onnx_path.with_suffix(".json").write_text(manifest.to_json(), encoding="utf-8")
     return onnx_path

@@ -103,14 +103,14 @@ def test_api_cluster_gallery_shows_each_clusters_most_central_sequence(client, t
     clusters = [r[5] for r in out["table"]["data"]]
     gallery = out["gallery_table"]["data"]
     assert [r[0] for r in gallery] == [0, 1, 2, 3]
-    assert [r[3] for r in gallery] == [clusters.count(k) for k in range(4)]
+    assert [r[2] for r in gallery] == [clusters.count(k) for k in range(4)]
     choices = [c[0] for c in out["gallery_picker"]["choices"]]
     assert [int(c.split(":")[0]) for c in choices] == [k for k in range(4) if k in clusters]
     names = {r[2]: r[5] for r in out["table"]["data"]}  # sequence name -> cluster
     for choice in choices:
         skeleton, details = client.predict(choice, api_name="/show_cluster")
         cluster = int(choice.split(":")[0])
-        medoid = gallery[cluster][6]
+        medoid = gallery[cluster][5]
         assert names[medoid] == cluster and f"`{medoid}`" in details
         title = json.loads(skeleton["plot"])["layout"]["title"]["text"]
         assert title.endswith(f"most central: {medoid}")

@@ -160,11 +160,11 @@ def test_results_table_and_csv(model, sequences, tmp_path):
     rows = logic.result_rows(batch)
     assert [r[0] for r in rows] == [0, 1, 2]
     assert rows[0][1] == sequences[0].source and rows[0][3] == sequences[0].num_frames
-    assert rows[0][6] == ("reach", "step", "bend", "wave")[rows[0][5]]
+    assert rows[0][6] == ("≈ reach", "≈ step", "≈ bend", "≈ wave")[rows[0][5]]
     path = logic.write_results_csv(batch, tmp_path, ["0", None, "1"])
     with open(path, newline="") as handle:
         written = list(csv.reader(handle))
-    assert written[0] == ["file", "sequence", "frames", "persons", "cluster", "cluster_name",
+    assert written[0] == ["file", "sequence", "frames", "persons", "cluster", "nearest_source_class",
                           "confidence", "label"]
     assert [w[-1] for w in written[1:]] == ["0", "", "1"]
     assert [int(w[4]) for w in written[1:]] == [r.cluster for r in batch.results]
@@ -185,14 +185,12 @@ def test_model_store_loads_once_and_reports_missing_models(tiny_model):
         ModelStore("no-such-model").get()
 
 
-def test_cluster_names_fall_back_to_nearest_source_classes(model):
-    manifest = model.manifest
-    assert logic.cluster_names(manifest) == ("reach", "step", "bend", "wave")
-    nearest = manifest.model_copy(update={"cluster_names": None,
-                                          "nearest_source_classes": ("a", "b", "c", "d")})
-    assert logic.cluster_names(nearest) == ("≈ a", "≈ b", "≈ c", "≈ d")
-    bare = manifest.model_copy(update={"cluster_names": None})
-    assert logic.cluster_names(bare) is None
+def test_cluster_names_are_the_label_free_nearest_source_classes_never_the_eval_names(model):
+    manifest = model.manifest.model_copy(update={"nearest_source_classes": ("a", "b", "c", "d")})
+    assert manifest.eval_cluster_names == ("reach", "step", "bend", "wave")  # from eval labels
+    assert logic.cluster_names(manifest) == ("≈ a", "≈ b", "≈ c", "≈ d")
+    bare = manifest.model_copy(update={"nearest_source_classes": None})
+    assert logic.cluster_names(bare) is None  # eval names alone are not shown
 
 
 def test_model_store_offers_every_available_model(tiny_model, tmp_path, monkeypatch):
@@ -241,8 +239,7 @@ def test_gallery_is_the_codt_deploy_summary_of_the_batch(model, sequences):
         [(s.cluster, s.size, s.medoid, s.members) for s in expected]
     rows = logic.gallery_rows(batch)
     assert len(rows) == 4 and [r[0] for r in rows] == [0, 1, 2, 3]  # empty clusters listed too
-    assert sum(r[3] for r in rows) == len(sequences) and [r[2] for r in rows] == list(nearest)
-    assert [r[1] for r in rows] == list(model.manifest.cluster_names)
+    assert sum(r[2] for r in rows) == len(sequences) and [r[1] for r in rows] == list(nearest)
     used = [s for s in batch.clusters if s.size]
     assert [int(c.split(":")[0]) for c in logic.gallery_choices(batch)] == [s.cluster for s in used]
     for summary in used:

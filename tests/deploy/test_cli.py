@@ -364,7 +364,7 @@ def test_summary_csv_is_written_over_what_was_clustered(run, tmp_path):
         listed = [entry[f"member_{i}"] for i in range(1, 6) if entry[f"member_{i}"]]
         assert len(listed) == min(len(members) - 1, 5)
         assert set(listed) | {entry["medoid"]} <= {r["source"] for r in members}
-        assert entry["cluster_name"] == members[0]["cluster_name"]  # the tiny model names its own
+        assert entry["eval_cluster_name"] == ""  # names from the eval labels only when asked
 
 
 def test_summary_without_embeddings_in_the_output(run, tmp_path):
@@ -416,7 +416,7 @@ def test_summary_with_the_shipped_model_names_the_nearest_source_class(tmp_path,
     table = _csv_rows(summary)
     assert len(table) == manifest.num_clusters == 20
     assert [r["nearest_source_class"] for r in table] == list(manifest.nearest_source_classes)
-    assert [r["cluster_name"] for r in table] == list(manifest.cluster_names)
+    assert not any(r["eval_cluster_name"] for r in table)  # label-free unless --eval-names
     assert sum(int(r["size"]) for r in table) == 4
 
 

@@ -187,7 +187,7 @@ def test_csv_rows_printed_to_a_terminal_are_escaped():
 
     terminal = io.StringIO()
     terminal.isatty = lambda: True
-    sink = StreamSink("csv", columns(False), None, lambda row: None, terminal)
+    sink = StreamSink("csv", columns(), None, lambda row: None, terminal)
     sink.write_file("k", [{"source": "clip\x1b[2J.txt", "member": "", "name": "", "segment": "",
                            "cluster": 0, "confidence": 1.0}])
     assert "clip\\x1b[2J.txt" in terminal.getvalue() and "\x1b" not in terminal.getvalue()
@@ -218,9 +218,9 @@ def test_workers_threads_and_batch_size_are_lowered_to_what_the_machine_has(run,
     seen = {}
     real = infer.ClusterModel.__init__
 
-    def spy(self, model, providers=None, threads=None, batch_size=32):
+    def spy(self, model, providers=None, threads=None, batch_size=32, **options):
         seen.update(threads=threads, batch_size=batch_size)
-        real(self, model, providers, threads, batch_size)
+        real(self, model, providers, threads, batch_size, **options)
 
     monkeypatch.setattr(infer.ClusterModel, "__init__", spy)
     status, _, err = run(_folder(tmp_path, n=3), "-o", tmp_path / "out.csv", "--workers", "1000",

@@ -68,7 +68,7 @@ def test_missing_or_bad_manifest(tiny_model_dir, tmp_path):
     data = json.loads(manifest_path.read_text())
     data["num_clusters"] = 7  # disagrees with the cluster names and the outputs
     manifest_path.write_text(json.dumps(data))
-    with pytest.raises(ModelError, match="cluster_names has 5 entries for 7 clusters"):
+    with pytest.raises(ModelError, match="eval_cluster_names has 5 entries for 7 clusters"):
         load_manifest(manifest_path)
     data["surprise"] = 1
     manifest_path.write_text(json.dumps(data))

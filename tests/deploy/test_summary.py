@@ -30,7 +30,7 @@ def shipped():
 
 
 def _manifest(shipped, k, names=None, nearest=None):
-    return shipped.model_copy(update={"num_clusters": k, "cluster_names": names,
+    return shipped.model_copy(update={"num_clusters": k, "eval_cluster_names": names,
                                       "nearest_source_classes": nearest})
 
 
@@ -51,7 +51,7 @@ def _brute_centrality(x):
 def test_shipped_manifest_names_every_cluster(shipped):
     assert shipped.num_clusters == 20
     assert len(shipped.nearest_source_classes) == 20 and all(shipped.nearest_source_classes)
-    assert len(shipped.cluster_names) == 20
+    assert len(shipped.eval_cluster_names) == 20  # an older manifest's cluster_names, read as such
 
 
 def test_centrality_is_the_mean_cosine_to_the_other_members():
@@ -79,7 +79,7 @@ def test_empty_and_one_member_clusters(shipped):
     clusters = np.array([2, 0, 2, 2])
     conf = np.array([0.9, 0.4, 0.7, 0.5])
     out = summarize_assignments(["s0", "s1", "s2", "s3"], clusters, conf, _at([0, 90, 10, 20]),
-                                manifest)
+                                manifest, eval_names=True)
     assert [s.cluster for s in out] == [0, 1, 2, 3]
     assert [s.size for s in out] == [1, 0, 3, 0]
     assert [s.share for s in out] == [0.25, 0.0, 0.75, 0.0]
@@ -87,11 +87,14 @@ def test_empty_and_one_member_clusters(shipped):
     assert one.medoid == "s1" and one.members == () and one.medoid_similarity is None
     assert one.mean_confidence == pytest.approx(0.4)
     assert empty.medoid is None and empty.medoid_index is None and empty.members == ()
-    assert empty.mean_confidence is None and empty.name is None  # "" is no name
+    assert empty.mean_confidence is None and empty.eval_name is None  # "" is no name
     assert three.medoid == "s2" and three.member_indices in ((0, 3), (3, 0))  # 10 deg is central
     assert three.mean_confidence == pytest.approx((0.9 + 0.7 + 0.5) / 3)
     assert [s.nearest_source_class for s in out] == ["w", "x", "y", "z"]
-    assert [s.name for s in out] == ["a", None, "c", "d"]
+    assert [s.eval_name for s in out] == ["a", None, "c", "d"]
+    label_free = summarize_assignments(["s0", "s1", "s2", "s3"], clusters, conf,
+                                       _at([0, 90, 10, 20]), manifest)  # eval names not asked for
+    assert [s.eval_name for s in label_free] == [None] * 4
 
 
 def test_at_most_five_other_members_in_order_of_centrality(shipped):
@@ -135,12 +138,12 @@ def test_bad_input_is_a_clear_error(shipped, clusters, emb, message):
 def test_files_csv_and_json(shipped, tmp_path):
     manifest = _manifest(shipped, 2, names=("=cmd", "b"))
     out = summarize_assignments(["=HYPERLINK(x)", "t", "u"], np.array([0, 0, 0]),
-                                np.array([0.5, 0.6, 0.7]), _at([0, 5, 50]), manifest)
+                                np.array([0.5, 0.6, 0.7]), _at([0, 5, 50]), manifest, eval_names=True)
     csv_path, json_path = tmp_path / "s.csv", tmp_path / "s.json"
     write_summary(csv_path, out, model="m", sequences=3)
     write_summary(json_path, out, model="m", sequences=3)
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
-    assert [r["size"] for r in rows] == ["3", "0"] and rows[0]["cluster_name"] == "'=cmd"
+    assert [r["size"] for r in rows] == ["3", "0"] and rows[0]["eval_cluster_name"] == "'=cmd"
     assert rows[0]["member_5"] == "" and rows[1]["medoid"] == "" and rows[1]["mean_confidence"] == ""
     assert rows[0]["medoid"] == "t"  # 5 degrees sits between 0 and 50
     doc = json.loads(json_path.read_text())

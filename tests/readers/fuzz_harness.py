@@ -166,7 +166,7 @@ def _check_manifest(path: Path) -> str:
 
 def _check_journal(path: Path) -> str:
     """Resume the journal and convert it into the output, as ``--resume`` and the run's end do."""
-    sink = JournalSink(path.with_suffix(""), "csv", columns(False), None, JOURNAL_HEADER,
+    sink = JournalSink(path.with_suffix(""), "csv", columns(), None, JOURNAL_HEADER,
                        lambda row: None, resume=True)
     try:
         sink.close()

@@ -30,7 +30,7 @@ def test_export_writes_checked_model_with_manifest_and_hashes(exported_tiny_mode
     assert manifest.input.shape == ("N", 3, 50, 20, 2) and manifest.num_clusters == 5
     assert manifest.preprocess == PreprocessConfig(layout="msr20", frames=50)
     assert manifest.opset >= 17 and {"torch", "onnx", "onnxruntime"} <= set(manifest.versions)
-    assert len(manifest.cluster_names) == 5
+    assert len(manifest.eval_cluster_names) == 5
     parity = manifest.metrics["parity"]
     assert parity["argmax_agreement"] == 1.0 and parity["max_abs_probabilities"] <= 1e-4
     assert parity["samples"] == 40 and 0.0 <= manifest.metrics["eval"]["acc"] <= 1.0
