@@ -53,6 +53,10 @@ BASELINE_NAMES = {"kmeans": "spherical k-means on raw poses", "ward": "Ward on r
                   "spectral_dtw_velocity": "spectral (10-NN DTW graph, poses + velocities) on raw poses"}
 RUN_ROWS = (("exported head (CoDT-B1)", "specific/head"), ("B0 head (CoDT-B0)", "shared/head"),
             ("† k-means on B1 features", "specific/kmeans"))
+TRAINING_FREE = "no training: spectral DTW + velocity on the train clips, 10-NN vote"
+EXPORTED_ROWS = (("train", "train clips: the model (head)"),
+                 ("held-out", "held-out: codt-cluster (reference bank, the default)"),
+                 ("held-out head", "held-out: codt-cluster --assign head"))
 
 
 @dataclass
@@ -74,8 +78,7 @@ class Job:
 def _command(job: Job, task: str, extra: list[str]) -> list[str]:
     # not --quiet: each run's log gets its epoch lines (losses, time, ETA; no progress bars off a
     # terminal), which is how a long benchmark is watched
-    command = [sys.executable, "-m", "training.run", "--task", task, "--run-dir", str(job.run_dir),
-               "--no-export"]
+    command = [sys.executable, "-m", "training.run", "--task", task, "--run-dir", str(job.run_dir)]
     if job.recipe:
         command += ["--recipe", job.recipe]
     for item in ["runtime.threads=1", *extra, *job.sets]:
@@ -106,6 +109,11 @@ def run_jobs(jobs: list[Job], task: str, extra: list[str], parallel: int) -> Non
             if job.after is not None and job.after not in done:
                 continue
             pending.remove(job)
+            if _finished(job.run_dir):  # a rerun of the same --runs folder keeps finished runs
+                job.returncode = 0
+                done[job.name] = job
+                print(f"{job.name}: already finished in {job.run_dir}", flush=True)
+                continue
             if job.after is not None and done[job.after].returncode != 0:
                 job.returncode = -1
                 done[job.name] = job
@@ -120,6 +128,11 @@ def run_jobs(jobs: list[Job], task: str, extra: list[str], parallel: int) -> Non
             running.append(job)
             print(f"[{time.strftime('%H:%M:%S')}] started {job.name}", flush=True)
         time.sleep(2)
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether a run folder holds a finished, exported run."""
+    return (run_dir / "summary.json").is_file() and any((run_dir / "exported").glob("*.onnx"))
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -156,17 +169,75 @@ def _run_record(job: Job) -> dict:
     return record
 
 
-def baseline_rows(task_dir: Path, k: int, seeds: int) -> tuple[list[dict], int]:
-    from training.baselines import raw_pose_baselines
-    from training.preparation.prepared import load_split, load_task
+def _row(method: str, per_seed: list[dict[str, float]], minutes=None) -> dict:
+    """A table row: mean ± std over ``per_seed`` metric dicts (×100)."""
+    return {"method": method, "n": len(per_seed), "minutes": minutes,
+            **{m: _mean_std([x[m] for x in per_seed]) for m in METRICS}}
+
+
+def target_clips(task_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"train": (poses, labels), "held-out": (poses, labels)}`` of a prepared task's target
+    (B1 layout): the clips a model is fitted to, with their withheld labels (read here only to
+    score), and the held-out clips; for a ``target_split: all`` task both are the same clips."""
+    from training.preparation.prepared import load_split, load_task, withheld_labels
 
     task = load_task(task_dir)
-    split = load_split(task_dir, "target_eval", task.specific)
-    result = raw_pose_baselines(np.asarray(split.data), split.labels, k, seeds=seeds)
-    rows = [{"method": BASELINE_NAMES[name], "n": seeds if name != "ward" else 1, "minutes": None,
-             **{m: (values[m], values[f"{m}_std"]) for m in METRICS}}
-            for name, values in result.items()]
-    return rows, len(split)
+    train = load_split(task_dir, "target_train", task.specific)
+    held_out = load_split(task_dir, "target_eval", task.specific)
+    return {"train": (np.asarray(train.data), withheld_labels(task_dir)),
+            "held-out": (np.asarray(held_out.data), held_out.labels)}
+
+
+def baseline_rows(clips: dict, k: int, seeds: int) -> list[dict]:
+    """The label-free baselines run on the train clips and on the held-out clips by themselves,
+    and the training-free pipeline: spectral clustering of the train clips' DTW + velocity graph,
+    then each held-out clip takes the vote of its 10 DTW-nearest train clips (the reference bank
+    of ``codt_deploy.reference``, without any training)."""
+    from codt_deploy.reference import make_bank
+    from training.baselines import raw_pose_baselines
+    from training.labelfree.partition import spectral_labels
+    from training.labelfree.views import raw_pose_graph
+    from training.metrics import cluster_metrics
+
+    rows = []
+    for part, (poses, labels) in clips.items():
+        known = labels >= 0
+        if not known.any():
+            continue
+        result = raw_pose_baselines(poses[known], labels[known], k, seeds=seeds)
+        for name, values in result.items():
+            rows.append({"method": f"{part}: {BASELINE_NAMES[name]}",
+                         "n": seeds if name != "ward" else 1, "minutes": None,
+                         **{m: (values[m], values[f"{m}_std"]) for m in METRICS}})
+    (train, train_labels), (held_out, held_out_labels) = clips["train"], clips["held-out"]
+    graph = raw_pose_graph(train, "dtw_velocity")
+    partitions = [spectral_labels(graph, k, seed=seed) for seed in range(seeds)]
+    if (train_labels >= 0).any():
+        rows.append(_row(f"train: {TRAINING_FREE}", [cluster_metrics(train_labels, p)
+                                                    for p in partitions]))
+    votes = [make_bank(train, p, k).assign(held_out)[0] for p in partitions]
+    rows.append(_row(f"held-out: {TRAINING_FREE}", [cluster_metrics(held_out_labels, v)
+                                                   for v in votes]))
+    return rows
+
+
+def exported_scores(run_dir: Path, clips: dict) -> dict[str, dict[str, float]]:
+    """The exported model of a run scored through ``codt_deploy`` as ``codt-cluster`` runs it
+    (the prepared arrays are what its preprocessing gives for the same files): ``train`` = the
+    head on the clips it was fitted to (what its reference bank carries), ``held-out`` = the
+    default assignment (the reference bank's vote), ``held-out head`` = the head alone."""
+    from codt_deploy.infer import ClusterModel
+    from training.metrics import cluster_metrics
+
+    onnx = next(iter(sorted((run_dir / "exported").glob("*.onnx"))))
+    head = ClusterModel(onnx, threads=1, assignment="head")
+    product = ClusterModel(onnx, threads=1)
+    (train, train_labels), (held_out, held_out_labels) = clips["train"], clips["held-out"]
+    scores = {"held-out": cluster_metrics(held_out_labels, product.predict(held_out).clusters),
+              "held-out head": cluster_metrics(held_out_labels, head.predict(held_out).clusters)}
+    if (train_labels >= 0).any():
+        scores["train"] = cluster_metrics(train_labels, head.predict(train).clusters)
+    return scores
 
 
 def run_rows(runs: dict, variants: dict[str, list[str]], seeds: list[int]) -> list[dict]:
@@ -175,11 +246,16 @@ def run_rows(runs: dict, variants: dict[str, list[str]], seeds: list[int]) -> li
         records = [runs[f"{variant}/seed{s}"] for s in seeds]
         done = [r for r in records if r.get("metrics")]
         minutes = _mean_std([r["wall_s"] / 60 for r in done]) if done else None
+        for key, label in EXPORTED_ROWS:
+            per_seed = [r["exported"][key] for r in done if key in r.get("exported", {})]
+            if per_seed:
+                rows.append(_row(f"{variant}: {label}", per_seed, minutes))
         for label, prefix in RUN_ROWS:
             per_seed = [r["metrics"] for r in done if f"{prefix}/acc" in r["metrics"]]
             if not per_seed:
                 continue
-            rows.append({"method": f"{variant}: {label}", "n": len(per_seed), "minutes": minutes,
+            rows.append({"method": f"{variant}: {label} (torch, eval split)", "n": len(per_seed),
+                         "minutes": minutes,
                          **{m: _mean_std([x.get(f"{prefix}/{m}", float("nan")) for x in per_seed])
                             for m in METRICS}})
     return rows
@@ -188,13 +264,18 @@ def run_rows(runs: dict, variants: dict[str, list[str]], seeds: list[int]) -> li
 def markdown(results: dict, rows: list[dict]) -> str:
     lines = [f"# {results['task']}: CoDT against label-free baselines ({results['machine']['cpus']} "
              f"CPU cores)", "",
-             f"Target eval split: {results['n_eval']} sequences, K = {results['num_clusters']}. "
+             f"Target: {results['n_train']} train clips (the model is fitted to them, without "
+             f"labels) and {results['n_eval']} held-out clips (the same clips when the task has no "
+             f"held-out split), K = {results['num_clusters']}. "
              f"Seeds {results['seeds']}, {results['jobs']} single-threaded runs at a time, "
              f"`--recipe {RECIPE}`; variants: "
              + "; ".join(f"`{v}` = {' '.join(s) or '(the recipe)'}" for v, s in results["variants"].items())
-             + ". Mean ± std over seeds (baselines: over clustering seeds). ×100. Only the "
-               "exported head is what `codt-cluster` returns; no row uses a label to choose. "
-               "Many-to-one ACC maps each cluster to its majority class (it rises with K).", "",
+             + ". Mean ± std over seeds (baselines: over clustering seeds). ×100. `train:` rows are "
+               "scored on the train clips, `held-out:` rows on the held-out clips; baselines run on "
+               "those clips by themselves. The `codt-cluster` rows are the exported model through "
+               "`codt_deploy`; `(torch, eval split)` rows are training's own evaluation. No row uses "
+               "a label to choose. Many-to-one ACC maps each cluster to its majority class (it "
+               "rises with K).", "",
              "| Method | ACC | NMI | ARI | many-to-one ACC | min/seed | n |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -244,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     root = args.runs or REPO_ROOT / "runs" / f"benchmark-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()
     num_clusters = config.model.clusters_for(load_task(task_dir).num_clusters)
-    baselines, n_eval = baseline_rows(task_dir, num_clusters, 2 if args.smoke else 5)
+    clips = target_clips(task_dir)
+    n_eval = len(clips["held-out"][0])
+    baselines = baseline_rows(clips, num_clusters, 2 if args.smoke else 5)
     for row in baselines:
         print(f"{row['method']}: ACC {row['acc'][0]:.1f} NMI {row['nmi'][0]:.1f} "
               f"ARI {row['ari'][0]:.1f}", flush=True)
@@ -255,10 +338,14 @@ def main(argv: list[str] | None = None) -> int:
     jobs = make_jobs(args.seeds, root, variants)
     run_jobs(jobs, args.task, overrides, args.jobs)
     runs = {job.name: _run_record(job) for job in jobs}
+    for job in jobs:
+        if runs[job.name].get("metrics") and _finished(job.run_dir):
+            runs[job.name]["exported"] = exported_scores(job.run_dir, clips)
     rows = baselines + run_rows(runs, variants, args.seeds)
     results = {"task": name, "task_arg": args.task, "recipe": RECIPE, "overrides": overrides,
                "variants": variants, "seeds": args.seeds, "jobs": args.jobs,
-               "num_clusters": num_clusters, "n_eval": n_eval, "runs": runs,
+               "num_clusters": num_clusters, "n_eval": n_eval, "n_train": len(clips["train"][0]),
+               "runs": runs,
                "git_sha": trained_at, "total_min": (time.time() - start) / 60,
                "machine": {**_machine(), "load_avg_end": list(os.getloadavg())},
                "table": [{**r, **{m: {"mean": r[m][0], "std": r[m][1]} for m in METRICS}}
