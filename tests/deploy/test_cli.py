@@ -523,3 +523,25 @@ def test_a_model_of_a_custom_layout_runs_without_its_layout_file(tmp_path, capsy
     assert load_manifest(exported.onnx_path.with_suffix(".json")).joints == layout.joints
     rows = _csv_rows(tmp_path / "out.csv")
     assert [int(row["cluster"]) for row in rows] == list(expected)
+
+
+def test_eval_cluster_names_only_when_asked_for_and_marked_as_such(tiny_model_dir, tmp_path, capsys):
+    """The names the evaluation labels gave each cluster at export are an oracle reading: never
+    in the output by default, only with --eval-names and under a column that says so."""
+    import csv as _csv
+
+    from codt_deploy.models import load_manifest
+
+    model = tiny_model_dir / "tiny.onnx"
+    names = load_manifest(model.with_suffix(".json")).eval_cluster_names
+    assert names and any(names)
+    inputs = _examples(tmp_path, n=3)
+    plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
+    assert cli.main([str(inputs), "--model", str(model), "--quiet", "-o", str(plain)]) == 0
+    assert cli.main([str(inputs), "--model", str(model), "--quiet", "-o", str(marked),
+                     "--eval-names"]) == 0, capsys.readouterr().err
+    plain_rows = list(_csv.DictReader(plain.open()))
+    marked_rows = list(_csv.DictReader(marked.open()))
+    assert "eval_cluster_name" not in plain_rows[0] and "cluster_name" not in plain_rows[0]
+    assert [r["eval_cluster_name"] for r in marked_rows] == [names[int(r["cluster"])]
+                                                            for r in marked_rows]

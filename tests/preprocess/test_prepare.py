@@ -438,3 +438,74 @@ def test_num_clusters_larger_than_the_classes_is_kept(shared_data, tmp_path, cap
     info = load_task(tmp_path / "ucla2msr").raw
     assert info["num_clusters"] == 25 and info["num_clusters_from"] == "task"
     assert info["num_clusters_estimate"] is None and "K = 25 (from the task)" in out
+
+
+# ------------------------------------------------------------------------------- held-out parts
+
+def _array_folder(shared_data, folder, names_by_part):
+    """(T, V, C) MSR arrays under ``folder`` (in part sub-folders when a part is not ""), with a
+    labels CSV keyed by file name; returns the labels file."""
+    rows = ["file,label"]
+    for part, names in names_by_part.items():
+        (folder / part).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            source = shared_data / "msr_action3d" / f"{name}_skeleton3D.txt"
+            np.save(folder / part / f"{name}.npy", read_poses(source)[0].data[:, 0])  # (T, V, C)
+            rows.append(f"{name}.npy,{name[:3]}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder / "labels.csv"
+
+
+def _held_out_task(shared_data, tmp_path, split: str) -> object:
+    task = tmp_path / "task.yaml"
+    task.write_text(
+        "name: held\n"
+        f"source: {{dataset: ucla, path: {shared_data / 'nw_ucla'}, layout: kinect20,\n"
+        "         classes: [1, 2]}\n"
+        "target: {path: arrays, labels: arrays/labels.csv, layout: msr20, options: {axes: TVC}}\n"
+        f"target_split: {split}\n"
+        "persons: 1\n", encoding="utf-8")
+    return task
+
+
+def test_a_user_task_holds_out_subjects_read_from_file_names_by_its_pattern(shared_data, tmp_path,
+                                                                           capsys):
+    names = [f"a0{a}_s0{s}_e01" for a in (1, 2) for s in (1, 2, 3)]
+    _array_folder(shared_data, tmp_path / "arrays", {"": names})
+    task = _held_out_task(shared_data, tmp_path,
+                          "{mode: subjects, train: [1, 3], subject: 's(\\d+)_e'}")
+    code, out, _ = run(capsys, task, "--out", tmp_path / "out")
+    assert code == 0, out
+    train = load_split(tmp_path / "out" / "held", "target_train", "msr20")
+    held_out = load_split(tmp_path / "out" / "held", "target_eval", "msr20")
+    assert sorted(train.names) == ["a01_s01_e01", "a01_s03_e01", "a02_s01_e01", "a02_s03_e01"]
+    assert sorted(held_out.names) == ["a01_s02_e01", "a02_s02_e01"]
+    assert (train.labels == -1).all() and sorted(held_out.labels) == [0, 1]  # train labels withheld
+    from training.preparation.prepared import withheld_labels
+
+    kept = withheld_labels(tmp_path / "out" / "held")  # for scoring only, never trained on
+    assert sorted(kept) == [0, 0, 1, 1]
+
+
+def test_a_user_task_holds_out_its_val_folder(shared_data, tmp_path, capsys):
+    _array_folder(shared_data, tmp_path / "arrays", {"train": ["a01_s01_e01", "a02_s01_e01",
+                                                               "a01_s03_e01", "a02_s03_e01"],
+                                                     "val": ["a01_s02_e01", "a02_s02_e01"]})
+    task = _held_out_task(shared_data, tmp_path, "{mode: folders}")
+    code, out, _ = run(capsys, task, "--out", tmp_path / "out")
+    assert code == 0, out
+    assert len(load_split(tmp_path / "out" / "held", "target_train", "msr20")) == 4
+    assert sorted(load_split(tmp_path / "out" / "held", "target_eval", "msr20").names) == \
+        ["a01_s02_e01", "a02_s02_e01"]
+
+
+@pytest.mark.parametrize("split, message", [
+    ("{mode: subjects, train: [1], subject: 's\\d+'}", "needs a group"),
+    ("{mode: subjects, train: [1], subject: 's(\\d+'}", "not a regular expression"),
+    ("{mode: views, view: 'v(\\d+)'}", "needs train"),
+])
+def test_a_bad_held_out_split_names_the_key_and_the_problem(shared_data, tmp_path, capsys, split,
+                                                            message):
+    task = _held_out_task(shared_data, tmp_path, split)
+    code, _, err = run(capsys, task, "--out", tmp_path / "out")
+    assert code != 0 and "target_split" in err and message in err

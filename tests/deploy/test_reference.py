@@ -1,0 +1,173 @@
+"""codt_deploy.reference: the reference bank that assigns new clips by their nearest training
+clips, its file, and ClusterModel / codt-cluster using it by default."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from codt_deploy.errors import ModelError
+from codt_deploy.reference import (
+    ReferenceBank,
+    load_bank,
+    make_bank,
+    pose_frames,
+    save_bank,
+    vote,
+)
+
+
+def _motions(n_per: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clips (2·n_per, C=3, T=30, V=4, M=1): kind 0 raises joint 0, kind 1 swings joint 1
+    sideways; each clip at its own speed, so only a time-warped distance matches them well."""
+    rng = np.random.default_rng(seed)
+    clips, kinds = [], []
+    for kind in (0, 1):
+        for _ in range(n_per):
+            t = np.linspace(0, 1, 30) ** rng.uniform(0.5, 2.0)  # (T,) a clip's own timing
+            clip = 0.05 * rng.normal(size=(3, 30, 4, 1))
+            clip[1 if kind == 0 else 0, :, kind, 0] += t
+            clips.append(clip)
+            kinds.append(kind)
+    return np.stack(clips).astype(np.float32), np.array(kinds)
+
+
+def test_vote_is_the_majority_with_ties_to_the_nearest():
+    clusters, shares = vote(np.array([[2, 1, 1, 0], [3, 0, 0, 3], [1, 1, 1, 1]]), 4)
+    assert clusters.tolist() == [1, 3, 1]  # 1 wins; a 3-0 tie goes to the nearest (3)
+    assert np.allclose(shares.sum(1), 1.0) and shares[0].tolist() == [0.25, 0.5, 0.25, 0.0]
+
+
+def test_a_bank_assigns_new_clips_the_cluster_of_their_nearest_training_clips():
+    train, kinds = _motions(12)
+    new, new_kinds = _motions(6, seed=1)
+    bank = make_bank(train, kinds, 2)
+    assert bank.frames.shape == (24, 30, 24)  # D = 2·C·V·M: positions and velocities
+    clusters, shares = bank.assign(new, chunk=5)  # chunks give the same answer
+    assert clusters.tolist() == new_kinds.tolist()
+    assert shares.shape == (12, 2) and np.allclose(shares.sum(1), 1.0)
+    assert np.allclose(shares[np.arange(12), clusters], shares.max(1))
+    renamed = make_bank(train, 1 - kinds, 2)  # the bank carries whatever partition it is given
+    assert renamed.assign(new)[0].tolist() == (1 - new_kinds).tolist()
+
+
+def test_a_bank_file_round_trips_and_refuses_what_it_cannot_be(tmp_path):
+    train, kinds = _motions(5)
+    bank = make_bank(train, kinds, 2)
+    path = save_bank(bank, tmp_path / "m.bank.npz")
+    loaded = load_bank(path, num_clusters=2, frame_shape=(30, 24))
+    assert np.array_equal(loaded.clusters, bank.clusters)
+    assert np.allclose(loaded.frames, bank.frames, atol=1e-3)  # stored as float16
+    assert loaded.assign(train)[0].tolist() == kinds.tolist()
+    with pytest.raises(ModelError, match="a bank of 2 clusters for a model of 3"):
+        load_bank(path, num_clusters=3, frame_shape=(30, 24))
+    with pytest.raises(ModelError, match="reference frames of shape"):
+        load_bank(path, num_clusters=2, frame_shape=(50, 24))
+    with pytest.raises(ModelError, match="missing"):
+        load_bank(tmp_path / "none.npz", num_clusters=2, frame_shape=(30, 24))
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 not a zip at all" * 10)
+    with pytest.raises(ModelError, match="junk.npz: cannot read the reference bank"):
+        load_bank(junk, num_clusters=2, frame_shape=(30, 24))
+    np.savez(tmp_path / "other.npz", frames=np.zeros((2, 30, 24)))
+    with pytest.raises(ModelError, match="not a reference bank"):
+        load_bank(tmp_path / "other.npz", num_clusters=2, frame_shape=(30, 24))
+
+
+def test_a_bank_refuses_clusters_outside_the_model_and_non_finite_frames():
+    frames = pose_frames(_motions(2)[0], 0.5)
+    with pytest.raises(ValueError, match="outside"):
+        ReferenceBank(frames=frames, clusters=np.array([0, 1, 2, 0]), num_clusters=2)
+    frames[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ReferenceBank(frames=frames, clusters=np.array([0, 1, 1, 0]), num_clusters=2)
+
+
+@pytest.fixture(scope="module")
+def banked_model(tiny_torch_network, tmp_path_factory):
+    """The tiny network exported with a reference bank of its calibration clips."""
+    from codt_deploy.preprocess import PreprocessConfig
+    from tests.conftest import TINY_LAYOUT
+    from training.export import EvalSet, export_network
+
+    net, poses = tiny_torch_network
+    out = tmp_path_factory.mktemp("banked")
+    return export_network(net, EvalSet(poses=poses[20:], labels=None, class_names=None),
+                          out_dir=out, name="banked", task="tiny-test",
+                          preprocess=PreprocessConfig(layout=TINY_LAYOUT), reference_poses=poses[:20],
+                          training={"target_split": {"mode": "all"}, "target_clips": 20})
+
+
+def test_a_model_with_a_bank_assigns_by_its_vote_by_default(banked_model, tiny_torch_network):
+    from codt_deploy.infer import ClusterModel
+
+    _, poses = tiny_torch_network
+    manifest = banked_model.manifest
+    assert manifest.reference is not None and manifest.reference.clips == 20
+    assert manifest.training == {"target_split": {"mode": "all"}, "target_clips": 20}
+    default = ClusterModel(banked_model.onnx_path, threads=1)
+    head = ClusterModel(banked_model.onnx_path, threads=1, assignment="head")
+    assert (default.assignment, head.assignment) == ("reference", "head")
+    voted, argmax = default.predict(poses), head.predict(poses)
+    bank = default.bank
+    assert bank is not None
+    expected, shares = bank.assign(poses)
+    assert np.array_equal(voted.clusters, expected) and np.allclose(voted.probabilities, shares)
+    assert np.array_equal(argmax.clusters, argmax.probabilities.argmax(1))
+    assert np.array_equal(bank.clusters, head.predict(poses[:20]).clusters)  # the head's partition
+    assert np.allclose(voted.embedding, argmax.embedding)  # the network's embedding either way
+
+
+def test_a_missing_or_replaced_bank_is_a_model_error(banked_model, tmp_path):
+    from codt_deploy.infer import ClusterModel
+    from codt_deploy.models import resolve_model
+
+    folder = tmp_path / "copy"
+    shutil.copytree(banked_model.onnx_path.parent, folder)
+    onnx = folder / "banked.onnx"
+    bank = folder / banked_model.manifest.reference.file
+    bank.write_bytes(bank.read_bytes()[:-7] + b"changed")
+    with pytest.raises(ModelError, match="SHA-256 mismatch"):
+        resolve_model(onnx)
+    bank.unlink()
+    with pytest.raises(ModelError, match="reference bank of model 'banked' is missing"):
+        ClusterModel(onnx)
+    plain = folder / "plain.json"  # a model without a bank cannot be asked to use one
+    data = json.loads((folder / "banked.json").read_text())
+    data.pop("reference")
+    shutil.copy(onnx, folder / "plain.onnx")
+    plain.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="has no reference bank"):
+        ClusterModel(folder / "plain.onnx", assignment="reference")
+    assert ClusterModel(folder / "plain.onnx").assignment == "head"
+
+
+def test_codt_cluster_uses_the_bank_unless_told_and_names_clusters_label_free(banked_model, tmp_path,
+                                                                          capsys):
+    import csv
+
+    from codt_deploy import cli
+    from tests.conftest import example_paths
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in example_paths()[:6]:
+        shutil.copy(path, inputs / path.name)
+    rows = {}
+    for assign in ("auto", "head"):
+        out = tmp_path / f"{assign}.csv"
+        assert cli.main([str(inputs), "--model", str(banked_model.onnx_path), "--quiet", "-o",
+                         str(out), "--assign", assign]) == 0, capsys.readouterr().err
+        rows[assign] = list(csv.DictReader(out.open()))
+    from codt_deploy.infer import ClusterModel
+    from codt_deploy.readers import read_poses
+
+    model = ClusterModel(banked_model.onnx_path, threads=1)
+    seqs = [read_poses(inputs / r["source"].rsplit("/", 1)[-1])[0] for r in rows["auto"]]
+    assert [int(r["cluster"]) for r in rows["auto"]] == model.predict_sequences(seqs).clusters.tolist()
+    head = ClusterModel(banked_model.onnx_path, threads=1, assignment="head")
+    assert [int(r["cluster"]) for r in rows["head"]] == head.predict_sequences(seqs).clusters.tolist()
+    assert "eval_cluster_name" not in rows["auto"][0]
