@@ -233,8 +233,16 @@ def exported_scores(run_dir: Path, clips: dict) -> dict[str, dict[str, float]]:
     head = ClusterModel(onnx, threads=1, assignment="head")
     product = ClusterModel(onnx, threads=1)
     (train, train_labels), (held_out, held_out_labels) = clips["train"], clips["held-out"]
-    scores = {"held-out": cluster_metrics(held_out_labels, product.predict(held_out).clusters),
-              "held-out head": cluster_metrics(held_out_labels, head.predict(held_out).clusters)}
+    started = time.perf_counter()
+    by_head = head.predict(held_out).clusters
+    head_s = time.perf_counter() - started
+    by_product = product.predict(held_out).clusters
+    product_s = time.perf_counter() - started - head_s
+    scores = {"held-out": cluster_metrics(held_out_labels, by_product),
+              "held-out head": cluster_metrics(held_out_labels, by_head),
+              "cost": {"head_ms_per_clip": 1000 * head_s / len(held_out),
+                       "reference_ms_per_clip": 1000 * product_s / len(held_out),
+                       "ratio": product_s / max(head_s, 1e-9)}}
     if (train_labels >= 0).any():
         scores["train"] = cluster_metrics(train_labels, head.predict(train).clusters)
     return scores
@@ -282,6 +290,12 @@ def markdown(results: dict, rows: list[dict]) -> str:
         cells = " | ".join(f"{row[m][0]:.1f} ± {row[m][1]:.1f}" for m in METRICS)
         minutes = f"{row['minutes'][0]:.1f}" if row["minutes"] else "–"
         lines.append(f"| {row['method']} | {cells} | {minutes} | {row['n']} |")
+    costs = [r["exported"]["cost"] for r in results["runs"].values() if "cost" in r.get("exported", {})]
+    if costs:
+        lines += ["", "Per-clip cost of `codt-cluster`'s assignment on the held-out clips, one thread: "
+                      f"head {np.mean([c['head_ms_per_clip'] for c in costs]):.1f} ms, reference bank "
+                      f"{np.mean([c['reference_ms_per_clip'] for c in costs]):.1f} ms (network and "
+                      f"vote), {np.mean([c['ratio'] for c in costs]):.2f}× the head alone."]
     lines += ["", f"Wall time {results['total_min']:.1f} min. Git {results['git_sha']}, torch "
                   f"{results['machine']['torch']}, {results['machine']['processor']}."]
     return "\n".join(lines) + "\n"

@@ -171,3 +171,31 @@ def test_codt_cluster_uses_the_bank_unless_told_and_names_clusters_label_free(ba
     head = ClusterModel(banked_model.onnx_path, threads=1, assignment="head")
     assert [int(r["cluster"]) for r in rows["head"]] == head.predict_sequences(seqs).clusters.tolist()
     assert "eval_cluster_name" not in rows["auto"][0]
+
+
+def test_the_search_finds_the_exact_dtw_neighbours_and_pruning_may_not():
+    import dataclasses
+
+    from codt_deploy.reference import dtw_band, dtw_distances
+
+    train, kinds = _motions(15, seed=2)
+    queries = pose_frames(_motions(4, seed=3)[0], 0.5)  # (8, T, D)
+    bank = make_bank(train, kinds, 2)
+    exact = np.stack([dtw_distances(np.repeat(q[None], len(bank), 0), bank.frames, dtw_band(30))
+                      for q in queries])  # (8, 30) every pair
+    found = bank.nearest(queries)  # (8, 10)
+    assert np.allclose(np.take_along_axis(exact, found, axis=1), np.sort(exact, axis=1)[:, :10],
+                       rtol=1e-4)
+    pruned = dataclasses.replace(bank, candidates=12).nearest(queries)  # 12 Euclidean-nearest
+    assert pruned.shape == (8, 10)
+    assert (np.take_along_axis(exact, pruned, axis=1) >= np.sort(exact, axis=1)[:, :10] - 1e-4).all()
+
+
+def test_the_banded_dtw_equals_the_full_cost_dtw():
+    from codt_deploy.reference import dtw_distances
+
+    a = pose_frames(_motions(4, seed=5)[0], 0.5)
+    b = pose_frames(_motions(4, seed=6)[0], 0.5)
+    for band in (0, 3, 29):
+        assert np.allclose(dtw_distances(a, b, band, banded=True), dtw_distances(a, b, band),
+                           rtol=1e-4, atol=1e-5)
