@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import warnings
@@ -662,6 +663,10 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
     folder = Path(task_dir) if task_dir else prepared_task_dir(fp32.manifest.task)
     calibration = load_split(folder, "target_train", fp32.manifest.layout)
     evaluation = load_split(folder, "target_eval", fp32.manifest.layout)
+    bank = fp32.reference_path
+    if bank is not None and (Path(out_dir) / bank.name).resolve() != bank.resolve():
+        Path(out_dir).mkdir(parents=True, exist_ok=True)  # the twin shares its model's bank
+        shutil.copy2(bank, Path(out_dir) / bank.name)
     return export_int8(fp32, np.asarray(calibration.data, np.float32),
                        EvalSet(np.asarray(evaluation.data, np.float32), evaluation.labels,
                                evaluation.class_names),
