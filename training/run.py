@@ -232,6 +232,20 @@ def _log_epoch(run_dir: Path, record: dict, config, model, optimizer, banks, epo
         _save(ckpt.checkpoint_dir(run_dir) / ckpt.STAGE1, config, model, optimizer, banks, epoch, metrics)
 
 
+def scored_on(config: TrainConfig) -> str:
+    """Which target clips the final table scores: the held-out ones when the task has them."""
+    from training.preparation.prepared import load_task
+
+    task = load_task(task_dir(config))
+    split = (task.raw.get("task_spec") or {}).get("target_split") or {"mode": "all"}
+    n_train, n_eval = task.counts.get("target_train", 0), task.counts.get("target_eval", 0)
+    if split.get("mode", "all") == "all":
+        return (f"scored on the {n_eval} target clips the model was fitted to (target_split: all; "
+                f"give the task a held-out part to score it on clips it never saw)")
+    return (f"scored on {n_eval} held-out target clips it never saw (target_split: "
+            f"{split['mode']}; fitted to {n_train} others)")
+
+
 def format_table(metrics: dict[str, float]) -> str:
     """Markdown table of the final metrics: one row per branch and method (head, † k-means)."""
     rows = ["| branch | method | ACC | NMI | ARI | many-to-one ACC |", "|---|---|---|---|---|---|"]
@@ -333,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = train(config, run_dir, resume=args.resume, init_from=args.init_from, raw=args.raw,
                         ctx=ctx)
         if ctx.is_main:
-            print(f"\nrun folder: {run_dir}\n{format_table(metrics)}")
+            print(f"\nrun folder: {run_dir}\n{scored_on(config)}\n{format_table(metrics)}")
             if not args.no_export:
                 _export(run_dir, args.export_dir or Path(run_dir) / "exported")
     except CodtError as err:
