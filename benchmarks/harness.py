@@ -365,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                "table": [{**r, **{m: {"mean": r[m][0], "std": r[m][1]} for m in METRICS}}
                          for r in rows]}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{name}-smoke" if args.smoke else name
+    split = (load_task(task_dir).raw.get("task_spec") or {}).get("target_split") or {}
+    held_out = split.get("mode", "all") != "all"
+    stem = f"{name}{'-heldout' if held_out else ''}{'-smoke' if args.smoke else ''}"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(results, rows))
     print(markdown(results, rows))
