@@ -218,6 +218,7 @@ def save_bank(bank: ReferenceBank, path: str | os.PathLike) -> Path:
                             velocity_weight=np.array(bank.velocity_weight),
                             neighbours=np.array(bank.neighbours),
                             candidates=np.array(bank.candidates))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the model's bank from other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
