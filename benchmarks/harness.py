@@ -110,7 +110,7 @@ def run_jobs(jobs: list[Job], task: str, extra: list[str], parallel: int) -> Non
                 continue
             pending.remove(job)
             if _finished(job.run_dir):  # a rerun of the same --runs folder keeps finished runs
-                job.returncode = 0
+                job.returncode, job.wall_s = 0, _epochs_seconds(job.run_dir)
                 done[job.name] = job
                 print(f"{job.name}: already finished in {job.run_dir}", flush=True)
                 continue
@@ -128,6 +128,12 @@ def run_jobs(jobs: list[Job], task: str, extra: list[str], parallel: int) -> Non
             running.append(job)
             print(f"[{time.strftime('%H:%M:%S')}] started {job.name}", flush=True)
         time.sleep(2)
+
+
+def _epochs_seconds(run_dir: Path) -> float:
+    """The training time a finished run logged (its epochs' ``time_s``)."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return float(sum(json.loads(line).get("time_s", 0.0) for line in lines))
 
 
 def _finished(run_dir: Path) -> bool:
