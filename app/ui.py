@@ -81,7 +81,10 @@ def model_markdown(store: ModelStore, choice: str | None) -> str:
             f"({len(manifest.joints)} joints), {manifest.num_clusters} clusters")
     scores = manifest.metrics.get("eval") or {}
     if all(k in scores for k in ("acc", "nmi", "ari")):
-        text += (f" · on its evaluation set: ACC {scores['acc']:.1%}, NMI {scores['nmi']:.3f}, "
+        split = ((manifest.training or {}).get("target_split") or {}).get("mode", "all")
+        where = ("on its evaluation set" if split == "all" else
+                 f"on {scores.get('n', 'its')} held-out clips it never saw")
+        text += (f" · {where}: ACC {scores['acc']:.1%}, NMI {scores['nmi']:.3f}, "
                  f"ARI {scores['ari']:.3f}")
     return text
 

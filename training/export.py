@@ -736,7 +736,8 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
                                      task.source_classes, model.num_clusters)
     train_specific = load_split(task.folder, "target_train", task.specific)
     split = (task.raw.get("task_spec") or {}).get("target_split") or {"mode": "all"}
-    training = {"target_split": {key: value for key, value in split.items() if value},
+    training = {"target_split": {key: value for key, value in split.items()  # as the task gives it
+                                 if value and (key != "folders" or split["mode"] == "folders")},
                 "target_clips": int(len(train_specific.data)),
                 "labelfree": config.labelfree.model_dump(mode="json")}
     results = [export_network(
