@@ -722,7 +722,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
     """Export a finished run's CoDT-B1 (and with ``shared`` CoDT-B0 as ``<name>-shared``), with
     a reference bank of its target training clips unless ``reference`` is False."""
     from training.model import ClusterNet
-    from training.preparation.prepared import load_split
+    from training.preparation.prepared import PreparedDataError, load_split
 
     run_dir = Path(run_dir)
     config, task, model, checkpoint = load_run(run_dir)
@@ -734,11 +734,16 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
     clusters = torch_outputs(net, np.asarray(eval_specific.data))[0].argmax(1)
     nearest = nearest_source_classes(model, np.asarray(eval_shared.data), clusters,
                                      task.source_classes, model.num_clusters)
-    train_specific = load_split(task.folder, "target_train", task.specific)
+    try:
+        train_poses: np.ndarray | None = np.asarray(
+            load_split(task.folder, "target_train", task.specific).data)
+    except PreparedDataError as exc:  # a folder without the clips the model was fitted to
+        log.warning("no reference bank: %s", exc)
+        train_poses = None
     split = (task.raw.get("task_spec") or {}).get("target_split") or {"mode": "all"}
     training = {"target_split": {key: value for key, value in split.items()  # as the task gives it
                                  if value and (key != "folders" or split["mode"] == "folders")},
-                "target_clips": int(len(train_specific.data)),
+                "target_clips": None if train_poses is None else int(len(train_poses)),
                 "labelfree": config.labelfree.model_dump(mode="json")}
     results = [export_network(
         net, EvalSet(np.asarray(eval_specific.data), eval_specific.labels,
@@ -746,7 +751,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
         out_dir=out_dir, name=name, task=task.name, branch="specific",
         preprocess=task.preprocess_config(task.specific), checkpoint_sha256=ckpt_sha,
         nearest_source_classes=nearest,
-        reference_poses=np.asarray(train_specific.data) if reference else None,
+        reference_poses=train_poses if reference else None,
         training=training)]
     if shared:
         results.append(export_network(
