@@ -341,10 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = (SMOKE if args.smoke else []) + args.overrides
     config = resolve_config(task=args.task, overrides=overrides)
     task_dir = ensure_prepared(config, args.raw)
-    name = load_task(task_dir).name
+    task = load_task(task_dir)
+    name = task.name
     root = args.runs or REPO_ROOT / "runs" / f"benchmark-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     start = time.time()
-    num_clusters = config.model.clusters_for(load_task(task_dir).num_clusters)
+    num_clusters = config.model.clusters_for(task.num_clusters)
     clips = target_clips(task_dir)
     n_eval = len(clips["held-out"][0])
     baselines = baseline_rows(clips, num_clusters, 2 if args.smoke else 5)
@@ -371,9 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                "table": [{**r, **{m: {"mean": r[m][0], "std": r[m][1]} for m in METRICS}}
                          for r in rows]}
     args.out.mkdir(parents=True, exist_ok=True)
-    split = (load_task(task_dir).raw.get("task_spec") or {}).get("target_split") or {}
-    held_out = split.get("mode", "all") != "all"
-    stem = f"{name}{'-heldout' if held_out else ''}{'-smoke' if args.smoke else ''}"
+    stem = f"{name}{'-heldout' if task.held_out else ''}{'-smoke' if args.smoke else ''}"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(results, rows))
     print(markdown(results, rows))

@@ -36,7 +36,7 @@ VOTE_CANDIDATES = 0  # 0: every bank clip's DTW distance is computed (exact); n 
 # n Euclidean-nearest bank clips' (measured on MSR cross-subject: 50 lost 7.7 ACC of 66.3)
 PAIRS_PER_CHUNK = 4096  # clip pairs whose DTW is computed at once (≈ 45 MB of band cells)
 BANK_FORMAT = 1
-MAX_BANK_CLIPS = 100_000  # a bank file claiming more is refused before its arrays are read
+MAX_BANK_CLIPS = 100_000  # a bank file holding more clips is refused
 
 
 def flattened_poses(poses: np.ndarray) -> np.ndarray:
@@ -243,11 +243,11 @@ def load_bank(path: str | os.PathLike, *, num_clusters: int, frame_shape: tuple[
             if int(data["format"]) != BANK_FORMAT:
                 raise ModelError(f"{path}: reference bank format {int(data['format'])}, this "
                                  f"version reads {BANK_FORMAT}")
-            shape: tuple[int, ...] = tuple(data["frames"].shape)
+            values = {key: data[key] for key in _BANK_KEYS}  # each array decompressed once
+            shape: tuple[int, ...] = tuple(values["frames"].shape)
             if len(shape) != 3 or shape[0] > MAX_BANK_CLIPS or tuple(shape[1:]) != tuple(frame_shape):
                 raise ModelError(f"{path}: reference frames of shape {shape}, the model needs "
                                  f"(R ≤ {MAX_BANK_CLIPS}, {frame_shape[0]}, {frame_shape[1]})")
-            values = {key: data[key] for key in _BANK_KEYS}
     except FileNotFoundError:
         raise ModelError(f"{path}: the model's reference bank is missing") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:

@@ -740,7 +740,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
     except PreparedDataError as exc:  # a folder without the clips the model was fitted to
         log.warning("no reference bank: %s", exc)
         train_poses = None
-    split = (task.raw.get("task_spec") or {}).get("target_split") or {"mode": "all"}
+    split = task.target_split
     training = {"target_split": {key: value for key, value in split.items()  # as the task gives it
                                  if value and (key != "folders" or split["mode"] == "folders")},
                 "target_clips": None if train_poses is None else int(len(train_poses)),

@@ -237,13 +237,12 @@ def scored_on(config: TrainConfig) -> str:
     from training.preparation.prepared import load_task
 
     task = load_task(task_dir(config))
-    split = (task.raw.get("task_spec") or {}).get("target_split") or {"mode": "all"}
     n_train, n_eval = task.counts.get("target_train", 0), task.counts.get("target_eval", 0)
-    if split.get("mode", "all") == "all":
+    if not task.held_out:
         return (f"scored on the {n_eval} target clips the model was fitted to (target_split: all; "
                 f"give the task a held-out part to score it on clips it never saw)")
     return (f"scored on {n_eval} held-out target clips it never saw (target_split: "
-            f"{split['mode']}; fitted to {n_train} others)")
+            f"{task.target_split['mode']}; fitted to {n_train} others)")
 
 
 def format_table(metrics: dict[str, float]) -> str:

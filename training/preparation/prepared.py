@@ -52,6 +52,17 @@ class PreparedTask:
         return {"shared": self.shared, "specific": self.specific}
 
     @property
+    def target_split(self) -> dict:
+        """The task's ``target_split`` as its definition gave it (``{"mode": "all"}`` for folders
+        prepared before it was recorded): which target clips are held out."""
+        return (self.raw.get("task_spec") or {}).get("target_split") or {"mode": "all"}
+
+    @property
+    def held_out(self) -> bool:
+        """Whether the target eval clips are held out from the clips the model is fitted to."""
+        return self.target_split.get("mode", "all") != "all"
+
+    @property
     def source_class_names(self) -> tuple[str, ...]:
         return self.source_classes
 
