@@ -110,7 +110,7 @@ def test_a_model_with_a_bank_assigns_by_its_vote_by_default(banked_model, tiny_t
     assert manifest.training == {"target_split": {"mode": "all"}, "target_clips": 20}
     default = ClusterModel(banked_model.onnx_path, threads=1)
     head = ClusterModel(banked_model.onnx_path, threads=1, assignment="head")
-    assert (default.assignment, head.assignment) == ("reference", "head")
+    assert (default.assignment, head.assignment) == ("batch", "head")
     voted, argmax = default.predict(poses), head.predict(poses)
     bank = default.bank
     assert bank is not None
@@ -199,3 +199,17 @@ def test_the_banded_dtw_equals_the_full_cost_dtw():
     for band in (0, 3, 29):
         assert np.allclose(dtw_distances(a, b, band, banded=True), dtw_distances(a, b, band),
                            rtol=1e-4, atol=1e-5)
+
+
+def test_the_all_pairs_dtw_equals_the_paired_kernel():
+    from codt_deploy.reference import dtw_cross_distances, dtw_distances
+
+    clips, _ = _motions(4)
+    frames = pose_frames(clips, 0.5)  # (8, 30, 24)
+    queries, references = frames[:3], frames[3:]
+    for band in (0, 3, 29):
+        cross = dtw_cross_distances(queries, references, band)  # (3, 5)
+        paired = dtw_distances(np.repeat(queries, 5, axis=0), np.tile(references, (3, 1, 1)), band)
+        assert cross.shape == (3, 5) and np.allclose(cross, paired.reshape(3, 5), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="band"):
+        dtw_cross_distances(queries, references, -1)
