@@ -122,11 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="labels CSV (a key column such as file or name, and a label "
                              "column; see codt_deploy/labels.py); prints ACC/NMI/ARI")
     parser.add_argument("--embeddings", action="store_true", help="also write the embedding")
-    parser.add_argument("--assign", choices=("auto", "reference", "head"), default="auto",
-                        help="how a sequence gets its cluster: 'reference', the vote of its 10 "
-                             "nearest training clips (the model's reference bank); 'head', the "
-                             "network's argmax; 'auto' (default): the reference bank when the "
-                             "model has one")
+    parser.add_argument("--assign", choices=("auto", "batch", "reference", "head"), default="auto",
+                        help="how a sequence gets its cluster: 'batch', the run's clips clustered "
+                             "together by their own DTW graph once they are at least 8 per "
+                             "cluster (at most 5,000), the ids named by the reference bank's "
+                             "vote, else that vote; 'reference', the vote of its 10 nearest "
+                             "training clips alone (the model's reference bank); 'head', the "
+                             "network's argmax; 'auto' (default): 'batch' when the model has a "
+                             "reference bank, else 'head'")
     parser.add_argument("--eval-names", action="store_true",
                         help="also write eval_cluster_name: the class the model's evaluation labels "
                              "matched each cluster to at export (an oracle reading of the result, "
@@ -287,13 +290,15 @@ def list_models() -> int:
 
 
 def _make_sink(args: argparse.Namespace, model, observer: Observer):
+    from codt_deploy.pipeline import batch_finisher
     from codt_deploy.writers import JournalSink, StreamSink, cluster_name_columns, columns, format_for
 
     fmt = format_for(args.output, args.format)
     fieldnames = columns(tuple(cluster_name_columns(model.manifest, args.eval_names)))
     emb_dim = model.manifest.embedding_dim if args.embeddings else None
+    finisher = batch_finisher(model, args.eval_names)
     if not args.output:
-        return StreamSink(fmt, fieldnames, emb_dim, observer)
+        return StreamSink(fmt, fieldnames, emb_dim, observer, finisher=finisher)
     header = {"journal": JOURNAL_VERSION, "model": model.manifest.name,
               "onnx_sha256": model.manifest.onnx_sha256,
               "format": fmt, "embeddings": bool(args.embeddings),
@@ -308,7 +313,7 @@ def _make_sink(args: argparse.Namespace, model, observer: Observer):
     if model.assignment != "head":
         header["assignment"] = model.assignment
     return JournalSink(args.output, fmt, fieldnames, emb_dim, header, observer,
-                       resume=args.resume)
+                       resume=args.resume, finisher=finisher)
 
 
 def _progress(args: argparse.Namespace):

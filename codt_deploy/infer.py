@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from codt_deploy.batch import BatchStep
 from codt_deploy.errors import CodtError, LayoutError, ModelError, PoseFormatError
 from codt_deploy.models import Manifest, ResolvedModel, resolve_model
 from codt_deploy.preprocess import PreprocessConfig, preprocess
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-ASSIGNMENTS = ("auto", "reference", "head")  # auto: the reference bank when the model has one
+ASSIGNMENTS = ("auto", "batch", "reference", "head")  # auto: batch when the model has a bank, else head
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,10 @@ class ClusterModel:
     ``providers`` overrides :func:`default_providers`; ``threads`` the intra-op thread count;
     ``batch_size`` is the micro-batch size used inside :meth:`predict`. ``assignment``: how a clip
     gets its cluster, ``"reference"`` (the vote of its nearest training clips; needs a model with
-    a reference bank), ``"head"`` (the network's argmax), or ``"auto"`` (the reference bank when
-    the model has one, else the head).
+    a reference bank), ``"batch"`` (the vote clip by clip in :meth:`predict`; :meth:`cluster` of a
+    whole batch of at least 8 clips per cluster clusters it by its own DTW graph, named by the
+    vote: :mod:`codt_deploy.batch`), ``"head"`` (the network's argmax), or ``"auto"`` (``batch``
+    when the model has a reference bank, else ``head``).
     """
 
     def __init__(self, model: str | os.PathLike | ResolvedModel = "default",
@@ -164,6 +167,9 @@ class ClusterModel:
         self.input_name = self.session.get_inputs()[0].name
         self._check_outputs()
         self.bank = self._load_bank(assignment)
+        self.batch_step = (None if self.bank is None or assignment == "reference" else
+                           BatchStep(self.num_clusters, self.bank.velocity_weight,
+                                     self.bank.frames.shape[1:]))
         log.info("loaded model %s (%s) on %s, %d intra-op threads", self.manifest.name,
                  self.resolved.onnx_path, ", ".join(self.session.get_providers()),
                  session_options(threads).intra_op_num_threads)
@@ -182,8 +188,9 @@ class ClusterModel:
 
     @property
     def assignment(self) -> str:
-        """``"reference"`` when clusters come from the reference bank's vote, else ``"head"``."""
-        return "head" if self.bank is None else "reference"
+        """``"batch"`` (the vote, and a whole batch by its own graph), ``"reference"`` (the vote
+        alone) or ``"head"`` (the network's argmax)."""
+        return "head" if self.bank is None else "batch" if self.batch_step else "reference"
 
     def _check_outputs(self) -> None:
         names = [o.name for o in self.session.get_outputs()]
@@ -236,16 +243,32 @@ class ClusterModel:
         return Prediction(clusters=probs.argmax(axis=1).astype(np.int64),
                           confidence=probs.max(axis=1), probabilities=probs, embedding=emb)
 
+    def cluster(self, batch: np.ndarray) -> Prediction:
+        """Cluster a preprocessed batch ``(N, C, T, V, M)`` as a whole: :meth:`predict`, then with
+        the ``batch`` assignment, when the batch holds enough clips
+        (:func:`codt_deploy.batch.batch_applies`), its own DTW graph's clusters named by the vote,
+        and as confidence the share of each clip's graph neighbours in its cluster."""
+        prediction = self.predict(batch)
+        if self.batch_step is None:
+            return prediction
+        together = self.batch_step.cluster(self.batch_step.frames(batch), prediction.clusters)
+        if together is None:
+            return prediction
+        clusters, confidence = together
+        return Prediction(clusters=clusters, confidence=confidence,
+                          probabilities=prediction.probabilities, embedding=prediction.embedding)
+
     def prepare(self, seq: PoseSequence) -> np.ndarray:
         """One sequence -> this model's ``(C, T, V, M)`` input (see :func:`prepare_sequence`)."""
         return prepare_sequence(seq, self.config)
 
     def predict_sequences(self, seqs: Sequence[PoseSequence]) -> Prediction:
-        """Preprocess raw sequences of any mappable layout and cluster them."""
+        """Preprocess raw sequences of any mappable layout and cluster them together
+        (:meth:`cluster`)."""
         samples = [self.prepare(seq) for seq in seqs]  # each (C, T, V, M)
         if not samples:
             return self.predict(np.zeros((0, *self.manifest.input_shape), np.float32))
-        return self.predict(np.stack(samples))  # (N, C, T, V, M)
+        return self.cluster(np.stack(samples))  # (N, C, T, V, M)
 
 
 def _rows(prediction: Prediction, start: int, stop: int) -> Prediction:

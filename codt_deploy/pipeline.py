@@ -28,13 +28,14 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from codt_deploy.batch import MAX_BATCH_CLIPS, BatchStep, decode_frames, encode_frames
 from codt_deploy.errors import CodtError
 from codt_deploy.infer import ClusterModel, predict_blocks, prepare_sequence
 from codt_deploy.layouts import Layout, custom_layouts, register_layout
 from codt_deploy.preprocess import PreprocessConfig
 from codt_deploy.readers import detect_format, read_bytes, read_poses
 from codt_deploy.sources import ArchiveLimits, InputItem, iter_inputs
-from codt_deploy.writers import cluster_name_columns
+from codt_deploy.writers import FRAMES_FIELD, Row, cluster_name_columns
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,7 @@ class _Batcher:
         self.blocks: list[np.ndarray] = []  # the files' samples, in order
         self.count = 0
         self.name_columns = cluster_name_columns(model.manifest, eval_names)
+        self.framed = 0  # rows given their frames for the batch step
 
     def add(self, parsed: ParsedFile) -> None:
         assert parsed.samples is not None  # only files that were read come here
@@ -241,11 +243,16 @@ class _Batcher:
         if not self.files:
             return
         predictions = predict_blocks(self.model, self.blocks)
-        for parsed, prediction in zip(self.files, predictions):
+        for parsed, block, prediction in zip(self.files, self.blocks, predictions):
             if isinstance(prediction, str):  # this file alone: the others are still written
                 self.summary.failures.append((parsed.label, prediction))
                 continue
             rows = [self._row(parsed, i, i, prediction) for i in range(len(parsed.meta))]
+            if self.model.batch_step is not None and self.framed + len(rows) <= MAX_BATCH_CLIPS:
+                # kept in the journal for the run's batch step (a run past the limit keeps its votes)
+                for row, text in zip(rows, encode_frames(self.model.batch_step.frames(block))):
+                    row[FRAMES_FIELD] = text
+                self.framed += len(rows)
             self.sink.write_file(parsed.key, rows)
             self.summary.files += 1
             self.summary.sequences += len(rows)
@@ -261,6 +268,52 @@ class _Batcher:
         if self.embeddings:
             row["embedding"] = prediction.embedding[n].tolist()
         return row
+
+
+@dataclass(frozen=True)
+class BatchFinisher:
+    """The end of a run whose model has the ``batch`` assignment: every clustered clip of the run
+    (the resumed ones included, their frames kept in the journal) clustered together
+    (:class:`codt_deploy.batch.BatchStep`); a sink calls it once with all rows' frames and vote
+    clusters and writes the overrides it returns."""
+
+    step: BatchStep
+    name_columns: dict[str, tuple[str, ...]]
+
+    def applies(self, rows: int) -> bool:
+        if rows > MAX_BATCH_CLIPS:
+            log.warning("%d clips in this run, more than the %d that are clustered together: each "
+                        "keeps its vote (run them in smaller parts to have them clustered "
+                        "together)", rows, MAX_BATCH_CLIPS)
+        return self.step.applies(rows)
+
+    def overrides(self, frame_texts: list[str], clusters: list[int]) -> list[Row] | None:
+        """Per row (in order) the new ``cluster``, its name columns and ``confidence``; None when
+        the batch keeps its vote (too small, too large, or frames unreadable: said in the log)."""
+        try:
+            frames = decode_frames(frame_texts, self.step.frame_shape)  # (N, T, D)
+        except ValueError as exc:
+            log.warning("the run's clips keep their own votes: %s", exc)
+            return None
+        together = self.step.cluster(frames, np.asarray(clusters, np.int64))
+        if together is None:
+            return None
+        log.info("%d clips clustered together by their own DTW graph", len(frame_texts))
+        out = []
+        for cluster, confidence in zip(*together):
+            row: Row = {"cluster": int(cluster)}
+            for column, names in self.name_columns.items():
+                row[column] = names[cluster] if cluster < len(names) else ""
+            row["confidence"] = round(float(confidence), 6)
+            out.append(row)
+        return out
+
+
+def batch_finisher(model: ClusterModel, eval_names: bool = False) -> BatchFinisher | None:
+    """The :class:`BatchFinisher` of ``model``, or None when it assigns clip by clip."""
+    if model.batch_step is None:
+        return None
+    return BatchFinisher(model.batch_step, cluster_name_columns(model.manifest, eval_names))
 
 
 def run_pipeline(inputs: Iterable[str], model: ClusterModel, sink: RowSink,

@@ -22,6 +22,11 @@ directly; batches with ``bytes`` (and ``path``) columns are parsed and preproces
 code as ``codt-cluster``. A file that cannot be read, or that the model refuses, gives one row with
 ``cluster = -1`` and the reason in ``error``; the job carries on (the same per-file isolation as
 ``codt-cluster``: :func:`codt_deploy.pipeline.parse_item`, :func:`codt_deploy.infer.predict_blocks`).
+
+Assignment: each sequence gets the reference bank's vote (or the head, for a model without a
+bank). Ray's batches are arbitrary slices of the dataset, so the batch step that ``codt-cluster``
+runs over a whole run (METHOD.md §15.5) is not applied here; to cluster a dataset of new clips
+together, run ``codt-cluster`` on it, or ``ClusterModel.cluster`` on all its preprocessed clips.
 """
 
 from __future__ import annotations

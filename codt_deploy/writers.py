@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from codt_deploy.datafiles import DataError, parse_data
 from codt_deploy.errors import CodtError
@@ -49,6 +49,28 @@ JOURNAL_SUFFIX = ".part"
 _SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 Row = dict[str, Any]
+FRAMES_FIELD = "_frames"  # a row's DTW frames for the run's batch step: journal only, never output
+
+
+class Finisher(Protocol):
+    """What a sink calls at the end of a run to re-cluster all its rows together
+    (``codt_deploy.pipeline.BatchFinisher``)."""
+
+    def applies(self, rows: int) -> bool: ...
+
+    def overrides(self, frame_texts: list[str], clusters: list[int]) -> list[Row] | None: ...
+
+
+def finished_rows(rows: list[Row], finisher: Finisher | None) -> list[Row]:
+    """``rows`` with the finisher's overrides applied (when it takes the batch) and the frames
+    field dropped."""
+    texts = [row.pop(FRAMES_FIELD, None) for row in rows]
+    if finisher is None or not finisher.applies(len(rows)) or any(t is None for t in texts):
+        return rows
+    overrides = finisher.overrides(texts, [int(row["cluster"]) for row in rows])
+    if overrides is None:
+        return rows
+    return [{**row, **change} for row, change in zip(rows, overrides)]
 TEXT_COLUMNS = ("source", "member", "name", "segment", "nearest_source_class", "eval_cluster_name")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _TERMINAL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
@@ -265,7 +287,8 @@ class StreamSink:
     """Rows straight to a text stream (stdout), in order; no journal, no resume."""
 
     def __init__(self, fmt: str, fieldnames: list[str], embedding_dim: int | None,
-                 observer: Callable[[Row], None], stream: IO[str] | None = None) -> None:
+                 observer: Callable[[Row], None], stream: IO[str] | None = None,
+                 finisher: Finisher | None = None) -> None:
         if fmt == "parquet":
             raise CodtError("Parquet cannot be written to standard output; pass -o FILE.parquet")
         self.stream = stream or sys.stdout
@@ -277,14 +300,26 @@ class StreamSink:
                                        terminal=self.stream.isatty())
         self.observer = observer
         self.done_keys: set[str] = set()  # never resumes
+        self.finisher = finisher
+        self.held: list[Row] = []  # with a finisher, every row waits for the end of the run
 
     def write_file(self, key: str, rows: list[Row]) -> None:
+        if self.finisher is not None:
+            self.held.extend(rows)
+            return
+        self._write(rows)
+
+    def _write(self, rows: list[Row]) -> None:
         for row in rows:
+            row.pop(FRAMES_FIELD, None)
             self.writer.write(row)
             self.observer(row)
         self.stream.flush()
 
     def close(self) -> None:
+        if self.held:
+            self._write(finished_rows(self.held, self.finisher))
+            self.held = []
         self.stream.flush()
 
 
@@ -294,13 +329,14 @@ class JournalSink:
     def __init__(self, output: str | os.PathLike, fmt: str, fieldnames: list[str],
                  embedding_dim: int | None, header: dict[str, Any],
                  observer: Callable[[Row], None], resume: bool = False,
-                 fsync_every_s: float = 5.0) -> None:
+                 fsync_every_s: float = 5.0, finisher: Finisher | None = None) -> None:
         self.output = Path(output)
         self.journal = self.output.with_name(self.output.name + JOURNAL_SUFFIX)
         self.fmt, self.fieldnames, self.embedding_dim = fmt, fieldnames, embedding_dim
         self.header = {"type": "header", **header}
         self.observer = observer
         self.fsync_every_s = fsync_every_s
+        self.finisher = finisher
         self.done_keys: set[str] = set()  # written by the interrupted run being resumed
         if fmt == "parquet":
             require_pyarrow()
@@ -393,10 +429,35 @@ class JournalSink:
                    self.embedding_dim)
         self.journal.unlink()
 
+    def _overrides(self) -> list[Row] | None:
+        """The finisher's per-row overrides for the whole journal, or None (no finisher, or the
+        batch keeps its votes)."""
+        if self.finisher is None:
+            return None
+        count = sum(1 for r in _iter_journal(self.journal, quiet=True) if r.get("type") == "row")
+        if not self.finisher.applies(count):
+            return None
+        texts, clusters = [], []
+        for record in _iter_journal(self.journal, quiet=True):
+            if record.get("type") == "row":
+                text = record.get(FRAMES_FIELD)
+                if not isinstance(text, str):
+                    log.warning("%s: a row without its frames; the run's clips keep their own "
+                                "votes", self.journal)
+                    return None
+                texts.append(text)
+                clusters.append(int(record.get("cluster", 0)))
+        return self.finisher.overrides(texts, clusters)
+
     def _observed_rows(self) -> Iterator[Row]:
+        overrides = self._overrides()
+        index = 0
         for record in _iter_journal(self.journal):
             if record.get("type") == "row":
-                row = {k: v for k, v in record.items() if k not in ("type", "key")}
+                row = {k: v for k, v in record.items() if k not in ("type", "key", FRAMES_FIELD)}
+                if overrides is not None:
+                    row.update(overrides[index])
+                index += 1
                 self.observer(row)
                 yield row
 

@@ -1,0 +1,199 @@
+"""Clustering a batch of new clips together: their own DTW graph, cluster ids named by the bank.
+
+A model's reference bank (:mod:`codt_deploy.reference`) assigns each new clip by itself, from the
+training clips nearest to it. A batch of new clips holds more than that: its own structure.
+Measured on three held-out target splits (docs/METHOD.md §15.5), spectral clustering of the new
+clips' own DTW + velocity graph beat the bank's vote by 5 to 15 ACC once the batch held about
+eight clips per cluster, and lost to it on smaller batches, which cannot fill a 10-neighbour graph
+per cluster. So a batch of at least :data:`MIN_CLIPS_PER_CLUSTER` × K clips is clustered by its
+own graph, and each of its clusters takes the model's cluster id it overlaps most with under the
+bank's vote (a one-to-one matching), so that ids mean the same thing across batches; a smaller
+batch keeps the vote.
+
+Pure numpy, no label read; the same raw-pose view and DTW kernel as training's graphs.
+
+- :func:`pairwise_dtw`: the (N, N) DTW distances of a batch's frames;
+- :func:`knn_graph`: the symmetrised kNN graph of a distance matrix;
+- :func:`spectral_partition`: spectral clustering (normalised affinity, k-means of the embedding);
+- :func:`batch_partition`: the whole step, from frames and the vote to clusters and confidence;
+- :class:`BatchStep`: that step as a model carries it (``ClusterModel.batch_step``), with
+  :func:`encode_frames` / :func:`decode_frames` for the frames a run's journal keeps.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from codt_deploy.metrics import hungarian
+from codt_deploy.reference import (
+    QUERY_CELLS_PER_CHUNK,
+    dtw_band,
+    dtw_cross_distances,
+    pose_frames,
+)
+
+MIN_CLIPS_PER_CLUSTER = 8  # a batch of fewer than this × K clips keeps the bank's vote
+MAX_BATCH_CLIPS = 5000  # above this the (N, N) graph costs too much memory: the vote is kept
+GRAPH_NEIGHBOURS = 10  # k of the batch's kNN graph, as training's graphs
+KMEANS_RESTARTS = 10
+ROWS_PER_CHUNK = 64  # rows of the pairwise matrix at once (smaller blocks skip more of the lower
+# triangle: 0.52 s of CPU for 557 clips against 0.85 s in one block)
+
+
+def pairwise_dtw(frames: np.ndarray) -> np.ndarray:
+    """The (N, N) float64 DTW distances (:func:`codt_deploy.reference.dtw_cross_distances`) of
+    clips ``frames`` (N, T, D), symmetric, with a zero diagonal: each block of rows against the
+    clips from its first row on (the upper triangle, about half the pairs), mirrored."""
+    n, t = frames.shape[:2]
+    matrix = np.zeros((n, n))
+    step = max(1, min(ROWS_PER_CHUNK, QUERY_CELLS_PER_CHUNK // max(n, 1)))  # rows at once
+    for start in range(0, n, step):
+        rows = slice(start, min(n, start + step))
+        matrix[rows, start:] = dtw_cross_distances(frames[rows], frames[start:], dtw_band(t))
+    upper = np.triu(matrix, 1)  # (N, N): each pair once, from the row of its lower index
+    matrix = upper + upper.T
+    return matrix
+
+
+def knn_graph(distances: np.ndarray, neighbours: int = GRAPH_NEIGHBOURS) -> np.ndarray:
+    """The symmetrised kNN connectivity graph (N, N) of a distance matrix: ½(A + Aᵀ), A_ij = 1
+    when j is among the ``neighbours`` nearest of i, i itself included (as training's graphs)."""
+    n = distances.shape[0]
+    neighbours = min(neighbours, n)
+    ranked = distances + np.diag(np.full(n, -np.inf))  # (N, N): each clip its own nearest
+    nearest = np.argsort(ranked, axis=1, kind="stable")[:, :neighbours]  # (N, neighbours)
+    adjacency = np.zeros((n, n))
+    np.put_along_axis(adjacency, nearest, 1.0, axis=1)
+    return 0.5 * (adjacency + adjacency.T)
+
+
+def kmeans(points: np.ndarray, k: int, seed: int = 0, restarts: int = KMEANS_RESTARTS,
+           iterations: int = 300) -> np.ndarray:
+    """Lloyd's k-means of ``points`` (N, D) from greedy k-means++ seeds (as scikit-learn's), the
+    best of ``restarts`` runs by inertia: labels (N,) int64."""
+    rng = np.random.default_rng(seed)
+    n = points.shape[0]
+    best, best_inertia = np.zeros(n, np.int64), np.inf
+    trials = 2 + int(np.log(k))
+    for _ in range(restarts):
+        centre = np.empty((k, points.shape[1]))  # (k, D)
+        centre[0] = points[rng.integers(n)]
+        gap = ((points - centre[0]) ** 2).sum(-1)  # (N,) squared distance to the nearest centre
+        for c in range(1, k):  # greedy k-means++: of 2 + ln k draws ∝ gap, the one that helps most
+            total = gap.sum()
+            draws = (rng.choice(n, size=trials, p=gap / total) if total > 0
+                     else rng.integers(n, size=trials))  # (trials,)
+            candidate_gaps = np.minimum(gap[None], ((points[None] - points[draws][:, None]) ** 2
+                                                    ).sum(-1))  # (trials, N)
+            best_draw = int(candidate_gaps.sum(axis=1).argmin())
+            centre[c], gap = points[draws[best_draw]], candidate_gaps[best_draw]
+        labels = np.full(n, -1, np.int64)
+        for _ in range(iterations):
+            squared = ((points[:, None, :] - centre[None]) ** 2).sum(-1)  # (N, k)
+            new = squared.argmin(axis=1)
+            if np.array_equal(new, labels):
+                break
+            labels = new
+            for c in range(k):
+                members = points[labels == c]
+                if len(members):
+                    centre[c] = members.mean(axis=0)
+        inertia = float(((points - centre[labels]) ** 2).sum())
+        if inertia < best_inertia:
+            best, best_inertia = labels.copy(), inertia
+    return best
+
+
+def spectral_partition(affinity: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Spectral clustering of a symmetric non-negative ``affinity`` (N, N) into ``k`` clusters, as
+    scikit-learn's ``SpectralClustering(affinity="precomputed")`` does it: the top-k eigenvectors
+    of D^-½ W D^-½ (W without its diagonal), each row divided by √degree, clustered by k-means.
+    Labels (N,) int64."""
+    n = affinity.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"spectral_partition needs 1 <= k <= N = {n}, got k = {k}")
+    links = affinity - np.diag(np.diag(affinity))  # (N, N) without self-loops, as the Laplacian
+    degree = np.maximum(links.sum(axis=1), 1e-12)  # (N,)
+    scale = 1.0 / np.sqrt(degree)
+    normalised = links * scale[:, None] * scale[None, :]  # (N, N)
+    _, vectors = np.linalg.eigh((normalised + normalised.T) / 2)  # ascending eigenvalues
+    embedding = vectors[:, ::-1][:, :k] * scale[:, None]  # (N, k)
+    return kmeans(embedding, k, seed)
+
+
+def batch_partition(frames: np.ndarray, vote_clusters: np.ndarray, num_clusters: int,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster a batch of new clips ``frames`` (N, T, D) by their own DTW graph into
+    ``num_clusters`` clusters, each renamed to the model cluster it overlaps most with under
+    ``vote_clusters`` (N,) (one-to-one, Hungarian). Returns the clusters (N,) int64 and a
+    confidence (N,) float32 per clip: the share of its graph neighbours in its own cluster."""
+    n = frames.shape[0]
+    graph = knn_graph(pairwise_dtw(frames))  # (N, N)
+    labels = spectral_partition(graph, num_clusters, seed)  # (N,) ids of the batch's own
+    overlap = np.zeros((num_clusters, num_clusters), np.int64)  # (batch cluster, model cluster)
+    np.add.at(overlap, (labels, np.asarray(vote_clusters, np.int64)), 1)
+    rows, cols = hungarian(-overlap.astype(np.float64))
+    rename = np.arange(num_clusters)
+    rename[rows] = cols
+    clusters = rename[labels]  # (N,)
+    adjacency = graph > 0  # (N, N): neighbours either way, self included
+    same = adjacency & (clusters[:, None] == clusters[None, :])
+    confidence = same.sum(axis=1) / np.maximum(adjacency.sum(axis=1), 1)
+    return clusters.astype(np.int64), confidence.astype(np.float32) if n else np.zeros(0, np.float32)
+
+
+def batch_applies(clips: int, num_clusters: int) -> bool:
+    """Whether a batch of ``clips`` new clips is clustered by its own graph (else the vote)."""
+    return MIN_CLIPS_PER_CLUSTER * num_clusters <= clips <= MAX_BATCH_CLIPS
+
+
+def encode_frames(frames: np.ndarray) -> list[str]:
+    """Each clip's DTW frames (N, T, D) as float16 bytes in base64 text (what a run's journal
+    keeps, so that a resumed run can still cluster the whole batch together)."""
+    return [base64.b64encode(np.ascontiguousarray(clip, dtype="<f2").tobytes()).decode("ascii")
+            for clip in frames]
+
+
+def decode_frames(texts: Sequence[str], frame_shape: tuple[int, int]) -> np.ndarray:
+    """The inverse of :func:`encode_frames`: (N, T, D) float32; ValueError when a text does not
+    hold one clip of ``frame_shape``."""
+    size = int(np.prod(frame_shape)) * 2
+    clips = []
+    for text in texts:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+        if len(raw) != size:
+            raise ValueError(f"journal frames of {len(raw)} bytes, expected {size}")
+        clips.append(np.frombuffer(raw, dtype="<f2").reshape(frame_shape))
+    if not clips:
+        return np.zeros((0, *frame_shape), np.float32)
+    return np.stack(clips).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """The batch step of a model with a reference bank: what a whole run's clips need to be
+    clustered together at its end (:func:`batch_partition`)."""
+
+    num_clusters: int
+    velocity_weight: float
+    frame_shape: tuple[int, int]  # (T, D) of one clip's DTW frames
+
+    def frames(self, poses: np.ndarray) -> np.ndarray:
+        """Preprocessed ``poses`` (N, C, T, V, M) → DTW frames (N, T, D) float32, rounded to
+        float16 as a run's journal keeps them (so a run and :meth:`ClusterModel.cluster` agree)."""
+        return pose_frames(poses, self.velocity_weight).astype(np.float16).astype(np.float32)
+
+    def applies(self, clips: int) -> bool:
+        return batch_applies(clips, self.num_clusters)
+
+    def cluster(self, frames: np.ndarray, vote_clusters: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Clusters and confidences (N,) of the whole batch, or None when the batch is too small
+        or too large for its own graph (the vote stands)."""
+        if not self.applies(len(frames)):
+            return None
+        return batch_partition(frames, vote_clusters, self.num_clusters)
