@@ -279,20 +279,24 @@ def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int
 
 
 def _write_reference(onnx_path: Path, reference_poses: np.ndarray, eval_poses: np.ndarray,
-                     bank_path: Path, k: int) -> tuple[ReferenceSpec, np.ndarray]:
+                     bank_path: Path, k: int) -> tuple[ReferenceSpec, np.ndarray, np.ndarray]:
     """The reference bank of the model at ``onnx_path``: the training clips ``reference_poses``
     (R, C, T, V, M) with the clusters its head gives them, written to ``bank_path``; returns its
-    manifest entry and the bank's assignment of ``eval_poses`` (N,)."""
+    manifest entry, the bank's vote for each of ``eval_poses`` (N,) and what ``codt-cluster``
+    returns for them as one run (N,): the vote, then the batch step (``codt_deploy.batch``)."""
+    from codt_deploy.batch import BatchStep
     from codt_deploy.reference import make_bank, save_bank
 
     train = np.ascontiguousarray(reference_poses, dtype=np.float32)  # (R, C, T, V, M)
     head_clusters = onnx_outputs(onnx_path, train, 64)[0].argmax(1)  # (R,)
     bank = make_bank(train, head_clusters, k)
     save_bank(bank, bank_path)
-    assigned, _ = bank.assign(eval_poses)  # (N,)
+    voted, _ = bank.assign(eval_poses)  # (N,)
+    step = BatchStep(k, bank.velocity_weight, bank.frames.shape[1:])
+    together = step.cluster(step.frames(eval_poses), voted)
     spec = ReferenceSpec(file=bank_path.name, sha256=sha256_file(bank_path), clips=len(bank),
                          neighbours=bank.neighbours, candidates=bank.candidates)
-    return spec, assigned
+    return spec, voted, voted if together is None else together[0]
 
 
 def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLike, name: str,
@@ -308,8 +312,9 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
     ``reference_poses`` (the clips the model was fitted to, (R, C, T, V, M)) the model gets a
     reference bank (``codt_deploy.reference``): those clips with the cluster the exported head
     gives each, written as ``<name>.bank.npz`` and hashed in the manifest; the manifest's eval
-    metrics are then those of the bank's vote (what ``codt-cluster`` returns), the head's beside
-    them (``eval_head``). ``training`` records what the model was fitted to.
+    metrics are then what ``codt-cluster`` returns for the eval clips as one run (the vote, then
+    the batch step), the vote's and the head's beside them (``eval_vote``, ``eval_head``).
+    ``training`` records what the model was fitted to.
     """
     from codt_deploy.layouts import get_layout, is_builtin, layout_spec
 
@@ -327,10 +332,11 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         probs, emb = onnx_outputs(tmp, poses, 64)  # (N, K), (N, D)
         predicted = probs.argmax(1)
         k = int(probs.shape[1])
-        head_predicted = predicted
+        head_predicted = voted = predicted
         reference = None
         if reference_poses is not None:
-            reference, predicted = _write_reference(tmp, reference_poses, poses, out / f"{name}.bank.npz", k)
+            reference, voted, predicted = _write_reference(tmp, reference_poses, poses,
+                                                           out / f"{name}.bank.npz", k)
         balance = cluster_balance(predicted, k)  # label-free: is the head collapsed?
         metrics: dict[str, Any] = {"parity": parity.as_dict(), "eval_samples": int(len(poses)),
                                    "balance": balance}
@@ -341,6 +347,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
             known = np.asarray(evalset.labels) >= 0
             metrics["eval"] = evaluate(np.asarray(evalset.labels)[known], predicted[known])
             if reference is not None:
+                metrics["eval_vote"] = evaluate(np.asarray(evalset.labels)[known], voted[known])
                 metrics["eval_head"] = evaluate(np.asarray(evalset.labels)[known],
                                                 head_predicted[known])
         c, t, v, m = preprocess.output_shape

@@ -170,3 +170,17 @@ def test_velocities_separate_motions_that_positions_mix():
     assert positions[same].sum() < 0.8 * positions.sum()  # many edges join the two kinds
     assert with_velocity[same].sum() == pytest.approx(with_velocity.sum())  # none do
     assert VELOCITY_WEIGHT == 0.5
+
+
+def test_the_exact_dtw_graph_searches_every_clip_and_pruning_may_miss_some():
+    clips, _ = _two_motions(n_per=10)  # (20, T, D)
+    exact = dtw_knn_affinity(clips, n_neighbors=5, candidates=None)
+    every = dtw_knn_affinity(clips, n_neighbors=5, candidates=19)  # all 19 others are candidates
+    assert sparse.issparse(exact) and np.allclose(exact.toarray(), every.toarray())
+    pruned = dtw_knn_affinity(clips, n_neighbors=5, candidates=5)  # only the 5 Euclidean-nearest
+    assert not np.allclose(pruned.toarray(), exact.toarray())  # some DTW-nearest were not among them
+    rng = np.random.default_rng(4)
+    poses = rng.normal(size=(12, 3, 10, 4, 1))  # (N, C, T, V, M)
+    frames = pose_frames(poses, VELOCITY_WEIGHT)
+    assert np.allclose(raw_pose_graph(poses, "dtw_velocity", exact=True).toarray(),
+                       dtw_knn_affinity(frames, candidates=None).toarray())

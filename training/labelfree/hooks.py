@@ -99,14 +99,15 @@ def refit_heads(model, data: TrainingData, config: TrainConfig,
                 device: torch.device) -> dict[str, float]:
     """Replace both branches' cluster heads (students and teachers) by the refit partition of the
     target train clips (:func:`training.labelfree.partition.refit_partition` of the unit B1
-    student features and the raw poses' DTW+velocity graph): each head starts from the
+    student features and the raw poses' exact DTW+velocity graph): each head starts from the
     partition's unit member means and is fitted to it for ``labelfree.refit_steps`` steps."""
     start = time.perf_counter()
     splits = {"shared": data.target_train_shared, "specific": data.target_train_specific}
     features = {branch: embed_split(model, branch, splits[branch], config, device)[0]
                 for branch in BRANCHES}  # (N, 256) each, on the CPU
     unit_b1 = F.normalize(features["specific"].float(), dim=1).cpu().numpy()  # (N, 256)
-    raw_graph = raw_pose_graph(data.target_train_specific.data, REFIT_METRIC)  # sparse (N, N)
+    raw_graph = raw_pose_graph(data.target_train_specific.data, REFIT_METRIC,
+                               exact=True)  # sparse (N, N), every pair's DTW distance
     labels = torch.from_numpy(refit_partition(unit_b1, raw_graph, model.num_clusters,
                                               derive_seed(config.seed, 15)))
     record: dict[str, float] = {"refit/clusters": float(labels.unique().numel())}

@@ -7,7 +7,7 @@ Every function here is pure numpy / scipy / scikit-learn (no torch) and reads no
   clips as (N, T, D) frames with their velocities optionally beside them, and DTW under a
   Sakoe-Chiba band;
 - :func:`dtw_knn_affinity`: the symmetrised 10-NN graph under DTW (neighbours searched among the
-  Euclidean-nearest clips);
+  Euclidean-nearest clips, or among all clips);
 - :func:`knn_affinity`: the one kNN-graph builder (feature rows, or a graph passed through);
 - :func:`raw_pose_graph`: the raw poses' graph under a :data:`RawGraphMetric`.
 """
@@ -54,18 +54,26 @@ def knn_affinity(points, n_neighbors: int = SPECTRAL_NEIGHBOURS):
 
 
 def dtw_knn_affinity(sequences, n_neighbors: int = SPECTRAL_NEIGHBOURS, band: int | None = None,
-                     candidates: int = DTW_CANDIDATES):
+                     candidates: int | None = DTW_CANDIDATES):
     """The symmetrised kNN connectivity graph (sparse (N, N), as :func:`knn_affinity`) of clips
     ``sequences`` (N, T, D) under the DTW distance of :func:`dtw_distances` (``band`` None:
     :func:`dtw_band` of T): each clip's ``n_neighbors`` nearest, itself included, found
     among its ``candidates`` Euclidean-nearest clips (all clips when N ≤ candidates + 1), so the
-    cost is O(N · candidates · T · band) rather than O(N² · T · band)."""
+    cost is O(N · candidates · T · band) rather than O(N² · T · band). ``candidates`` None: every
+    pair's distance (:func:`codt_deploy.batch.pairwise_dtw`, the graph the runtime's batch step
+    builds; dense (N, N) memory)."""
     from scipy import sparse
     from sklearn.neighbors import NearestNeighbors
 
     frames = np.asarray(sequences, dtype=np.float32)
     if frames.ndim != 3 or frames.shape[0] == 0:
         raise ValueError(f"dtw_knn_affinity needs (N, T, D) sequences, got {frames.shape}")
+    if candidates is None:
+        from codt_deploy.batch import knn_graph, pairwise_dtw
+
+        if band is not None and band != dtw_band(frames.shape[1]):
+            raise ValueError("dtw_knn_affinity: the exact graph uses the default band")
+        return sparse.csr_matrix(knn_graph(pairwise_dtw(frames), n_neighbors))  # (N, N)
     n, t = frames.shape[:2]
     band = dtw_band(t) if band is None else band
     n_neighbors = min(n_neighbors, n)
@@ -87,15 +95,21 @@ def dtw_knn_affinity(sequences, n_neighbors: int = SPECTRAL_NEIGHBOURS, band: in
     return 0.5 * (graph + graph.T)
 
 
-def raw_pose_graph(poses: np.ndarray, metric: str = "euclidean"):
+def raw_pose_graph(poses: np.ndarray, metric: str = "euclidean", *, exact: bool = False):
     """The raw poses (N, C, T, V, M) as a view of :func:`training.labelfree.partition.spectral_labels`:
     ``euclidean``: the flattened rows (N, C·T·V·M) of :func:`flattened_poses` (their kNN graph is
     built there); ``dtw`` / ``dtw_velocity``: the sparse (N, N) 10-NN graph of the clips' frames
     (:func:`pose_frames`, without / with their velocities at :data:`VELOCITY_WEIGHT`) under
-    dynamic time warping."""
+    dynamic time warping, neighbours searched among the Euclidean-nearest clips, or with
+    ``exact`` among all clips (:func:`dtw_knn_affinity` with ``candidates=None``; up to
+    :data:`codt_deploy.batch.MAX_BATCH_CLIPS` clips, the Euclidean-nearest beyond)."""
     if metric not in RAW_METRICS:
         raise ValueError(f"unknown raw-pose metric {metric!r} (one of {', '.join(RAW_METRICS)})")
     if metric == "euclidean":
         return flattened_poses(poses)  # (N, C·T·V·M)
     weight = VELOCITY_WEIGHT if metric == "dtw_velocity" else 0.0
-    return dtw_knn_affinity(pose_frames(poses, weight))  # frames (N, T, D) → sparse (N, N)
+    from codt_deploy.batch import MAX_BATCH_CLIPS
+
+    frames = pose_frames(poses, weight)  # (N, T, D)
+    exact = exact and len(frames) <= MAX_BATCH_CLIPS  # beyond: the (N, N) matrix is too large
+    return dtw_knn_affinity(frames, candidates=None if exact else DTW_CANDIDATES)  # sparse (N, N)
