@@ -1,0 +1,96 @@
+"""When does a run of new clips cluster better by its own graph than by the reference bank's vote?
+
+    python -m benchmarks.batch_step --task benchmarks/tasks/ucla2msr-xsub.yaml --runs RUNS
+    python -m benchmarks.batch_step --task benchmarks/tasks/ucla2utk-xsub.yaml --runs RUNS --per 4 6 8
+
+For each finished run under ``RUNS`` (``RUNS/<variant>/seed<s>/exported``, as the harness leaves
+them) and each batch size of ``--per`` clips per cluster, ``--draws`` random sub-batches of the
+task's held-out clips are assigned two ways through ``codt_deploy``: the model's vote clip by clip
+(``--assign reference``) and the batch step alone (:func:`codt_deploy.batch.batch_partition`,
+whatever the batch's size), plus once on all held-out clips. It prints the mean ACC / NMI of each;
+this is the measurement behind :data:`codt_deploy.batch.MIN_CLIPS_PER_CLUSTER` (docs/METHOD.md
+§15.5). Labels are read only to score. Writes ``benchmarks/results/<task>-batch-step.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", required=True, help="a task file with a held-out target split")
+    parser.add_argument("--runs", type=Path, required=True, help="the harness's run folders")
+    parser.add_argument("--per", type=int, nargs="+", default=[4, 6, 8, 10, 12],
+                        help="batch sizes, in clips per cluster")
+    parser.add_argument("--draws", type=int, default=6)
+    parser.add_argument("--raw", type=Path, help="raw datasets (default: ../shared/data)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+
+    from benchmarks.harness import target_clips
+    from codt_deploy.batch import BatchStep, batch_partition
+    from codt_deploy.infer import ClusterModel
+    from training.config import resolve_config
+    from training.metrics import cluster_metrics
+    from training.preparation.prepared import load_task
+    from training.run import ensure_prepared
+
+    task_dir = ensure_prepared(resolve_config(task=args.task), args.raw)
+    name = load_task(task_dir).name
+    poses, labels = target_clips(task_dir)["held-out"]
+    models = sorted(args.runs.glob("*/seed*/exported/*.onnx"))
+    if not models:
+        print(f"no exported runs under {args.runs}", file=sys.stderr)
+        return 2
+    rng = np.random.default_rng(0)
+    rows = []
+    for onnx in models:
+        model = ClusterModel(onnx, threads=1, assignment="reference")
+        if model.bank is None:
+            print(f"{onnx}: no reference bank, left out", file=sys.stderr)
+            continue
+        k = model.num_clusters
+        vote = model.predict(poses).clusters  # (N,) each clip's vote, independent of the batch
+        step = BatchStep(k, model.bank.velocity_weight, model.bank.frames.shape[1:])
+        frames = step.frames(poses)  # (N, T, D) as codt-cluster's journal keeps them
+        sizes = [(f"{per} per cluster", per * k) for per in args.per if per * k < len(poses)]
+        for label, size in [*sizes, ("all held-out clips", len(poses))]:
+            draws = 1 if size == len(poses) else args.draws
+            scores: dict[str, list[dict[str, float]]] = {"vote": [], "batch step": []}
+            for _ in range(draws):
+                rows_drawn = np.sort(rng.choice(len(poses), size, replace=False))  # (size,)
+                together, _ = batch_partition(frames[rows_drawn], vote[rows_drawn], k)
+                scores["vote"].append(cluster_metrics(labels[rows_drawn], vote[rows_drawn]))
+                scores["batch step"].append(cluster_metrics(labels[rows_drawn], together))
+            run = str(onnx.parents[1].relative_to(args.runs))
+            row = {"run": run, "batch": label, "clips": size, "draws": draws,
+                   **{f"{way} {m}": float(np.mean([s[m] for s in per_draw]))
+                      for way, per_draw in scores.items() for m in ("acc", "nmi")}}
+            rows.append(row)
+            print(f"{run} {label} ({size} clips): vote ACC {row['vote acc']:.1f} NMI "
+                  f"{row['vote nmi']:.1f} | batch step ACC {row['batch step acc']:.1f} NMI "
+                  f"{row['batch step nmi']:.1f}", flush=True)
+    lines = [f"# {name}: the reference bank's vote against the batch step, by batch size", "",
+             f"Random sub-batches of the {len(poses)} held-out clips ({args.draws} draws each; "
+             "ACC / NMI ×100 of the draws' mean; ACC on a sub-batch is not comparable across "
+             "sizes, only across the two ways).", "",
+             "| run | batch | clips | vote ACC / NMI | batch step ACC / NMI |", "|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['batch']} | {r['clips']} | {r['vote acc']:.1f} / "
+              f"{r['vote nmi']:.1f} | {r['batch step acc']:.1f} / {r['batch step nmi']:.1f} |"
+              for r in rows]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}-batch-step.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{name}-batch-step.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
