@@ -17,7 +17,7 @@ Pure numpy, no label read; the same raw-pose view and DTW kernel as training's g
 - :func:`spectral_partition`: spectral clustering (normalised affinity, k-means of the embedding);
 - :func:`batch_partition`: the whole step, from frames and the vote to clusters and confidence;
 - :class:`BatchStep`: that step as a model carries it (``ClusterModel.batch_step``), with
-  :func:`encode_frames` / :func:`decode_frames` for the frames a run's journal keeps.
+  :func:`encode_clips` / :func:`decode_clips` for the frames and embeddings a run's journal keeps.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ MIN_CLIPS_PER_CLUSTER = 8  # a batch of fewer than this × K clips keeps the ban
 MAX_BATCH_CLIPS = 5000  # above this the (N, N) graph costs too much memory: the vote is kept
 GRAPH_NEIGHBOURS = 10  # k of the batch's kNN graph, as training's graphs
 KMEANS_RESTARTS = 10
+EMBEDDING_WEIGHT = 0.25  # the network's embedding graph beside the DTW graph in half the members
+CONSENSUS_SEEDS = 3  # spectral seeds per graph in the batch step's consensus
 ROWS_PER_CHUNK = 64  # rows of the pairwise matrix at once (smaller blocks skip more of the lower
 # triangle: 0.52 s of CPU for 557 clips against 0.85 s in one block)
 
@@ -125,15 +127,59 @@ def spectral_partition(affinity: np.ndarray, k: int, seed: int = 0) -> np.ndarra
     return kmeans(embedding, k, seed)
 
 
-def batch_partition(frames: np.ndarray, vote_clusters: np.ndarray, num_clusters: int,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster a batch of new clips ``frames`` (N, T, D) by their own DTW graph into
-    ``num_clusters`` clusters, each renamed to the model cluster it overlaps most with under
-    ``vote_clusters`` (N,) (one-to-one, Hungarian). Returns the clusters (N,) int64 and a
-    confidence (N,) float32 per clip: the share of its graph neighbours in its own cluster."""
+def coassociation_embedding(partitions: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """The spectral embedding (N, k) of the co-association matrix of ``partitions`` (m label
+    arrays (N,), any integer ids): C_ij = the share of the partitions that put i and j together.
+    With H (N, L) the one-hot memberships side by side, C = H Hᵀ / m, so the top-k eigenvectors of
+    D^-½ C D^-½ (D = the row sums of C) are the top-k left singular vectors of M = D^-½ H / √m,
+    found from the (L, L) Gram matrix Mᵀ M; neither C nor H is formed (the Gram matrix is summed
+    from each pair of partitions' weighted contingency tables), so N may be large. Rows
+    L2-normalised (Ng, Jordan and Weiss)."""
+    codes = [np.unique(np.asarray(p).reshape(-1), return_inverse=True)[1].reshape(-1)
+             for p in partitions]  # each (N,) ids 0..K_p-1
+    if not codes:
+        raise ValueError("coassociation_embedding needs at least one partition")
+    n, m = len(codes[0]), len(codes)
+    if any(len(c) != n for c in codes):
+        raise ValueError("coassociation_embedding: every partition needs the same number of samples")
+    sizes = [np.bincount(c) for c in codes]  # cluster sizes per partition
+    offsets = np.cumsum([0] + [len(z) for z in sizes])  # partition p's columns: offsets[p]:[p+1]
+    if offsets[-1] < k:
+        raise ValueError(f"coassociation_embedding: the partitions have {offsets[-1]} clusters in "
+                         f"all, fewer than k = {k}")
+    degrees = sum(z[c] for z, c in zip(sizes, codes)) / m  # (N,) row sums of C
+    weight = 1.0 / (degrees * m)  # (N,) each clip's weight in Mᵀ M
+    gram = np.zeros((offsets[-1], offsets[-1]))  # (L, L)
+    for p, cp in enumerate(codes):
+        for q, cq in enumerate(codes):
+            block = np.zeros((len(sizes[p]), len(sizes[q])))
+            np.add.at(block, (cp, cq), weight)
+            gram[offsets[p]:offsets[p + 1], offsets[q]:offsets[q + 1]] = block
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2)  # ascending
+    top = np.argsort(values)[::-1][:k]
+    singular = np.sqrt(np.maximum(values[top], 1e-24))  # (k,)
+    scale = 1.0 / np.sqrt(degrees * m)  # (N,) the rows of M = D^-½ H / √m
+    embedding = sum(vectors[offsets[p] + c][:, top] for p, c in enumerate(codes))  # (N, k) = H V
+    embedding = embedding * scale[:, None] / singular  # (N, k) = M V / σ
+    return embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+
+
+def batch_partition(frames: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray,
+                    num_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster a batch of new clips by their own graphs into ``num_clusters`` clusters: the
+    consensus (:func:`coassociation_embedding`, then k-means) of :data:`CONSENSUS_SEEDS` spectral
+    partitions of their exact DTW graph W (``frames`` (N, T, D)) and as many of
+    W + :data:`EMBEDDING_WEIGHT` · A, A the kNN graph of the network's ``embedding`` (N, E)
+    under cosine distance. Each cluster is renamed to the model cluster it overlaps most with
+    under ``vote_clusters`` (N,) (one-to-one, Hungarian). Returns the clusters (N,) int64 and a
+    confidence (N,) float32 per clip: the share of its DTW-graph neighbours in its own cluster."""
     n = frames.shape[0]
     graph = knn_graph(pairwise_dtw(frames))  # (N, N)
-    labels = spectral_partition(graph, num_clusters, seed)  # (N,) ids of the batch's own
+    unit = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+    joined = graph + EMBEDDING_WEIGHT * knn_graph(1.0 - unit @ unit.T)  # (N, N)
+    members = [spectral_partition(g, num_clusters, seed)
+               for g in (graph, joined) for seed in range(CONSENSUS_SEEDS)]
+    labels = kmeans(coassociation_embedding(members, num_clusters), num_clusters)  # (N,)
     overlap = np.zeros((num_clusters, num_clusters), np.int64)  # (batch cluster, model cluster)
     np.add.at(overlap, (labels, np.asarray(vote_clusters, np.int64)), 1)
     rows, cols = hungarian(-overlap.astype(np.float64))
@@ -151,26 +197,28 @@ def batch_applies(clips: int, num_clusters: int) -> bool:
     return MIN_CLIPS_PER_CLUSTER * num_clusters <= clips <= MAX_BATCH_CLIPS
 
 
-def encode_frames(frames: np.ndarray) -> list[str]:
-    """Each clip's DTW frames (N, T, D) as float16 bytes in base64 text (what a run's journal
-    keeps, so that a resumed run can still cluster the whole batch together)."""
-    return [base64.b64encode(np.ascontiguousarray(clip, dtype="<f2").tobytes()).decode("ascii")
-            for clip in frames]
+def encode_clips(frames: np.ndarray, embedding: np.ndarray) -> list[str]:
+    """Each clip's DTW frames (N, T, D) and embedding (N, E) as float16 bytes in base64 text (what
+    a run's journal keeps, so that a resumed run can still cluster the whole batch together)."""
+    return [base64.b64encode(np.concatenate([np.ravel(f), np.ravel(e)]).astype("<f2").tobytes()
+                             ).decode("ascii") for f, e in zip(frames, embedding)]
 
 
-def decode_frames(texts: Sequence[str], frame_shape: tuple[int, int]) -> np.ndarray:
-    """The inverse of :func:`encode_frames`: (N, T, D) float32; ValueError when a text does not
-    hold one clip of ``frame_shape``."""
-    size = int(np.prod(frame_shape)) * 2
+def decode_clips(texts: Sequence[str], frame_shape: tuple[int, int], embedding_dim: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`encode_clips`: frames (N, T, D) and embedding (N, E), float32;
+    ValueError when a text does not hold one clip of those shapes."""
+    frame_values = int(np.prod(frame_shape))
+    size = 2 * (frame_values + embedding_dim)
     clips = []
     for text in texts:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
         if len(raw) != size:
             raise ValueError(f"journal frames of {len(raw)} bytes, expected {size}")
-        clips.append(np.frombuffer(raw, dtype="<f2").reshape(frame_shape))
-    if not clips:
-        return np.zeros((0, *frame_shape), np.float32)
-    return np.stack(clips).astype(np.float32)
+        clips.append(np.frombuffer(raw, dtype="<f2"))
+    values = np.stack(clips).astype(np.float32) if clips else np.zeros((0, size // 2), np.float32)
+    return (values[:, :frame_values].reshape(-1, *frame_shape),  # (N, T, D)
+            values[:, frame_values:])  # (N, E)
 
 
 @dataclass(frozen=True)
@@ -181,19 +229,24 @@ class BatchStep:
     num_clusters: int
     velocity_weight: float
     frame_shape: tuple[int, int]  # (T, D) of one clip's DTW frames
+    embedding_dim: int
 
     def frames(self, poses: np.ndarray) -> np.ndarray:
         """Preprocessed ``poses`` (N, C, T, V, M) → DTW frames (N, T, D) float32, rounded to
-        float16 as a run's journal keeps them (so a run and :meth:`ClusterModel.cluster` agree)."""
+        float16 as a run's journal keeps them (so a run and ``ClusterModel.cluster`` agree)."""
         return pose_frames(poses, self.velocity_weight).astype(np.float16).astype(np.float32)
+
+    def embedding(self, embedding: np.ndarray) -> np.ndarray:
+        """The network's embedding (N, E) rounded to float16 as the journal keeps it."""
+        return np.asarray(embedding).astype(np.float16).astype(np.float32)
 
     def applies(self, clips: int) -> bool:
         return batch_applies(clips, self.num_clusters)
 
-    def cluster(self, frames: np.ndarray, vote_clusters: np.ndarray
+    def cluster(self, frames: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray] | None:
         """Clusters and confidences (N,) of the whole batch, or None when the batch is too small
         or too large for its own graph (the vote stands)."""
         if not self.applies(len(frames)):
             return None
-        return batch_partition(frames, vote_clusters, self.num_clusters)
+        return batch_partition(frames, embedding, vote_clusters, self.num_clusters)

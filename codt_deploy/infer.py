@@ -169,7 +169,7 @@ class ClusterModel:
         self.bank = self._load_bank(assignment)
         self.batch_step = (None if self.bank is None or assignment == "reference" else
                            BatchStep(self.num_clusters, self.bank.velocity_weight,
-                                     self.bank.frames.shape[1:]))
+                                     self.bank.frames.shape[1:], self.manifest.embedding_dim))
         log.info("loaded model %s (%s) on %s, %d intra-op threads", self.manifest.name,
                  self.resolved.onnx_path, ", ".join(self.session.get_providers()),
                  session_options(threads).intra_op_num_threads)
@@ -246,12 +246,15 @@ class ClusterModel:
     def cluster(self, batch: np.ndarray) -> Prediction:
         """Cluster a preprocessed batch ``(N, C, T, V, M)`` as a whole: :meth:`predict`, then with
         the ``batch`` assignment, when the batch holds enough clips
-        (:func:`codt_deploy.batch.batch_applies`), its own DTW graph's clusters named by the vote,
-        and as confidence the share of each clip's graph neighbours in its cluster."""
+        (:func:`codt_deploy.batch.batch_applies`), the clusters of its own graphs (DTW, and the
+        network's embedding beside it) named by the vote, and as confidence the share of each
+        clip's DTW-graph neighbours in its cluster."""
         prediction = self.predict(batch)
         if self.batch_step is None:
             return prediction
-        together = self.batch_step.cluster(self.batch_step.frames(batch), prediction.clusters)
+        step = self.batch_step
+        together = step.cluster(step.frames(batch), step.embedding(prediction.embedding),
+                                prediction.clusters)
         if together is None:
             return prediction
         clusters, confidence = together

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from codt_deploy.batch import MAX_BATCH_CLIPS, BatchStep, decode_frames, encode_frames
+from codt_deploy.batch import MAX_BATCH_CLIPS, BatchStep, decode_clips, encode_clips
 from codt_deploy.errors import CodtError
 from codt_deploy.infer import ClusterModel, predict_blocks, prepare_sequence
 from codt_deploy.layouts import Layout, custom_layouts, register_layout
@@ -250,7 +250,9 @@ class _Batcher:
             rows = [self._row(parsed, i, i, prediction) for i in range(len(parsed.meta))]
             if self.model.batch_step is not None and self.framed + len(rows) <= MAX_BATCH_CLIPS:
                 # kept in the journal for the run's batch step (a run past the limit keeps its votes)
-                for row, text in zip(rows, encode_frames(self.model.batch_step.frames(block))):
+                step = self.model.batch_step
+                for row, text in zip(rows, encode_clips(step.frames(block),
+                                                        step.embedding(prediction.embedding))):
                     row[FRAMES_FIELD] = text
                 self.framed += len(rows)
             self.sink.write_file(parsed.key, rows)
@@ -291,11 +293,12 @@ class BatchFinisher:
         """Per row (in order) the new ``cluster``, its name columns and ``confidence``; None when
         the batch keeps its vote (too small, too large, or frames unreadable: said in the log)."""
         try:
-            frames = decode_frames(frame_texts, self.step.frame_shape)  # (N, T, D)
+            frames, embedding = decode_clips(frame_texts, self.step.frame_shape,
+                                             self.step.embedding_dim)  # (N, T, D), (N, E)
         except ValueError as exc:
             log.warning("the run's clips keep their own votes: %s", exc)
             return None
-        together = self.step.cluster(frames, np.asarray(clusters, np.int64))
+        together = self.step.cluster(frames, embedding, np.asarray(clusters, np.int64))
         if together is None:
             return None
         log.info("%d clips clustered together by their own DTW graph", len(frame_texts))

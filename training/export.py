@@ -279,11 +279,13 @@ def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int
 
 
 def _write_reference(onnx_path: Path, reference_poses: np.ndarray, eval_poses: np.ndarray,
-                     bank_path: Path, k: int) -> tuple[ReferenceSpec, np.ndarray, np.ndarray]:
+                     eval_embedding: np.ndarray, bank_path: Path, k: int
+                     ) -> tuple[ReferenceSpec, np.ndarray, np.ndarray]:
     """The reference bank of the model at ``onnx_path``: the training clips ``reference_poses``
     (R, C, T, V, M) with the clusters its head gives them, written to ``bank_path``; returns its
     manifest entry, the bank's vote for each of ``eval_poses`` (N,) and what ``codt-cluster``
-    returns for them as one run (N,): the vote, then the batch step (``codt_deploy.batch``)."""
+    returns for them as one run (N,): the vote, then the batch step (``codt_deploy.batch``, with
+    the network's ``eval_embedding`` (N, E))."""
     from codt_deploy.batch import BatchStep
     from codt_deploy.reference import make_bank, save_bank
 
@@ -292,8 +294,8 @@ def _write_reference(onnx_path: Path, reference_poses: np.ndarray, eval_poses: n
     bank = make_bank(train, head_clusters, k)
     save_bank(bank, bank_path)
     voted, _ = bank.assign(eval_poses)  # (N,)
-    step = BatchStep(k, bank.velocity_weight, bank.frames.shape[1:])
-    together = step.cluster(step.frames(eval_poses), voted)
+    step = BatchStep(k, bank.velocity_weight, bank.frames.shape[1:], eval_embedding.shape[1])
+    together = step.cluster(step.frames(eval_poses), step.embedding(eval_embedding), voted)
     spec = ReferenceSpec(file=bank_path.name, sha256=sha256_file(bank_path), clips=len(bank),
                          neighbours=bank.neighbours, candidates=bank.candidates)
     return spec, voted, voted if together is None else together[0]
@@ -335,7 +337,7 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         head_predicted = voted = predicted
         reference = None
         if reference_poses is not None:
-            reference, voted, predicted = _write_reference(tmp, reference_poses, poses,
+            reference, voted, predicted = _write_reference(tmp, reference_poses, poses, emb,
                                                            out / f"{name}.bank.npz", k)
         balance = cluster_balance(predicted, k)  # label-free: is the head collapsed?
         metrics: dict[str, Any] = {"parity": parity.as_dict(), "eval_samples": int(len(poses)),

@@ -15,8 +15,9 @@ from codt_deploy.batch import (
     MIN_CLIPS_PER_CLUSTER,
     batch_applies,
     batch_partition,
-    decode_frames,
-    encode_frames,
+    coassociation_embedding,
+    decode_clips,
+    encode_clips,
     kmeans,
     knn_graph,
     pairwise_dtw,
@@ -60,11 +61,31 @@ def test_spectral_partition_finds_disconnected_groups_and_kmeans_separated_point
 def test_a_batch_is_clustered_by_its_own_graph_with_the_ids_of_the_vote():
     clips, kinds = _motions(10)  # 20 clips of two motions
     frames = pose_frames(clips, 0.5)
+    embedding = np.random.default_rng(0).normal(size=(20, 8))  # an embedding that knows nothing
     vote = (1 - kinds).copy()  # the bank's vote names kind 0 "1" and kind 1 "0" ...
     vote[[0, 15]] = vote[[15, 0]]  # ... and gets two clips wrong
-    clusters, confidence = batch_partition(frames, vote, 2)
-    assert clusters.tolist() == (1 - kinds).tolist()  # the batch's own graph mends them
+    clusters, confidence = batch_partition(frames, embedding, vote, 2)
+    assert clusters.tolist() == (1 - kinds).tolist()  # the batch's own DTW graph mends them
     assert confidence.shape == (20,) and np.all((confidence > 0) & (confidence <= 1))
+
+
+def test_the_coassociation_embedding_is_that_of_the_dense_matrix():
+    rng = np.random.default_rng(1)
+    truth = np.repeat(np.arange(3), 10)  # (30,)
+    partitions = [np.where(rng.random(30) < 0.8, truth, rng.integers(0, 3, 30)) for _ in range(5)]
+    partitions.append(rng.integers(0, 4, 30))  # one partition of another size, other ids
+    embedding = coassociation_embedding(partitions, 3)  # (30, 3)
+    one_hot = np.hstack([np.eye(p.max() + 1)[p] for p in partitions])  # H (N, L)
+    coassociation = one_hot @ one_hot.T / len(partitions)  # C (N, N)
+    scale = 1.0 / np.sqrt(coassociation.sum(axis=1))
+    values, vectors = np.linalg.eigh(coassociation * scale[:, None] * scale[None, :])
+    dense = vectors[:, ::-1][:, :3]
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    assert np.allclose(np.abs(embedding @ embedding.T), np.abs(dense @ dense.T), atol=1e-8)
+    found = kmeans(embedding, 3)
+    assert len(set(zip(found.tolist(), truth.tolist()))) <= 5  # the consensus follows the truth
+    with pytest.raises(ValueError, match="fewer than k"):
+        coassociation_embedding([np.zeros(5, int)], 2)
 
 
 def test_the_batch_step_needs_enough_clips_per_cluster():
@@ -73,12 +94,15 @@ def test_the_batch_step_needs_enough_clips_per_cluster():
     assert not batch_applies(MAX_BATCH_CLIPS + 1, 2)
 
 
-def test_frames_round_trip_through_journal_text_and_a_wrong_size_is_refused():
-    frames = pose_frames(_motions(2)[0], 0.5)
-    texts = encode_frames(frames)
-    assert np.allclose(decode_frames(texts, frames.shape[1:]), frames, atol=1e-3)
+def test_clips_round_trip_through_journal_text_and_a_wrong_size_is_refused():
+    frames = pose_frames(_motions(2)[0], 0.5)  # (4, T, D)
+    embedding = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    texts = encode_clips(frames, embedding)
+    back_frames, back_embedding = decode_clips(texts, frames.shape[1:], 6)
+    assert np.allclose(back_frames, frames, atol=1e-3)
+    assert np.allclose(back_embedding, embedding, rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="bytes"):
-        decode_frames(texts, (frames.shape[1], frames.shape[2] + 1))
+        decode_clips(texts, frames.shape[1:], 7)
 
 
 def test_cluster_runs_the_batch_step_on_a_large_enough_batch_only(banked_model, tiny_torch_network):  # noqa: F811
@@ -90,7 +114,8 @@ def test_cluster_runs_the_batch_step_on_a_large_enough_batch_only(banked_model, 
     voted = model.predict(poses)
     together = model.cluster(poses)
     frames = pose_frames(poses, 0.5).astype(np.float16).astype(np.float32)  # as the journal keeps them
-    expected, _ = batch_partition(frames, voted.clusters, model.num_clusters)
+    embedding = voted.embedding.astype(np.float16).astype(np.float32)
+    expected, _ = batch_partition(frames, embedding, voted.clusters, model.num_clusters)
     assert together.clusters.tolist() == expected.tolist()
     small = model.cluster(poses[:39])  # below 8 per cluster: the vote stands
     assert small.clusters.tolist() == model.predict(poses[:39]).clusters.tolist()

@@ -60,16 +60,13 @@ def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_N
 
 def consensus_labels(partitions, k: int, seed: int = 0) -> np.ndarray:
     """Consensus (evidence accumulation) of several partitions of the same N samples into ``k``
-    clusters: spectral clustering of the co-association matrix C (N, N), C_ij = the share of the
-    partitions that put i and j in one cluster. With H (N, L) the one-hot memberships of all m
-    partitions side by side (L = their cluster counts summed), C = H Hᵀ / m, so the normalised
-    affinity D^-½ C D^-½ (D = the row sums of C) is M Mᵀ with M = D^-½ H / √m, and its top-k
-    eigenvectors are M's top-k left singular vectors, found from the (L, L) Gram matrix Mᵀ M: C is
-    never formed, so N may be large. The rows of those vectors, L2-normalised, are clustered by
-    k-means (Ng-Jordan-Weiss). ``partitions``: a list of (N,) label arrays (any integer ids).
-    Returns labels (N,) int64."""
-    from scipy import sparse
+    clusters: the spectral embedding of their co-association matrix
+    (:func:`codt_deploy.batch.coassociation_embedding`, the runtime's batch step uses the same;
+    C is never formed, so N may be large) clustered by scikit-learn's k-means (10 restarts).
+    ``partitions``: a list of (N,) label arrays (any integer ids). Returns labels (N,) int64."""
     from sklearn.cluster import KMeans
+
+    from codt_deploy.batch import coassociation_embedding
 
     parts = [np.asarray(p).reshape(-1) for p in partitions]
     if not parts:
@@ -79,26 +76,11 @@ def consensus_labels(partitions, k: int, seed: int = 0) -> np.ndarray:
         raise ValueError("consensus_labels: every partition needs the same number of samples")
     if not 1 <= k <= n:
         raise ValueError(f"consensus_labels needs 1 <= k <= N = {n}, got k = {k}")
-    blocks = []
-    for labels in parts:
-        codes = np.unique(labels, return_inverse=True)[1].reshape(-1)  # (N,) ids 0..K_p-1
-        blocks.append(sparse.csr_matrix((np.ones(n), (np.arange(n), codes)),
-                                        shape=(n, int(codes.max()) + 1)))
-    memberships = sparse.hstack(blocks).tocsr()  # H (N, L)
-    if memberships.shape[1] < k:
-        raise ValueError(f"consensus_labels: the partitions have {memberships.shape[1]} clusters "
-                         f"in all, fewer than k = {k}")
-    degrees = memberships @ np.asarray(memberships.sum(axis=0)).reshape(-1) / len(parts)  # (N,)
-    scaled = sparse.diags(1.0 / np.sqrt(degrees)) @ memberships / np.sqrt(len(parts))  # M (N, L)
-    # M's left singular vectors from the eigenvectors V of the small Gram matrix Mᵀ M (L, L):
-    # U = M V / σ. LAPACK's SVD of M itself failed to converge on a real target (N = 1,484); the
-    # symmetric eigensolver of an (L, L) matrix is robust and cheaper.
-    gram = (scaled.T @ scaled).toarray()  # (L, L)
-    values, vectors = np.linalg.eigh((gram + gram.T) / 2)  # ascending
-    top = np.argsort(values)[::-1][:k]
-    singular = np.sqrt(np.maximum(values[top], 1e-24))  # (k,)
-    embedding = np.asarray(scaled @ vectors[:, top]) / singular  # (N, k)
-    embedding = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+    clusters = sum(len(np.unique(p)) for p in parts)
+    if clusters < k:
+        raise ValueError(f"consensus_labels: the partitions have {clusters} clusters in all, "
+                         f"fewer than k = {k}")
+    embedding = coassociation_embedding(parts, k)  # (N, k)
     return KMeans(k, n_init=10, random_state=seed).fit_predict(embedding).astype(np.int64)
 
 
