@@ -5,11 +5,13 @@
 
 For each finished run under ``RUNS`` (``RUNS/<variant>/seed<s>/exported``, as the harness leaves
 them) and each batch size of ``--per`` clips per cluster, ``--draws`` random sub-batches of the
-task's held-out clips are assigned two ways through ``codt_deploy``: the model's vote clip by clip
-(``--assign reference``) and the batch step alone (:func:`codt_deploy.batch.batch_partition`,
-whatever the batch's size), plus once on all held-out clips. It prints the mean ACC / NMI of each;
-this is the measurement behind :data:`codt_deploy.batch.MIN_CLIPS_PER_CLUSTER` (docs/METHOD.md
-§15.5). Labels are read only to score. Writes ``benchmarks/results/<task>-batch-step.{md,json}``.
+task's held-out clips are assigned three ways through ``codt_deploy``: the model's vote clip by
+clip (``--assign reference``), the batch step's DTW graph alone (one spectral partition, no
+embedding, no consensus) and the batch step (:func:`codt_deploy.batch.batch_partition`, whatever
+the batch's size); then once on all held-out clips. It prints the mean ACC / NMI of each: the
+measurement behind :data:`codt_deploy.batch.MIN_CLIPS_PER_CLUSTER` and the embedding's place in
+the batch step (docs/METHOD.md §15.5). Labels are read only to score. Writes
+``benchmarks/results/<task>-batch-step.{md,json}``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+WAYS = ("vote", "DTW graph alone", "batch step")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.harness import target_clips
-    from codt_deploy.batch import BatchStep, batch_partition
+    from codt_deploy.batch import BatchStep, batch_partition, knn_graph, pairwise_dtw, spectral_partition
     from codt_deploy.infer import ClusterModel
     from training.config import resolve_config
     from training.metrics import cluster_metrics
@@ -58,34 +61,41 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{onnx}: no reference bank, left out", file=sys.stderr)
             continue
         k = model.num_clusters
-        vote = model.predict(poses).clusters  # (N,) each clip's vote, independent of the batch
-        step = BatchStep(k, model.bank.velocity_weight, model.bank.frames.shape[1:])
+        voted = model.predict(poses)  # each clip's vote, independent of the batch
+        vote = voted.clusters  # (N,)
+        step = BatchStep(k, model.bank.velocity_weight, model.bank.frames.shape[1:],
+                         model.manifest.embedding_dim)
         frames = step.frames(poses)  # (N, T, D) as codt-cluster's journal keeps them
+        embedding = step.embedding(voted.embedding)  # (N, E)
         sizes = [(f"{per} per cluster", per * k) for per in args.per if per * k < len(poses)]
         for label, size in [*sizes, ("all held-out clips", len(poses))]:
             draws = 1 if size == len(poses) else args.draws
-            scores: dict[str, list[dict[str, float]]] = {"vote": [], "batch step": []}
+            scores: dict[str, list[dict[str, float]]] = {"vote": [], "DTW graph alone": [],
+                                                         "batch step": []}
             for _ in range(draws):
                 rows_drawn = np.sort(rng.choice(len(poses), size, replace=False))  # (size,)
-                together, _ = batch_partition(frames[rows_drawn], vote[rows_drawn], k)
+                together, _ = batch_partition(frames[rows_drawn], embedding[rows_drawn],
+                                              vote[rows_drawn], k)
+                alone = spectral_partition(knn_graph(pairwise_dtw(frames[rows_drawn])), k)
                 scores["vote"].append(cluster_metrics(labels[rows_drawn], vote[rows_drawn]))
+                scores["DTW graph alone"].append(cluster_metrics(labels[rows_drawn], alone))
                 scores["batch step"].append(cluster_metrics(labels[rows_drawn], together))
             run = str(onnx.parents[1].relative_to(args.runs))
             row = {"run": run, "batch": label, "clips": size, "draws": draws,
                    **{f"{way} {m}": float(np.mean([s[m] for s in per_draw]))
                       for way, per_draw in scores.items() for m in ("acc", "nmi")}}
             rows.append(row)
-            print(f"{run} {label} ({size} clips): vote ACC {row['vote acc']:.1f} NMI "
-                  f"{row['vote nmi']:.1f} | batch step ACC {row['batch step acc']:.1f} NMI "
-                  f"{row['batch step nmi']:.1f}", flush=True)
+            print(f"{run} {label} ({size} clips): " + " | ".join(
+                f"{way} ACC {row[f'{way} acc']:.1f} NMI {row[f'{way} nmi']:.1f}" for way in scores),
+                flush=True)
     lines = [f"# {name}: the reference bank's vote against the batch step, by batch size", "",
              f"Random sub-batches of the {len(poses)} held-out clips ({args.draws} draws each; "
              "ACC / NMI ×100 of the draws' mean; ACC on a sub-batch is not comparable across "
-             "sizes, only across the two ways).", "",
-             "| run | batch | clips | vote ACC / NMI | batch step ACC / NMI |", "|---|---|---|---|---|"]
-    lines += [f"| {r['run']} | {r['batch']} | {r['clips']} | {r['vote acc']:.1f} / "
-              f"{r['vote nmi']:.1f} | {r['batch step acc']:.1f} / {r['batch step nmi']:.1f} |"
-              for r in rows]
+             "sizes, only across the three ways).", "",
+             "| run | batch | clips | vote ACC / NMI | DTW graph alone | batch step |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['batch']} | {r['clips']} | " + " | ".join(
+        f"{r[f'{way} acc']:.1f} / {r[f'{way} nmi']:.1f}" for way in WAYS) + " |" for r in rows]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}-batch-step.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{name}-batch-step.json").write_text(json.dumps(rows, indent=1) + "\n")
