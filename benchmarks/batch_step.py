@@ -2,6 +2,7 @@
 
     python -m benchmarks.batch_step --task benchmarks/tasks/ucla2msr-xsub.yaml --runs RUNS
     python -m benchmarks.batch_step --task benchmarks/tasks/ucla2utk-xsub.yaml --runs RUNS --per 4 6 8
+    python -m benchmarks.batch_step --cost 1000 3000      # its CPU time and memory on random clips
 
 For each finished run under ``RUNS`` (``RUNS/<variant>/seed<s>/exported``, as the harness leaves
 them) and each batch size of ``--per`` clips per cluster, ``--draws`` random sub-batches of the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +31,21 @@ WAYS = ("vote", "DTW graph alone", "batch step")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", required=True, help="a task file with a held-out target split")
-    parser.add_argument("--runs", type=Path, required=True, help="the harness's run folders")
+    parser.add_argument("--task", help="a task file with a held-out target split")
+    parser.add_argument("--runs", type=Path, help="the harness's run folders")
+    parser.add_argument("--cost", type=int, nargs="+", metavar="N",
+                        help="instead: the batch step's CPU time and peak memory on N random clips "
+                             "(T = 50, D = 120, a 256-d embedding, K = 20)")
     parser.add_argument("--per", type=int, nargs="+", default=[4, 6, 8, 10, 12],
                         help="batch sizes, in clips per cluster")
     parser.add_argument("--draws", type=int, default=6)
     parser.add_argument("--raw", type=Path, help="raw datasets (default: ../shared/data)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    if args.cost:
+        return cost(args.cost)
+    if not (args.task and args.runs):
+        parser.error("--task and --runs are needed (or --cost N ...)")
 
     from benchmarks.harness import target_clips
     from codt_deploy.batch import BatchStep, batch_partition, knn_graph, pairwise_dtw, spectral_partition
@@ -99,6 +108,25 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}-batch-step.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{name}-batch-step.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+def cost(sizes: list[int]) -> int:
+    """Print the batch step's CPU seconds and the process's peak memory for each size (increasing
+    sizes: the peak is the largest so far)."""
+    import resource
+
+    from codt_deploy.batch import batch_partition
+
+    rng = np.random.default_rng(0)
+    for n in sorted(sizes):
+        frames = rng.normal(size=(n, 50, 120)).astype(np.float32)  # (N, T, D)
+        embedding = rng.normal(size=(n, 256)).astype(np.float32)  # (N, E)
+        started = time.process_time()
+        batch_partition(frames, embedding, rng.integers(0, 20, n), 20)
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux
+        print(f"{n} clips: {time.process_time() - started:.1f} s of CPU, peak memory {peak_gb:.2f} GB",
+              flush=True)
     return 0
 
 
