@@ -50,8 +50,8 @@ class TensorSpec(BaseModel):
 class ReferenceSpec(BaseModel):
     """The model's reference bank (``codt_deploy.reference``): a file beside the model holding its
     training clips' DTW frames and the cluster the model gave each; new clips are assigned by the
-    vote of their ``neighbours`` DTW-nearest training clips (among ``candidates`` Euclidean-nearest;
-    0: all)."""
+    vote of their ``neighbours`` DTW-nearest training clips, searched among all of them
+    (``candidates`` 0, the only value this version reads: a pruned search was retired)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -60,7 +60,7 @@ class ReferenceSpec(BaseModel):
     clips: int = Field(ge=1)
     metric: str = "dtw_velocity"
     neighbours: int = Field(ge=1)
-    candidates: int = Field(ge=0)  # 0: every bank clip is compared
+    candidates: int = Field(ge=0, le=0)  # 0: every bank clip is compared
 
 
 class Manifest(BaseModel):

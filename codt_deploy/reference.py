@@ -33,9 +33,8 @@ from codt_deploy.errors import ModelError
 VELOCITY_WEIGHT = 0.5  # weight of the (unit-norm) velocity sequence beside the positions
 DTW_BAND_FRACTION = 0.1  # Sakoe-Chiba band: a frame may be matched within ±10 % of T of its own time
 VOTE_NEIGHBOURS = 10  # training clips that vote for a new clip's cluster
-VOTE_CANDIDATES = 0  # 0: every bank clip's DTW distance is computed (exact); n > 0: only the
-# n Euclidean-nearest bank clips' (measured on MSR cross-subject: 50 lost 7.7 ACC of 66.3)
-PAIRS_PER_CHUNK = 4096  # clip pairs whose DTW is computed at once (≈ 45 MB of band cells)
+VOTE_CANDIDATES = 0  # recorded in bank files: every bank clip's DTW distance is computed (a search
+# pruned to the 50 Euclidean-nearest lost 7.7 ACC of 66.3 on MSR cross-subject and was retired)
 QUERY_CELLS_PER_CHUNK = 2**21  # (query, bank clip) pairs searched at once (≈ 8 MB per band cell)
 BANK_FORMAT = 1
 MAX_BANK_CLIPS = 100_000  # a bank file holding more clips is refused
@@ -192,6 +191,9 @@ class ReferenceBank:
     candidates: int = VOTE_CANDIDATES
 
     def __post_init__(self) -> None:
+        if self.candidates != VOTE_CANDIDATES:
+            raise ValueError(f"a bank searched among {self.candidates} candidates: this version "
+                             f"searches every bank clip; re-export the model")
         r = self.frames.shape[0] if self.frames.ndim == 3 else -1
         if r < 1 or self.clusters.shape != (r,):
             raise ValueError(f"a reference bank needs frames (R, T, D) and clusters (R,), got "
@@ -206,39 +208,21 @@ class ReferenceBank:
 
     def nearest(self, frames: np.ndarray) -> np.ndarray:
         """The bank rows (N, k) nearest each of ``frames`` (N, T, D) under DTW, nearest first
-        (ties to the lower row): every bank clip's distance, or with :attr:`candidates` > 0 only
-        those of each clip's Euclidean-nearest bank clips."""
+        (ties to the lower row): every bank clip's distance, all pairs at once
+        (:func:`dtw_cross_distances`)."""
         n, t = frames.shape[:2]
         if frames.shape[1:] != self.frames.shape[1:]:
             raise ValueError(f"clips of frames {frames.shape[1:]} for a bank of {self.frames.shape[1:]}")
         r, k = len(self), min(self.neighbours, len(self))
-        if self.candidates and self.candidates < r:
-            queries, bank = frames.reshape(n, -1), self.frames.reshape(r, -1)  # (N, T·D), (R, T·D)
-            squared = ((queries ** 2).sum(1)[:, None] + (bank ** 2).sum(1)[None, :]
-                       - 2.0 * queries @ bank.T)  # (N, R)
-            pool = np.sort(np.argsort(squared, axis=1, kind="stable")[:, :max(self.candidates, k)],
-                           axis=1)  # (N, c) in row order
-        else:
-            pool = np.broadcast_to(np.arange(r), (n, r))  # (N, R): every bank clip
-        if pool.shape[1] == r:  # every bank clip: all pairs at once
-            step = max(1, QUERY_CELLS_PER_CHUNK // r)  # queries at once
-            distance = np.concatenate([
-                dtw_cross_distances(frames[start:start + step], self.frames, dtw_band(t))
-                for start in range(0, n, step)]) if n else np.zeros((0, r))  # (N, R)
-        else:  # each query's own candidates
-            first = np.repeat(np.arange(n), pool.shape[1])  # (N·c,) the query of each pair
-            second = pool.reshape(-1)  # (N·c,) its bank row
-            distance = np.empty(len(first))
-            for start in range(0, len(first), PAIRS_PER_CHUNK):
-                part = slice(start, start + PAIRS_PER_CHUNK)
-                distance[part] = dtw_distances(frames[first[part]], self.frames[second[part]],
-                                               dtw_band(t), banded=True)
-        order = np.argsort(distance.reshape(n, -1), axis=1, kind="stable")[:, :k]  # (N, k)
-        return np.take_along_axis(pool, order, axis=1)
+        step = max(1, QUERY_CELLS_PER_CHUNK // r)  # queries at once
+        distance = np.concatenate([
+            dtw_cross_distances(frames[start:start + step], self.frames, dtw_band(t))
+            for start in range(0, n, step)]) if n else np.zeros((0, r))  # (N, R)
+        return np.argsort(distance, axis=1, kind="stable")[:, :k]  # (N, k)
 
     def assign(self, poses: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Clusters (N,) and vote shares (N, K) of preprocessed ``poses`` (N, C, T, V, M), in
-        chunks of ``chunk`` clips (memory: chunk · candidates · T² floats)."""
+        chunks of ``chunk`` clips."""
         clusters, shares = [], []
         for start in range(0, len(poses), chunk):
             frames = pose_frames(poses[start:start + chunk], self.velocity_weight)  # (n, T, D)
@@ -313,6 +297,6 @@ def load_bank(path: str | os.PathLike, *, num_clusters: int, frame_shape: tuple[
                              num_clusters=num_clusters,
                              velocity_weight=float(values["velocity_weight"]),
                              neighbours=max(1, int(values["neighbours"])),
-                             candidates=max(0, int(values["candidates"])))
+                             candidates=int(values["candidates"]))
     except ValueError as exc:
         raise ModelError(f"{path}: invalid reference bank: {exc}") from exc
