@@ -1,21 +1,24 @@
-"""Clustering a batch of new clips together: their own DTW graph, cluster ids named by the bank.
+"""Clustering a batch of new clips together: their own graphs, cluster ids named by the bank.
 
 A model's reference bank (:mod:`codt_deploy.reference`) assigns each new clip by itself, from the
 training clips nearest to it. A batch of new clips holds more than that: its own structure.
-Measured on three held-out target splits (docs/METHOD.md §15.5), spectral clustering of the new
-clips' own DTW + velocity graph beat the bank's vote by 5 to 15 ACC once the batch held about
-eight clips per cluster, and lost to it on smaller batches, which cannot fill a 10-neighbour graph
-per cluster. So a batch of at least :data:`MIN_CLIPS_PER_CLUSTER` × K clips is clustered by its
-own graph, and each of its clusters takes the model's cluster id it overlaps most with under the
-bank's vote (a one-to-one matching), so that ids mean the same thing across batches; a smaller
-batch keeps the vote.
+Measured on three held-out target splits (docs/METHOD.md §15.5), clustering the new clips by their
+own DTW + velocity graph beat the bank's vote by 8 to 16 ACC on whole held-out splits and from
+about eight clips per cluster on, and lost to it on smaller batches, which cannot fill a
+10-neighbour graph per cluster; the network's embedding graph, a quarter-weight beside the DTW
+graph in half the members of a consensus, added to it on every split. So a batch of at least
+:data:`MIN_CLIPS_PER_CLUSTER` × K clips is clustered by its own graphs, and each of its clusters
+takes the model's cluster id it overlaps most with under the bank's vote (a one-to-one
+matching), so that ids mean the same thing across batches; a smaller batch keeps the vote.
 
 Pure numpy, no label read; the same raw-pose view and DTW kernel as training's graphs.
 
 - :func:`pairwise_dtw`: the (N, N) DTW distances of a batch's frames;
 - :func:`knn_graph`: the symmetrised kNN graph of a distance matrix;
 - :func:`spectral_partition`: spectral clustering (normalised affinity, k-means of the embedding);
-- :func:`batch_partition`: the whole step, from frames and the vote to clusters and confidence;
+- :func:`coassociation_embedding`: the consensus of partitions (training's refit uses it too);
+- :func:`batch_partition`: the whole step, from frames, embedding and vote to clusters and
+  confidence;
 - :class:`BatchStep`: that step as a model carries it (``ClusterModel.batch_step``), with
   :func:`encode_clips` / :func:`decode_clips` for the frames and embeddings a run's journal keeps.
 """
