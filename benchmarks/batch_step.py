@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--task and --runs are needed (or --cost N ...)")
 
     from benchmarks.harness import target_clips
-    from codt_deploy.batch import BatchStep, batch_partition, knn_graph, pairwise_dtw, spectral_partition
+    from codt_deploy.batch import batch_partition, knn_graph, pairwise_dtw, spectral_partition
     from codt_deploy.infer import ClusterModel
     from training.config import resolve_config
     from training.metrics import cluster_metrics
@@ -65,15 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     rows = []
     for onnx in models:
-        model = ClusterModel(onnx, threads=1, assignment="reference")
-        if model.bank is None:
+        model = ClusterModel(onnx, threads=1, assignment="auto")
+        step = model.batch_step
+        if step is None:
             print(f"{onnx}: no reference bank, left out", file=sys.stderr)
             continue
         k = model.num_clusters
         voted = model.predict(poses)  # each clip's vote, independent of the batch
         vote = voted.clusters  # (N,)
-        step = BatchStep(k, model.bank.velocity_weight, model.bank.frames.shape[1:],
-                         model.manifest.embedding_dim)
         frames = step.frames(poses)  # (N, T, D) as codt-cluster's journal keeps them
         embedding = step.embedding(voted.embedding)  # (N, E)
         sizes = [(f"{per} per cluster", per * k) for per in args.per if per * k < len(poses)]

@@ -201,8 +201,8 @@ def baseline_rows(clips: dict, k: int, seeds: int) -> list[dict]:
     and the training-free pipeline: spectral clustering of the train clips' DTW + velocity graph,
     then each held-out clip takes the vote of its 10 DTW-nearest train clips (the reference bank
     of ``codt_deploy.reference``, without any training)."""
-    from codt_deploy.batch import knn_graph, pairwise_dtw, spectral_partition
-    from codt_deploy.reference import VELOCITY_WEIGHT, make_bank, pose_frames
+    from codt_deploy.batch import spectral_partition
+    from codt_deploy.reference import make_bank
     from training.baselines import raw_pose_baselines
     from training.labelfree.partition import spectral_labels
     from training.labelfree.views import raw_pose_graph
@@ -220,7 +220,7 @@ def baseline_rows(clips: dict, k: int, seeds: int) -> list[dict]:
                          **{m: (values[m], values[f"{m}_std"]) for m in METRICS}})
         # the DTW graph with every pair's distance (no Euclidean candidate pruning): what
         # codt-cluster's batch step clusters, here without any model
-        graph = knn_graph(pairwise_dtw(pose_frames(poses[known], VELOCITY_WEIGHT)))
+        graph = raw_pose_graph(poses[known], "dtw_velocity", exact=True).toarray()  # (N, N)
         rows.append(_row(f"{part}: {EXACT_DTW}", [cluster_metrics(labels[known],
                                                                   spectral_partition(graph, k, seed))
                                                   for seed in range(seeds)]))
@@ -251,18 +251,15 @@ def exported_scores(run_dir: Path, clips: dict) -> dict[str, dict[str, float]]:
               "held-out vote": ClusterModel(onnx, threads=1, assignment="reference"),
               "held-out": ClusterModel(onnx, threads=1)}
     (train, train_labels), (held_out, held_out_labels) = clips["train"], clips["held-out"]
-    scores, seconds = {}, {}
+    every = held_out if np.array_equal(train, held_out) else np.concatenate([train, held_out])
+    scores, seconds = {}, {}  # every: (N, C, T, V, M) all target clips once (the cost goal's)
     for key, model in models.items():
-        started = time.perf_counter()
-        clusters = model.cluster(held_out).clusters
-        seconds[key] = time.perf_counter() - started
-        scores[key] = cluster_metrics(held_out_labels, clusters)
-    every = np.concatenate([train, held_out]) if len(train) != len(held_out) or not np.array_equal(
-        train, held_out) else held_out  # (N, C, T, V, M): all target clips, each once
-    for key, model in models.items():  # the same three on all target clips (the cost goal's)
-        started = time.perf_counter()
-        model.cluster(every)
-        seconds[f"all {key}"] = time.perf_counter() - started
+        for part, poses in (("", held_out), ("all ", every)):
+            started = time.perf_counter()
+            clusters = model.cluster(poses).clusters
+            seconds[part + key] = time.perf_counter() - started
+            if not part:
+                scores[key] = cluster_metrics(held_out_labels, clusters)
     head_s = max(seconds["held-out head"], 1e-9)
     all_head_s = max(seconds["all held-out head"], 1e-9)
     scores["cost"] = {"head_ms_per_clip": 1000 * head_s / len(held_out),

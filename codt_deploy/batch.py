@@ -253,3 +253,9 @@ class BatchStep:
         if not self.applies(len(frames)):
             return None
         return batch_partition(frames, embedding, vote_clusters, self.num_clusters)
+
+    def cluster_poses(self, poses: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`cluster` of preprocessed ``poses`` (N, C, T, V, M) and the network's
+        ``embedding`` (N, E), rounded as a run's journal keeps them."""
+        return self.cluster(self.frames(poses), self.embedding(embedding), vote_clusters)

@@ -252,9 +252,7 @@ class ClusterModel:
         prediction = self.predict(batch)
         if self.batch_step is None:
             return prediction
-        step = self.batch_step
-        together = step.cluster(step.frames(batch), step.embedding(prediction.embedding),
-                                prediction.clusters)
+        together = self.batch_step.cluster_poses(batch, prediction.embedding, prediction.clusters)
         if together is None:
             return prediction
         clusters, confidence = together

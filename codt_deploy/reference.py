@@ -75,16 +75,13 @@ def dtw_band(frames: int) -> int:
     return max(1, round(DTW_BAND_FRACTION * frames))
 
 
-def dtw_distances(frames_a, frames_b, band: int, *, banded: bool = False) -> np.ndarray:
+def dtw_distances(frames_a, frames_b, band: int) -> np.ndarray:
     """Dynamic-time-warping distances (P,) between paired sequences ``frames_a[p]`` and
     ``frames_b[p]`` (both (P, T, D)): the least sum of squared frame distances along a monotone
     alignment path from (0, 0) to (T-1, T-1) whose frames differ in time by at most ``band``
     (Sakoe-Chiba). ``band`` 0 is the squared Euclidean distance of the sequences; a band of T - 1
-    or more is unconstrained DTW. float64 (P,).
-
-    ``banded``: compute the frame distances of the band's cells only, as ‖a_i − b_j‖² directly
-    (about T / (2·band + 1) times less work; the reference bank's search); otherwise every cell as
-    ‖a‖² + ‖b‖² − 2 a·b (training's graphs). The two agree to float32 rounding."""
+    or more is unconstrained DTW. float64 (P,). (Every pair of two sets of clips:
+    :func:`dtw_cross_distances`.)"""
     a = np.asarray(frames_a, dtype=np.float32)
     b = np.asarray(frames_b, dtype=np.float32)
     if a.ndim != 3 or a.shape != b.shape:
@@ -94,18 +91,9 @@ def dtw_distances(frames_a, frames_b, band: int, *, banded: bool = False) -> np.
         raise ValueError(f"dtw_distances needs band >= 0, got {band}")
     pairs, t = a.shape[:2]
     band = min(band, t - 1)
-    if banded:
-        cost = np.full((pairs, t, t), np.inf, dtype=np.float32)  # only band cells are read
-        for offset in range(-band, band + 1):  # cells (i, i + offset)
-            first, last = max(0, -offset), t - max(0, offset)  # i in [first, last)
-            diff = a[:, first:last] - b[:, first + offset:last + offset]  # (P, n, D)
-            cells = np.arange(first, last)
-            cost[:, cells, cells + offset] = np.einsum("pnd,pnd->pn", diff, diff)
-    else:
-        cost = (np.einsum("ptd,ptd->pt", a, a)[:, :, None]
-                + np.einsum("psd,psd->ps", b, b)[:, None, :]
-                - 2.0 * np.einsum("ptd,psd->pts", a, b))  # (P, T, T) squared frame distances
-        np.maximum(cost, 0.0, out=cost)
+    cost = (np.einsum("ptd,ptd->pt", a, a)[:, :, None] + np.einsum("psd,psd->ps", b, b)[:, None, :]
+            - 2.0 * np.einsum("ptd,psd->pts", a, b))  # (P, T, T) squared frame distances
+    np.maximum(cost, 0.0, out=cost)
     previous = np.full((pairs, t), np.inf, dtype=np.float32)  # row i - 1 of the cumulative cost
     for i in range(t):
         current = np.full((pairs, t), np.inf, dtype=np.float32)  # (P, T)

@@ -61,16 +61,19 @@ class Finisher(Protocol):
     def overrides(self, frame_texts: list[str], clusters: list[int]) -> list[Row] | None: ...
 
 
-def finished_rows(rows: list[Row], finisher: Finisher | None) -> list[Row]:
-    """``rows`` with the finisher's overrides applied (when it takes the batch) and the frames
-    field dropped."""
-    texts = [row.pop(FRAMES_FIELD, None) for row in rows]
-    if finisher is None or not finisher.applies(len(rows)) or any(t is None for t in texts):
-        return rows
-    overrides = finisher.overrides(texts, [int(row["cluster"]) for row in rows])
-    if overrides is None:
-        return rows
-    return [{**row, **change} for row, change in zip(rows, overrides)]
+def batch_overrides(frame_texts: list[str | None], clusters: list[int],
+                    finisher: Finisher | None) -> list[Row] | None:
+    """The finisher's per-row overrides of a whole run, from each row's journal frames
+    (``frame_texts``, None where a row has none) and vote ``clusters``; None when the run keeps
+    its votes (no finisher, a run it does not take, or a row without its frames)."""
+    if finisher is None or not finisher.applies(len(frame_texts)):
+        return None
+    if any(text is None for text in frame_texts):
+        log.warning("a row without its frames: the run's clips keep their own votes")
+        return None
+    return finisher.overrides(frame_texts, clusters)  # type: ignore[arg-type]
+
+
 TEXT_COLUMNS = ("source", "member", "name", "segment", "nearest_source_class", "eval_cluster_name")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _TERMINAL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
@@ -318,7 +321,11 @@ class StreamSink:
 
     def close(self) -> None:
         if self.held:
-            self._write(finished_rows(self.held, self.finisher))
+            texts = [row.pop(FRAMES_FIELD, None) for row in self.held]
+            overrides = batch_overrides(texts, [int(row["cluster"]) for row in self.held],
+                                        self.finisher)
+            self._write(self.held if overrides is None else
+                        [{**row, **change} for row, change in zip(self.held, overrides)])
             self.held = []
         self.stream.flush()
 
@@ -430,24 +437,18 @@ class JournalSink:
         self.journal.unlink()
 
     def _overrides(self) -> list[Row] | None:
-        """The finisher's per-row overrides for the whole journal, or None (no finisher, or the
-        batch keeps its votes)."""
+        """The finisher's per-row overrides for the whole journal (:func:`batch_overrides`), read
+        in one pass."""
         if self.finisher is None:
             return None
-        count = sum(1 for r in _iter_journal(self.journal, quiet=True) if r.get("type") == "row")
-        if not self.finisher.applies(count):
-            return None
-        texts, clusters = [], []
+        texts: list[str | None] = []
+        clusters: list[int] = []
         for record in _iter_journal(self.journal, quiet=True):
             if record.get("type") == "row":
                 text = record.get(FRAMES_FIELD)
-                if not isinstance(text, str):
-                    log.warning("%s: a row without its frames; the run's clips keep their own "
-                                "votes", self.journal)
-                    return None
-                texts.append(text)
+                texts.append(text if isinstance(text, str) else None)
                 clusters.append(int(record.get("cluster", 0)))
-        return self.finisher.overrides(texts, clusters)
+        return batch_overrides(texts, clusters, self.finisher)
 
     def _observed_rows(self) -> Iterator[Row]:
         overrides = self._overrides()

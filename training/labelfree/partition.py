@@ -71,16 +71,9 @@ def consensus_labels(partitions, k: int, seed: int = 0) -> np.ndarray:
     parts = [np.asarray(p).reshape(-1) for p in partitions]
     if not parts:
         raise ValueError("consensus_labels needs at least one partition")
-    n = len(parts[0])
-    if any(len(p) != n for p in parts):
-        raise ValueError("consensus_labels: every partition needs the same number of samples")
-    if not 1 <= k <= n:
-        raise ValueError(f"consensus_labels needs 1 <= k <= N = {n}, got k = {k}")
-    clusters = sum(len(np.unique(p)) for p in parts)
-    if clusters < k:
-        raise ValueError(f"consensus_labels: the partitions have {clusters} clusters in all, "
-                         f"fewer than k = {k}")
-    embedding = coassociation_embedding(parts, k)  # (N, k)
+    if not 1 <= k <= len(parts[0]):
+        raise ValueError(f"consensus_labels needs 1 <= k <= N = {len(parts[0])}, got k = {k}")
+    embedding = coassociation_embedding(parts, k)  # (N, k); checks the partitions' sizes
     return KMeans(k, n_init=10, random_state=seed).fit_predict(embedding).astype(np.int64)
 
 
