@@ -201,7 +201,7 @@ def baseline_rows(clips: dict, k: int, seeds: int) -> list[dict]:
     and the training-free pipeline: spectral clustering of the train clips' DTW + velocity graph,
     then each held-out clip takes the vote of its 10 DTW-nearest train clips (the reference bank
     of ``codt_deploy.reference``, without any training)."""
-    from codt_deploy.batch import spectral_partition
+    from codt_deploy.batch import kmeans, spectral_embedding
     from codt_deploy.reference import make_bank
     from training.baselines import raw_pose_baselines
     from training.labelfree.partition import spectral_labels
@@ -221,8 +221,9 @@ def baseline_rows(clips: dict, k: int, seeds: int) -> list[dict]:
         # the DTW graph with every pair's distance (no Euclidean candidate pruning): what
         # codt-cluster's batch step clusters, here without any model
         graph = raw_pose_graph(poses[known], "dtw_velocity", exact=True).toarray()  # (N, N)
+        spectral = spectral_embedding(graph, k)  # (N, K), the seeds differ in k-means only
         rows.append(_row(f"{part}: {EXACT_DTW}", [cluster_metrics(labels[known],
-                                                                  spectral_partition(graph, k, seed))
+                                                                  kmeans(spectral, k, seed))
                                                   for seed in range(seeds)]))
     (train, train_labels), (held_out, held_out_labels) = clips["train"], clips["held-out"]
     graph = raw_pose_graph(train, "dtw_velocity")

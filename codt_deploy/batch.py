@@ -15,7 +15,8 @@ Pure numpy, no label read; the same raw-pose view and DTW kernel as training's g
 
 - :func:`pairwise_dtw`: the (N, N) DTW distances of a batch's frames;
 - :func:`knn_graph`: the symmetrised kNN graph of a distance matrix;
-- :func:`spectral_partition`: spectral clustering (normalised affinity, k-means of the embedding);
+- :func:`spectral_embedding`, :func:`spectral_partition`: spectral clustering (normalised
+  affinity, k-means of the embedding);
 - :func:`coassociation_embedding`: the consensus of partitions (training's refit uses it too);
 - :func:`batch_partition`: the whole step, from frames, embedding and vote to clusters and
   confidence;
@@ -113,21 +114,25 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0, restarts: int = KMEANS_RES
     return best
 
 
-def spectral_partition(affinity: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Spectral clustering of a symmetric non-negative ``affinity`` (N, N) into ``k`` clusters, as
-    scikit-learn's ``SpectralClustering(affinity="precomputed")`` does it: the top-k eigenvectors
-    of D^-½ W D^-½ (W without its diagonal), each row divided by √degree, clustered by k-means.
-    Labels (N,) int64."""
+def spectral_embedding(affinity: np.ndarray, k: int) -> np.ndarray:
+    """The spectral embedding (N, k) of a symmetric non-negative ``affinity`` (N, N), as
+    scikit-learn's ``SpectralClustering(affinity="precomputed")`` computes it: the top-k
+    eigenvectors of D^-½ W D^-½ (W without its diagonal), each row divided by √degree."""
     n = affinity.shape[0]
     if not 1 <= k <= n:
-        raise ValueError(f"spectral_partition needs 1 <= k <= N = {n}, got k = {k}")
+        raise ValueError(f"spectral clustering needs 1 <= k <= N = {n}, got k = {k}")
     links = affinity - np.diag(np.diag(affinity))  # (N, N) without self-loops, as the Laplacian
     degree = np.maximum(links.sum(axis=1), 1e-12)  # (N,)
     scale = 1.0 / np.sqrt(degree)
     normalised = links * scale[:, None] * scale[None, :]  # (N, N)
     _, vectors = np.linalg.eigh((normalised + normalised.T) / 2)  # ascending eigenvalues
-    embedding = vectors[:, ::-1][:, :k] * scale[:, None]  # (N, k)
-    return kmeans(embedding, k, seed)
+    return vectors[:, ::-1][:, :k] * scale[:, None]  # (N, k)
+
+
+def spectral_partition(affinity: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Spectral clustering of a symmetric non-negative ``affinity`` (N, N) into ``k`` clusters:
+    :func:`spectral_embedding` clustered by :func:`kmeans`. Labels (N,) int64."""
+    return kmeans(spectral_embedding(affinity, k), k, seed)
 
 
 def coassociation_embedding(partitions: Sequence[np.ndarray], k: int) -> np.ndarray:
@@ -180,8 +185,9 @@ def batch_partition(frames: np.ndarray, embedding: np.ndarray, vote_clusters: np
     graph = knn_graph(pairwise_dtw(frames))  # (N, N)
     unit = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     joined = graph + EMBEDDING_WEIGHT * knn_graph(1.0 - unit @ unit.T)  # (N, N)
-    members = [spectral_partition(g, num_clusters, seed)
-               for g in (graph, joined) for seed in range(CONSENSUS_SEEDS)]
+    embeddings = [spectral_embedding(g, num_clusters) for g in (graph, joined)]  # 2 × (N, K)
+    members = [kmeans(spectral, num_clusters, seed)  # the seeds differ in k-means only
+               for spectral in embeddings for seed in range(CONSENSUS_SEEDS)]
     labels = kmeans(coassociation_embedding(members, num_clusters), num_clusters)  # (N,)
     overlap = np.zeros((num_clusters, num_clusters), np.int64)  # (batch cluster, model cluster)
     np.add.at(overlap, (labels, np.asarray(vote_clusters, np.int64)), 1)
