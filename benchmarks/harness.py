@@ -148,7 +148,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
     import torch
 
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                "num_clusters": num_clusters, "n_eval": n_eval, "n_train": len(clips["train"][0]),
                "runs": runs,
                "git_sha": trained_at, "total_min": (time.time() - start) / 60,
-               "machine": {**_machine(), "load_avg_end": list(os.getloadavg())},
+               "machine": {**machine_info(), "load_avg_end": list(os.getloadavg())},
                "table": [{**r, **{m: {"mean": r[m][0], "std": r[m][1]} for m in METRICS}}
                          for r in rows]}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -50,16 +50,18 @@ ROWS_PER_CHUNK = 64  # rows of the pairwise matrix at once (smaller blocks skip 
 # triangle: 0.52 s of CPU for 557 clips against 0.85 s in one block)
 
 
-def pairwise_dtw(frames: np.ndarray) -> np.ndarray:
-    """The (N, N) float64 DTW distances (:func:`codt_deploy.reference.dtw_cross_distances`) of
-    clips ``frames`` (N, T, D), symmetric, with a zero diagonal: each block of rows against the
-    clips from its first row on (the upper triangle, about half the pairs), mirrored."""
+def pairwise_dtw(frames: np.ndarray, persons: int = 1) -> np.ndarray:
+    """The (N, N) float64 DTW distances (:func:`codt_deploy.reference.dtw_cross_distances`, over
+    the orders of ``persons`` bodies) of clips ``frames`` (N, T, D), symmetric, with a zero
+    diagonal: each block of rows against the clips from its first row on (the upper triangle,
+    about half the pairs), mirrored (the orders of the bodies include each one's inverse)."""
     n, t = frames.shape[:2]
     matrix = np.zeros((n, n))
     step = max(1, min(ROWS_PER_CHUNK, QUERY_CELLS_PER_CHUNK // max(n, 1)))  # rows at once
     for start in range(0, n, step):
         rows = slice(start, min(n, start + step))
-        matrix[rows, start:] = dtw_cross_distances(frames[rows], frames[start:], dtw_band(t))
+        matrix[rows, start:] = dtw_cross_distances(frames[rows], frames[start:], dtw_band(t),
+                                                   persons)
     upper = np.triu(matrix, 1)  # (N, N): each pair once, from the row of its lower index
     matrix = upper + upper.T
     return matrix
@@ -173,16 +175,16 @@ def coassociation_embedding(partitions: Sequence[np.ndarray], k: int) -> np.ndar
 
 
 def batch_partition(frames: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray,
-                    num_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+                    num_clusters: int, persons: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Cluster a batch of new clips by their own graphs into ``num_clusters`` clusters: the
     consensus (:func:`coassociation_embedding`, then k-means) of :data:`CONSENSUS_SEEDS` spectral
-    partitions of their exact DTW graph W (``frames`` (N, T, D)) and as many of
+    partitions of their exact DTW graph W (``frames`` (N, T, D) of ``persons`` bodies) and as many of
     W + :data:`EMBEDDING_WEIGHT` · A, A the kNN graph of the network's ``embedding`` (N, E)
     under cosine distance. Each cluster is renamed to the model cluster it overlaps most with
     under ``vote_clusters`` (N,) (one-to-one, Hungarian). Returns the clusters (N,) int64 and a
     confidence (N,) float32 per clip: the share of its DTW-graph neighbours in its own cluster."""
     n = frames.shape[0]
-    graph = knn_graph(pairwise_dtw(frames))  # (N, N)
+    graph = knn_graph(pairwise_dtw(frames, persons))  # (N, N)
     unit = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     joined = graph + EMBEDDING_WEIGHT * knn_graph(1.0 - unit @ unit.T)  # (N, N)
     embeddings = [spectral_embedding(g, num_clusters) for g in (graph, joined)]  # 2 × (N, K)
@@ -239,6 +241,7 @@ class BatchStep:
     velocity_weight: float
     frame_shape: tuple[int, int]  # (T, D) of one clip's DTW frames
     embedding_dim: int
+    persons: int = 1  # M, the bodies in each clip's frames
 
     def frames(self, poses: np.ndarray) -> np.ndarray:
         """Preprocessed ``poses`` (N, C, T, V, M) → DTW frames (N, T, D) float32, rounded to
@@ -258,7 +261,7 @@ class BatchStep:
         or too large for its own graph (the vote stands)."""
         if not self.applies(len(frames)):
             return None
-        return batch_partition(frames, embedding, vote_clusters, self.num_clusters)
+        return batch_partition(frames, embedding, vote_clusters, self.num_clusters, self.persons)
 
     def cluster_poses(self, poses: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray] | None:

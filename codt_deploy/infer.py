@@ -169,7 +169,8 @@ class ClusterModel:
         self.bank = self._load_bank(assignment)
         self.batch_step = (None if self.bank is None or assignment == "reference" else
                            BatchStep(self.num_clusters, self.bank.velocity_weight,
-                                     self.bank.frames.shape[1:], self.manifest.embedding_dim))
+                                     self.bank.frames.shape[1:], self.manifest.embedding_dim,
+                                     self.bank.persons))
         log.info("loaded model %s (%s) on %s, %d intra-op threads", self.manifest.name,
                  self.resolved.onnx_path, ", ".join(self.session.get_providers()),
                  session_options(threads).intra_op_num_threads)
@@ -184,7 +185,8 @@ class ClusterModel:
             raise ModelError(f"model {self.manifest.name!r} has no reference bank; use the head "
                              f"(assignment 'head') or re-export it")
         c, t, v, m = self.manifest.input_shape
-        return load_bank(path, num_clusters=self.num_clusters, frame_shape=(t, 2 * c * v * m))
+        return load_bank(path, num_clusters=self.num_clusters, frame_shape=(t, 2 * c * v * m),
+                         persons=m)
 
     @property
     def assignment(self) -> str:

@@ -14,12 +14,14 @@ training's label-free graphs use too (``training.labelfree.views`` imports them)
 - :func:`flattened_poses`, :func:`pose_frames`: (N, C, T, V, M) poses → unit rows / DTW frames;
 - :func:`dtw_distances`: DTW under a Sakoe-Chiba band for paired sequences;
   :func:`dtw_cross_distances`: the same for every pair of two sets of clips at once (the search);
+  both the least over the orders of a clip's bodies (:func:`body_orders`, :func:`reorder_bodies`);
 - :class:`ReferenceBank`: the bank (frames (R, T, D), clusters (R,)), :meth:`ReferenceBank.assign`,
   :func:`save_bank` / :func:`load_bank` (an ``.npz`` beside the model, hashed in its manifest).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import zipfile
@@ -36,6 +38,7 @@ VOTE_NEIGHBOURS = 10  # training clips that vote for a new clip's cluster
 VOTE_CANDIDATES = 0  # recorded in bank files: every bank clip's DTW distance is computed (a search
 # pruned to the 50 Euclidean-nearest lost 7.7 ACC of 66.3 on MSR cross-subject and was retired)
 QUERY_CELLS_PER_CHUNK = 2**21  # (query, bank clip) pairs searched at once (≈ 8 MB per band cell)
+MAX_PERMUTED_BODIES = 3  # clips of more bodies are compared in their own order (M! passes)
 BANK_FORMAT = 1
 MAX_BANK_CLIPS = 100_000  # a bank file holding more clips is refused
 
@@ -75,13 +78,44 @@ def dtw_band(frames: int) -> int:
     return max(1, round(DTW_BAND_FRACTION * frames))
 
 
-def dtw_distances(frames_a, frames_b, band: int) -> np.ndarray:
+def body_orders(frames: np.ndarray, others: np.ndarray, persons: int) -> list[tuple[int, ...]]:
+    """The orders of the M = ``persons`` bodies under which DTW compares two sets of clips' frames
+    (N, T, D) and (R, T, D): every permutation of the bodies (which body a file lists first is
+    arbitrary, docs/METHOD.md §15.2), or the identity alone when no more than one body slot holds
+    a non-zero value in either set (single-person clips in a two-person layout: a permutation
+    could only pair a body with an empty slot, never nearer) or M > :data:`MAX_PERMUTED_BODIES`."""
+    identity = tuple(range(persons))
+    if persons < 2 or persons > MAX_PERMUTED_BODIES:
+        return [identity]
+    occupied = np.zeros(persons, dtype=bool)
+    for clips in (frames, others):
+        if clips.size:
+            by_body = np.asarray(clips).reshape(*clips.shape[:2], -1, persons)  # (N, T, D / M, M)
+            occupied |= np.any(by_body != 0, axis=(0, 1, 2))
+    if occupied.sum() < 2:
+        return [identity]
+    return list(itertools.permutations(range(persons)))
+
+
+def reorder_bodies(frames: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
+    """Frames (N, T, D) of :func:`pose_frames` with their M = len(``order``) bodies in ``order``
+    (M is the innermost axis of both the position and the velocity halves of D); the same array
+    for the identity."""
+    if list(order) == list(range(len(order))):
+        return frames
+    n, t, d = frames.shape
+    by_body = frames.reshape(n, t, d // len(order), len(order))  # (N, T, D / M, M)
+    return np.ascontiguousarray(by_body[..., list(order)]).reshape(n, t, d)  # (N, T, D)
+
+
+def dtw_distances(frames_a, frames_b, band: int, persons: int = 1) -> np.ndarray:
     """Dynamic-time-warping distances (P,) between paired sequences ``frames_a[p]`` and
     ``frames_b[p]`` (both (P, T, D)): the least sum of squared frame distances along a monotone
     alignment path from (0, 0) to (T-1, T-1) whose frames differ in time by at most ``band``
     (Sakoe-Chiba). ``band`` 0 is the squared Euclidean distance of the sequences; a band of T - 1
-    or more is unconstrained DTW. float64 (P,). (Every pair of two sets of clips:
-    :func:`dtw_cross_distances`.)"""
+    or more is unconstrained DTW. Clips of ``persons`` > 1 bodies: the least distance over the
+    orders of the second clip's bodies (:func:`body_orders`). float64 (P,). (Every pair of two
+    sets of clips: :func:`dtw_cross_distances`.)"""
     a = np.asarray(frames_a, dtype=np.float32)
     b = np.asarray(frames_b, dtype=np.float32)
     if a.ndim != 3 or a.shape != b.shape:
@@ -89,6 +123,18 @@ def dtw_distances(frames_a, frames_b, band: int) -> np.ndarray:
                          f"and {b.shape}")
     if band < 0:
         raise ValueError(f"dtw_distances needs band >= 0, got {band}")
+    _check_persons(a, persons)
+    return np.minimum.reduce([_paired_dtw(a, reorder_bodies(b, order), band)
+                              for order in body_orders(a, b, persons)])
+
+
+def _check_persons(frames: np.ndarray, persons: int) -> None:
+    if persons < 1 or frames.shape[2] % persons:
+        raise ValueError(f"frames of {frames.shape[2]} values cannot hold {persons} bodies")
+
+
+def _paired_dtw(a: np.ndarray, b: np.ndarray, band: int) -> np.ndarray:
+    """:func:`dtw_distances` of (P, T, D) float32 pairs under the bodies' given order."""
     pairs, t = a.shape[:2]
     band = min(band, t - 1)
     cost = (np.einsum("ptd,ptd->pt", a, a)[:, :, None] + np.einsum("psd,psd->ps", b, b)[:, None, :]
@@ -109,14 +155,16 @@ def dtw_distances(frames_a, frames_b, band: int) -> np.ndarray:
     return previous[:, t - 1].astype(np.float64)
 
 
-def dtw_cross_distances(queries, references, band: int) -> np.ndarray:
+def dtw_cross_distances(queries, references, band: int, persons: int = 1) -> np.ndarray:
     """The DTW distances (N, R) float64 of every clip of ``queries`` (N, T, D) to every clip of
     ``references`` (R, T, D): the same distance as :func:`dtw_distances` (squared frame distances
     summed along the best monotone path within a Sakoe-Chiba ``band``), computed for all N × R
     pairs at once. The frame distances of each band cell (i, j) are one matrix product,
     ‖q_i‖² + ‖r_j‖² − 2 Q_i R_jᵀ over all pairs ((N, D) @ (D, R)), and the dynamic programme runs
     on (N, R) arrays: about 3 µs per pair on MSR clips (50 frames), 30 times less than a paired
-    kernel restricted to the band took."""
+    kernel restricted to the band took. Clips of ``persons`` > 1 bodies: the least distance over
+    the orders of the references' bodies (:func:`body_orders`; M! passes where two body slots are
+    used, one otherwise)."""
     q = np.asarray(queries, dtype=np.float32)
     r = np.asarray(references, dtype=np.float32)
     if q.ndim != 3 or r.ndim != 3 or q.shape[1:] != r.shape[1:]:
@@ -124,6 +172,14 @@ def dtw_cross_distances(queries, references, band: int) -> np.ndarray:
                          f"and {r.shape}")
     if band < 0:
         raise ValueError(f"dtw_cross_distances needs band >= 0, got {band}")
+    _check_persons(q, persons)
+    return np.minimum.reduce([_cross_dtw(q, reorder_bodies(r, order), band)
+                              for order in body_orders(q, r, persons)])
+
+
+def _cross_dtw(q: np.ndarray, r: np.ndarray, band: int) -> np.ndarray:
+    """:func:`dtw_cross_distances` of (N, T, D) and (R, T, D) float32 clips under the bodies'
+    given order."""
     n, t, _ = q.shape
     band = min(band, t - 1)
     q_norms = np.einsum("ntd,ntd->nt", q, q)  # (N, T)
@@ -178,6 +234,7 @@ class ReferenceBank:
     velocity_weight: float = VELOCITY_WEIGHT
     neighbours: int = VOTE_NEIGHBOURS
     candidates: int = VOTE_CANDIDATES
+    persons: int = 1  # M, the bodies of each clip (innermost in D); the model's, not stored
 
     def __post_init__(self) -> None:
         if self.candidates != VOTE_CANDIDATES:
@@ -191,6 +248,7 @@ class ReferenceBank:
             raise ValueError(f"reference clusters outside [0, {self.num_clusters})")
         if not np.isfinite(self.frames).all():
             raise ValueError("reference frames hold NaN or infinite values")
+        _check_persons(self.frames, self.persons)
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -205,7 +263,7 @@ class ReferenceBank:
         r, k = len(self), min(self.neighbours, len(self))
         step = max(1, QUERY_CELLS_PER_CHUNK // r)  # queries at once
         distance = np.concatenate([
-            dtw_cross_distances(frames[start:start + step], self.frames, dtw_band(t))
+            dtw_cross_distances(frames[start:start + step], self.frames, dtw_band(t), self.persons)
             for start in range(0, n, step)]) if n else np.zeros((0, r))  # (N, R)
         return np.argsort(distance, axis=1, kind="stable")[:, :k]  # (N, k)
 
@@ -227,7 +285,8 @@ def make_bank(poses: np.ndarray, clusters: np.ndarray, num_clusters: int) -> Ref
     """The bank of training clips ``poses`` (R, C, T, V, M) with the clusters (R,) a model gave
     them."""
     return ReferenceBank(frames=pose_frames(poses, VELOCITY_WEIGHT),
-                         clusters=np.asarray(clusters, dtype=np.int64), num_clusters=num_clusters)
+                         clusters=np.asarray(clusters, dtype=np.int64), num_clusters=num_clusters,
+                         persons=int(np.shape(poses)[-1]))
 
 
 def save_bank(bank: ReferenceBank, path: str | os.PathLike) -> Path:
@@ -255,10 +314,11 @@ _BANK_KEYS = ("format", "frames", "clusters", "num_clusters", "velocity_weight",
               "candidates")
 
 
-def load_bank(path: str | os.PathLike, *, num_clusters: int, frame_shape: tuple[int, int]
-              ) -> ReferenceBank:
+def load_bank(path: str | os.PathLike, *, num_clusters: int, frame_shape: tuple[int, int],
+              persons: int = 1) -> ReferenceBank:
     """Read a bank written by :func:`save_bank` for a model of ``num_clusters`` clusters whose
-    clips have ``frame_shape`` (T, D) DTW frames; raises ModelError naming the file and the problem."""
+    clips have ``frame_shape`` (T, D) DTW frames of ``persons`` bodies; raises ModelError naming
+    the file and the problem."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -286,6 +346,6 @@ def load_bank(path: str | os.PathLike, *, num_clusters: int, frame_shape: tuple[
                              num_clusters=num_clusters,
                              velocity_weight=float(values["velocity_weight"]),
                              neighbours=max(1, int(values["neighbours"])),
-                             candidates=int(values["candidates"]))
+                             candidates=int(values["candidates"]), persons=persons)
     except ValueError as exc:
         raise ModelError(f"{path}: invalid reference bank: {exc}") from exc

@@ -202,3 +202,60 @@ def test_the_all_pairs_dtw_equals_the_paired_kernel():
         assert cross.shape == (3, 5) and np.allclose(cross, paired.reshape(3, 5), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="band"):
         dtw_cross_distances(queries, references, -1)
+
+
+def _two_person_clips(n: int, seed: int = 0) -> np.ndarray:
+    """Clips (n, C=3, T=20, V=4, M=2) with both bodies moving, each body its own motion."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 3, 20, 4, 2)).astype(np.float32)
+
+
+def test_dtw_compares_two_person_clips_in_either_body_order():
+    from codt_deploy.reference import body_orders, dtw_cross_distances, dtw_distances
+
+    clips = _two_person_clips(4)
+    frames = pose_frames(clips, 0.5)  # (4, 20, 48)
+    swapped = pose_frames(clips[..., ::-1], 0.5)  # the same clips, the file's bodies the other way
+    cross = dtw_cross_distances(frames, swapped, 2, persons=2)  # (4, 4)
+    assert np.allclose(np.diag(cross), 0.0, atol=1e-4)
+    assert np.allclose(cross, dtw_cross_distances(frames, frames, 2, persons=2), atol=1e-4)
+    assert (np.diag(dtw_cross_distances(frames, swapped, 2)) > 1.0).all()  # one body order
+    assert np.allclose(dtw_distances(frames, swapped, 2, persons=2), 0.0, atol=1e-4)
+    # single-person clips in a two-person layout (the second body empty): one pass, same values
+    alone = clips.copy()
+    alone[..., 1] = 0.0
+    single = pose_frames(alone, 0.5)
+    assert body_orders(single, single, 2) == [(0, 1)]
+    assert np.array_equal(dtw_cross_distances(single, single, 2, persons=2),
+                          dtw_cross_distances(single, single, 2))
+    with pytest.raises(ValueError, match="cannot hold 5 bodies"):
+        dtw_cross_distances(frames, frames, 2, persons=5)
+
+
+def test_a_two_person_bank_votes_whatever_order_the_file_lists_the_bodies(tmp_path):
+    import dataclasses
+
+    clips = _two_person_clips(12, seed=1)
+    bank = make_bank(clips, np.arange(12) % 3, 3)
+    assert bank.persons == 2
+    bank = dataclasses.replace(bank, neighbours=1)
+    clusters, _ = bank.assign(clips[..., ::-1])  # every clip with its bodies swapped
+    assert np.array_equal(clusters, np.arange(12) % 3)
+    path = save_bank(bank, tmp_path / "bank.npz")
+    loaded = load_bank(path, num_clusters=3, frame_shape=bank.frames.shape[1:], persons=2)
+    assert loaded.persons == 2
+
+
+def test_a_real_two_person_ntu_clip_is_its_own_nearest_with_its_bodies_swapped(shared_data):
+    from codt_deploy.preprocess import PreprocessConfig, preprocess
+    from codt_deploy.readers import read_poses
+    from codt_deploy.reference import dtw_band, dtw_cross_distances
+
+    (sequence,) = read_poses(shared_data / "ntu_rgbd_samples" / "S001C003P008R002A058.skeleton")
+    poses = preprocess(sequence, PreprocessConfig(layout="ntu25", persons=2))[None]  # (1, C, T, V, 2)
+    assert (np.abs(poses).sum(axis=(0, 1, 2, 3)) > 0).all()  # handshaking: both bodies tracked
+    frames = pose_frames(poses, 0.5)
+    swapped = pose_frames(poses[..., ::-1], 0.5)
+    band = dtw_band(frames.shape[1])
+    assert dtw_cross_distances(frames, swapped, band, persons=2)[0, 0] < 1e-4
+    assert dtw_cross_distances(frames, swapped, band)[0, 0] > 0.1

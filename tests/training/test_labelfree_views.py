@@ -184,3 +184,15 @@ def test_the_exact_dtw_graph_searches_every_clip_and_pruning_may_miss_some():
     frames = pose_frames(poses, VELOCITY_WEIGHT)
     assert np.allclose(raw_pose_graph(poses, "dtw_velocity", exact=True).toarray(),
                        dtw_knn_affinity(frames, candidates=None).toarray())
+
+
+def test_two_person_graphs_link_each_clip_to_its_copy_with_the_bodies_swapped():
+    rng = np.random.default_rng(5)
+    poses = rng.normal(size=(8, 3, 10, 4, 2))  # (N, C, T, V, M=2), both bodies moving
+    both = np.concatenate([poses, poses[..., ::-1]])  # (16, ...): clip i and i + 8 the same
+    for exact in (True, False):
+        graph = raw_pose_graph(both, "dtw_velocity", exact=exact).toarray()  # (16, 16)
+        assert all(graph[i, i + 8] > 0 for i in range(8))
+    frames = pose_frames(both, VELOCITY_WEIGHT)
+    pruned = dtw_knn_affinity(frames, n_neighbors=2, candidates=3, persons=2).toarray()
+    assert all(pruned[i, i + 8] > 0 for i in range(8))

@@ -22,10 +22,12 @@ import numpy as np
 # bank's vote (codt_deploy.reference) measure clips by one distance
 from codt_deploy.reference import (  # noqa: F401  (re-exported: the views of this module)
     VELOCITY_WEIGHT,
+    body_orders,
     dtw_band,
     dtw_distances,
     flattened_poses,
     pose_frames,
+    reorder_bodies,
 )
 
 # How a raw-pose graph measures distance: flattened poses, dynamic time warping of their frames,
@@ -54,14 +56,15 @@ def knn_affinity(points, n_neighbors: int = SPECTRAL_NEIGHBOURS):
 
 
 def dtw_knn_affinity(sequences, n_neighbors: int = SPECTRAL_NEIGHBOURS, band: int | None = None,
-                     candidates: int | None = DTW_CANDIDATES):
+                     candidates: int | None = DTW_CANDIDATES, persons: int = 1):
     """The symmetrised kNN connectivity graph (sparse (N, N), as :func:`knn_affinity`) of clips
-    ``sequences`` (N, T, D) under the DTW distance of :func:`dtw_distances` (``band`` None:
-    :func:`dtw_band` of T): each clip's ``n_neighbors`` nearest, itself included, found
-    among its ``candidates`` Euclidean-nearest clips (all clips when N ≤ candidates + 1), so the
-    cost is O(N · candidates · T · band) rather than O(N² · T · band). ``candidates`` None: every
-    pair's distance (:func:`codt_deploy.batch.pairwise_dtw`, the graph the runtime's batch step
-    builds; dense (N, N) memory)."""
+    ``sequences`` (N, T, D) of ``persons`` bodies under the DTW distance of :func:`dtw_distances`
+    (``band`` None: :func:`dtw_band` of T; the least over the orders of the bodies): each clip's
+    ``n_neighbors`` nearest, itself included, found among its ``candidates`` Euclidean-nearest
+    clips under each order of its bodies (all clips when N ≤ candidates + 1), so the cost is
+    O(N · candidates · T · band) rather than O(N² · T · band). ``candidates`` None: every pair's
+    distance (:func:`codt_deploy.batch.pairwise_dtw`, the graph the runtime's batch step builds;
+    dense (N, N) memory)."""
     from scipy import sparse
     from sklearn.neighbors import NearestNeighbors
 
@@ -73,22 +76,30 @@ def dtw_knn_affinity(sequences, n_neighbors: int = SPECTRAL_NEIGHBOURS, band: in
 
         if band is not None and band != dtw_band(frames.shape[1]):
             raise ValueError("dtw_knn_affinity: the exact graph uses the default band")
-        return sparse.csr_matrix(knn_graph(pairwise_dtw(frames), n_neighbors))  # (N, N)
+        return sparse.csr_matrix(knn_graph(pairwise_dtw(frames, persons), n_neighbors))  # (N, N)
     n, t = frames.shape[:2]
     band = dtw_band(t) if band is None else band
     n_neighbors = min(n_neighbors, n)
     pool = min(n, max(candidates, n_neighbors) + 1)  # + 1: the clip itself
-    rows = frames.reshape(n, -1)  # (N, T·D)
-    _, near = NearestNeighbors(n_neighbors=pool).fit(rows).kneighbors(rows)  # (N, pool)
-    first = np.repeat(np.arange(n), pool)  # (N·pool,)
-    second = near.reshape(-1)  # (N·pool,)
-    distance = np.empty(first.shape[0])
+    index = NearestNeighbors(n_neighbors=pool).fit(frames.reshape(n, -1))  # rows (N, T·D)
+    orders = body_orders(frames, frames, persons)
+    near = np.concatenate([index.kneighbors(reorder_bodies(frames, o).reshape(n, -1))[1]
+                           for o in orders], axis=1)  # (N, P): each order's candidates
+    repeated = np.zeros(near.shape, dtype=bool)  # (N, P): a candidate already in the row
+    if len(orders) > 1:
+        near = np.sort(near, axis=1)
+        repeated[:, 1:] = near[:, 1:] == near[:, :-1]
+    first = np.repeat(np.arange(n), near.shape[1])  # (N·P,)
+    second = near.reshape(-1)  # (N·P,)
+    distance = np.full(first.shape[0], np.inf)
+    once = ~repeated.reshape(-1)  # (N·P,): each pair once
+    todo = np.flatnonzero(once)
     chunk = max(1, DTW_CELLS_PER_CHUNK // (t * t))
-    for start in range(0, first.shape[0], chunk):
-        part = slice(start, start + chunk)
-        distance[part] = dtw_distances(frames[first[part]], frames[second[part]], band)
-    distance[first == second] = -1.0  # a clip is always its own nearest
-    order = np.argsort(distance.reshape(n, pool), axis=1, kind="stable")[:, :n_neighbors]
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        distance[part] = dtw_distances(frames[first[part]], frames[second[part]], band, persons)
+    distance[(first == second) & once] = -1.0  # a clip is always its own nearest
+    order = np.argsort(distance.reshape(near.shape), axis=1, kind="stable")[:, :n_neighbors]
     chosen = np.take_along_axis(near, order, axis=1)  # (N, n_neighbors)
     graph = sparse.csr_matrix((np.ones(n * n_neighbors), (np.repeat(np.arange(n), n_neighbors),
                                                           chosen.reshape(-1))), shape=(n, n))
@@ -112,4 +123,5 @@ def raw_pose_graph(poses: np.ndarray, metric: str = "euclidean", *, exact: bool 
 
     frames = pose_frames(poses, weight)  # (N, T, D)
     exact = exact and len(frames) <= MAX_BATCH_CLIPS  # beyond: the (N, N) matrix is too large
-    return dtw_knn_affinity(frames, candidates=None if exact else DTW_CANDIDATES)  # sparse (N, N)
+    return dtw_knn_affinity(frames, candidates=None if exact else DTW_CANDIDATES,
+                            persons=int(np.shape(poses)[-1]))  # sparse (N, N)
