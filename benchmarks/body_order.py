@@ -12,8 +12,8 @@ list the subjects rather than the roles. Spectral clustering of the exact DTW + 
 graph (the batch step's graph; 5 k-means seeds of one spectral embedding) is scored with one body
 order (the file's) and with the least distance over both orders (``persons=2``, what every
 raw-pose graph now uses), beside the same clips with the actor always first and the actors alone.
-It also prints the cost of the all-pairs DTW with both orders against one. Labels are read only to score. Writes
-``benchmarks/results/body-order.{md,json}``.
+It also prints the cost of the all-pairs DTW with both orders against one. Labels are read only
+to score. Writes ``benchmarks/results/body-order.{md,json}``.
 """
 
 from __future__ import annotations
