@@ -196,11 +196,12 @@ def target_clips(task_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             "held-out": (np.asarray(held_out.data), held_out.labels)}
 
 
-def baseline_rows(clips: dict, k: int, seeds: int) -> list[dict]:
+def baseline_rows(clips: dict, k: int, seeds: int, coordinates: int | None = None) -> list[dict]:
     """The label-free baselines run on the train clips and on the held-out clips by themselves,
     and the training-free pipeline: spectral clustering of the train clips' DTW + velocity graph,
     then each held-out clip takes the vote of its 10 DTW-nearest train clips (the reference bank
-    of ``codt_deploy.reference``, without any training)."""
+    of ``codt_deploy.reference``, without any training); every raw-pose view of the clips' first
+    ``coordinates`` channels, as the model's."""
     from codt_deploy.batch import kmeans, spectral_embedding
     from codt_deploy.reference import make_bank
     from training.baselines import raw_pose_baselines
@@ -213,25 +214,27 @@ def baseline_rows(clips: dict, k: int, seeds: int) -> list[dict]:
         known = labels >= 0
         if not known.any():
             continue
-        result = raw_pose_baselines(poses[known], labels[known], k, seeds=seeds)
+        result = raw_pose_baselines(poses[known], labels[known], k, seeds=seeds,
+                                    coordinates=coordinates)
         for name, values in result.items():
             rows.append({"method": f"{part}: {BASELINE_NAMES[name]}",
                          "n": seeds if name != "ward" else 1, "minutes": None,
                          **{m: (values[m], values[f"{m}_std"]) for m in METRICS}})
         # the DTW graph with every pair's distance (no Euclidean candidate pruning): what
         # codt-cluster's batch step clusters, here without any model
-        graph = raw_pose_graph(poses[known], "dtw_velocity", exact=True).toarray()  # (N, N)
+        graph = raw_pose_graph(poses[known], "dtw_velocity", exact=True,
+                               coordinates=coordinates).toarray()  # (N, N)
         spectral = spectral_embedding(graph, k)  # (N, K), the seeds differ in k-means only
         rows.append(_row(f"{part}: {EXACT_DTW}", [cluster_metrics(labels[known],
                                                                   kmeans(spectral, k, seed))
                                                   for seed in range(seeds)]))
     (train, train_labels), (held_out, held_out_labels) = clips["train"], clips["held-out"]
-    graph = raw_pose_graph(train, "dtw_velocity")
+    graph = raw_pose_graph(train, "dtw_velocity", coordinates=coordinates)
     partitions = [spectral_labels(graph, k, seed=seed) for seed in range(seeds)]
     if (train_labels >= 0).any():
         rows.append(_row(f"train: {TRAINING_FREE}", [cluster_metrics(train_labels, p)
                                                     for p in partitions]))
-    votes = [make_bank(train, p, k).assign(held_out)[0] for p in partitions]
+    votes = [make_bank(train, p, k, coordinates).assign(held_out)[0] for p in partitions]
     rows.append(_row(f"held-out: {TRAINING_FREE}", [cluster_metrics(held_out_labels, v)
                                                    for v in votes]))
     return rows
@@ -379,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     num_clusters = config.model.clusters_for(task.num_clusters)
     clips = target_clips(task_dir)
     n_eval = len(clips["held-out"][0])
-    baselines = baseline_rows(clips, num_clusters, 2 if args.smoke else 5)
+    baselines = baseline_rows(clips, num_clusters, 2 if args.smoke else 5,
+                              3 if task.channels == "xyz" else 2)
     for row in baselines:
         print(f"{row['method']}: ACC {row['acc'][0]:.1f} NMI {row['nmi'][0]:.1f} "
               f"ARI {row['ari'][0]:.1f}", flush=True)

@@ -242,11 +242,13 @@ class BatchStep:
     frame_shape: tuple[int, int]  # (T, D) of one clip's DTW frames
     embedding_dim: int
     persons: int = 1  # M, the bodies in each clip's frames
+    coordinates: int | None = None  # the coordinate channels the frames are made of
 
     def frames(self, poses: np.ndarray) -> np.ndarray:
         """Preprocessed ``poses`` (N, C, T, V, M) → DTW frames (N, T, D) float32, rounded to
         float16 as a run's journal keeps them (so a run and ``ClusterModel.cluster`` agree)."""
-        return pose_frames(poses, self.velocity_weight).astype(np.float16).astype(np.float32)
+        frames = pose_frames(poses, self.velocity_weight, self.coordinates)  # (N, T, D)
+        return frames.astype(np.float16).astype(np.float32)
 
     def embedding(self, embedding: np.ndarray) -> np.ndarray:
         """The network's embedding (N, E) rounded to float16 as the journal keeps it."""

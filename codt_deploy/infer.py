@@ -170,7 +170,7 @@ class ClusterModel:
         self.batch_step = (None if self.bank is None or assignment == "reference" else
                            BatchStep(self.num_clusters, self.bank.velocity_weight,
                                      self.bank.frames.shape[1:], self.manifest.embedding_dim,
-                                     self.bank.persons))
+                                     self.bank.persons, self.bank.coordinates))
         log.info("loaded model %s (%s) on %s, %d intra-op threads", self.manifest.name,
                  self.resolved.onnx_path, ", ".join(self.session.get_providers()),
                  session_options(threads).intra_op_num_threads)
@@ -184,9 +184,10 @@ class ClusterModel:
         if path is None or spec is None:
             raise ModelError(f"model {self.manifest.name!r} has no reference bank; use the head "
                              f"(assignment 'head') or re-export it")
-        c, t, v, m = self.manifest.input_shape
+        _, t, v, m = self.manifest.input_shape
+        c = self.config.coordinate_channels  # the bank's frames hold the coordinates only
         return load_bank(path, num_clusters=self.num_clusters, frame_shape=(t, 2 * c * v * m),
-                         persons=m)
+                         persons=m, coordinates=c)
 
     @property
     def assignment(self) -> str:

@@ -141,6 +141,11 @@ class PreprocessConfig(BaseModel):
         return CHANNEL_NAMES[self.channels]
 
     @property
+    def coordinate_channels(self) -> int:
+        """How many leading channels are coordinates (3: x, y, z; 2: x, y, then a score if any)."""
+        return 3 if self.channels == "xyz" else 2
+
+    @property
     def num_channels(self) -> int:
         return len(self.channel_names)
 
@@ -382,8 +387,7 @@ def preprocess(seq: PoseSequence, cfg: PreprocessConfig) -> np.ndarray:
     """One sequence → float32 ``(C, T, V, M)`` = ``cfg.output_shape`` (METHOD §2; see above)."""
     _check_input(seq, cfg)
     data = _map_joints(seq, cfg)  # (T, M_in, V, C)
-    coord_channels = 3 if cfg.channels == "xyz" else 2
-    return _to_model_input(_standardise(data, cfg, coord_channels))
+    return _to_model_input(_standardise(data, cfg, cfg.coordinate_channels))
 
 
 def reduce_sequence(seq: PoseSequence, mode: ChannelMode) -> PoseSequence:

@@ -43,22 +43,29 @@ BANK_FORMAT = 1
 MAX_BANK_CLIPS = 100_000  # a bank file holding more clips is refused
 
 
-def flattened_poses(poses: np.ndarray) -> np.ndarray:
-    """(N, C, T, V, M) poses → (N, C·T·V·M) float64 rows of unit L2 norm (zero rows stay zero)."""
-    array = np.asarray(poses, dtype=np.float64)
+def flattened_poses(poses: np.ndarray, coordinates: int | None = None) -> np.ndarray:
+    """(N, C, T, V, M) poses → (N, C·T·V·M) float64 rows of unit L2 norm (zero rows stay zero).
+    ``coordinates``: keep only the first that many channels (C = ``coordinates``): the raw-pose
+    view is the positions; a 2-D detector's confidence score is no motion, and as large as the
+    centred coordinates it would weigh as much as they do in every distance."""
+    array = np.asarray(poses, dtype=np.float64)[:, :coordinates]  # (N, C, T, V, M)
     rows = array.reshape(array.shape[0], -1)  # (N, C·T·V·M)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return rows / np.maximum(norms, 1e-12)
 
 
-def pose_frames(poses: np.ndarray, velocity_weight: float = 0.0) -> np.ndarray:
+def pose_frames(poses: np.ndarray, velocity_weight: float = 0.0,
+                coordinates: int | None = None) -> np.ndarray:
     """(N, C, T, V, M) poses → (N, T, D) float32 frames for dynamic time warping: each frame's
     C·V·M values of the clip's unit-L2 rows (:func:`flattened_poses`), D = C·V·M; with
     ``velocity_weight`` > 0, followed by ``velocity_weight`` × the same of the clip's velocities
-    (frame differences, the first frame given the second's so that T is kept), D = 2·C·V·M."""
+    (frame differences, the first frame given the second's so that T is kept), D = 2·C·V·M.
+    ``coordinates``: only the first that many channels (the positions, as
+    :func:`flattened_poses`)."""
     array = np.asarray(poses, dtype=np.float64)
     if array.ndim != 5:
         raise ValueError(f"pose_frames needs (N, C, T, V, M) poses, got shape {array.shape}")
+    array = array[:, :coordinates]  # (N, C, T, V, M): the coordinate channels
     n, c, t, v, m = array.shape
 
     def frames(x: np.ndarray) -> np.ndarray:  # (N, C, T, V, M) → (N, T, C·V·M), unit per clip
@@ -235,6 +242,7 @@ class ReferenceBank:
     neighbours: int = VOTE_NEIGHBOURS
     candidates: int = VOTE_CANDIDATES
     persons: int = 1  # M, the bodies of each clip (innermost in D); the model's, not stored
+    coordinates: int | None = None  # the coordinate channels the frames hold; the model's
 
     def __post_init__(self) -> None:
         if self.candidates != VOTE_CANDIDATES:
@@ -272,7 +280,8 @@ class ReferenceBank:
         chunks of ``chunk`` clips."""
         clusters, shares = [], []
         for start in range(0, len(poses), chunk):
-            frames = pose_frames(poses[start:start + chunk], self.velocity_weight)  # (n, T, D)
+            frames = pose_frames(poses[start:start + chunk], self.velocity_weight,
+                                 self.coordinates)  # (n, T, D)
             chosen, share = vote(self.clusters[self.nearest(frames)], self.num_clusters)
             clusters.append(chosen)
             shares.append(share)
@@ -281,12 +290,13 @@ class ReferenceBank:
         return np.concatenate(clusters), np.concatenate(shares)
 
 
-def make_bank(poses: np.ndarray, clusters: np.ndarray, num_clusters: int) -> ReferenceBank:
+def make_bank(poses: np.ndarray, clusters: np.ndarray, num_clusters: int,
+              coordinates: int | None = None) -> ReferenceBank:
     """The bank of training clips ``poses`` (R, C, T, V, M) with the clusters (R,) a model gave
-    them."""
-    return ReferenceBank(frames=pose_frames(poses, VELOCITY_WEIGHT),
+    them; the frames of their first ``coordinates`` channels (:func:`pose_frames`)."""
+    return ReferenceBank(frames=pose_frames(poses, VELOCITY_WEIGHT, coordinates),
                          clusters=np.asarray(clusters, dtype=np.int64), num_clusters=num_clusters,
-                         persons=int(np.shape(poses)[-1]))
+                         persons=int(np.shape(poses)[-1]), coordinates=coordinates)
 
 
 def save_bank(bank: ReferenceBank, path: str | os.PathLike) -> Path:
@@ -315,10 +325,10 @@ _BANK_KEYS = ("format", "frames", "clusters", "num_clusters", "velocity_weight",
 
 
 def load_bank(path: str | os.PathLike, *, num_clusters: int, frame_shape: tuple[int, int],
-              persons: int = 1) -> ReferenceBank:
+              persons: int = 1, coordinates: int | None = None) -> ReferenceBank:
     """Read a bank written by :func:`save_bank` for a model of ``num_clusters`` clusters whose
-    clips have ``frame_shape`` (T, D) DTW frames of ``persons`` bodies; raises ModelError naming
-    the file and the problem."""
+    clips have ``frame_shape`` (T, D) DTW frames of ``persons`` bodies and their first
+    ``coordinates`` channels; raises ModelError naming the file and the problem."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -346,6 +356,7 @@ def load_bank(path: str | os.PathLike, *, num_clusters: int, frame_shape: tuple[
                              num_clusters=num_clusters,
                              velocity_weight=float(values["velocity_weight"]),
                              neighbours=max(1, int(values["neighbours"])),
-                             candidates=int(values["candidates"]), persons=persons)
+                             candidates=int(values["candidates"]), persons=persons,
+                             coordinates=coordinates)
     except ValueError as exc:
         raise ModelError(f"{path}: invalid reference bank: {exc}") from exc

@@ -33,13 +33,14 @@ def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def raw_pose_baselines(poses: np.ndarray, labels: np.ndarray, k: int, *, seeds: int = 5
-                       ) -> dict[str, dict[str, float]]:
+def raw_pose_baselines(poses: np.ndarray, labels: np.ndarray, k: int, *, seeds: int = 5,
+                       coordinates: int | None = None) -> dict[str, dict[str, float]]:
     """``{baseline: {metric, "<metric>_std"}}`` ×100 (:data:`training.metrics.METRICS`) for the
-    baselines on ``poses``."""
+    baselines on ``poses`` (their first ``coordinates`` channels, the positions, as every
+    raw-pose view)."""
     from sklearn.cluster import AgglomerativeClustering
 
-    rows = flattened_poses(poses)
+    rows = flattened_poses(poses, coordinates)
     labels = np.asarray(labels)
     ward = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(rows)
     spectral = [cluster_metrics(labels, spectral_labels(rows, k, seed=seed)) for seed in range(seeds)]
@@ -47,7 +48,7 @@ def raw_pose_baselines(poses: np.ndarray, labels: np.ndarray, k: int, *, seeds: 
            "ward": _summary([cluster_metrics(labels, ward)]),
            "spectral": _summary(spectral)}
     for metric in WARPED_METRICS:
-        graph = raw_pose_graph(poses, metric)  # sparse (N, N)
+        graph = raw_pose_graph(poses, metric, coordinates=coordinates)  # sparse (N, N)
         out[f"spectral_{metric}"] = _summary([cluster_metrics(labels, spectral_labels(graph, k, seed=seed))
                                               for seed in range(seeds)])
     return out

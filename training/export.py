@@ -279,10 +279,11 @@ def cluster_names_from_eval(predicted: np.ndarray, evalset: EvalSet, k: int
 
 
 def _write_reference(onnx_path: Path, reference_poses: np.ndarray, eval_poses: np.ndarray,
-                     eval_embedding: np.ndarray, bank_path: Path, k: int
+                     eval_embedding: np.ndarray, bank_path: Path, k: int, coordinates: int
                      ) -> tuple[ReferenceSpec, np.ndarray, np.ndarray]:
     """The reference bank of the model at ``onnx_path``: the training clips ``reference_poses``
-    (R, C, T, V, M) with the clusters its head gives them, written to ``bank_path``; returns its
+    (R, C, T, V, M) with the clusters its head gives them (frames of their first
+    ``coordinates`` channels), written to ``bank_path``; returns its
     manifest entry, the bank's vote for each of ``eval_poses`` (N,) and what ``codt-cluster``
     returns for them as one run (N,): the vote, then the batch step (``codt_deploy.batch``, with
     the network's ``eval_embedding`` (N, E))."""
@@ -291,11 +292,11 @@ def _write_reference(onnx_path: Path, reference_poses: np.ndarray, eval_poses: n
 
     train = np.ascontiguousarray(reference_poses, dtype=np.float32)  # (R, C, T, V, M)
     head_clusters = onnx_outputs(onnx_path, train, 64)[0].argmax(1)  # (R,)
-    bank = make_bank(train, head_clusters, k)
+    bank = make_bank(train, head_clusters, k, coordinates)
     save_bank(bank, bank_path)
     voted, _ = bank.assign(eval_poses)  # (N,)
     step = BatchStep(k, bank.velocity_weight, bank.frames.shape[1:], eval_embedding.shape[1],
-                     bank.persons)
+                     bank.persons, bank.coordinates)
     together = step.cluster_poses(eval_poses, eval_embedding, voted)
     spec = ReferenceSpec(file=bank_path.name, sha256=sha256_file(bank_path), clips=len(bank),
                          neighbours=bank.neighbours, candidates=bank.candidates)
@@ -339,7 +340,8 @@ def export_network(net: nn.Module, evalset: EvalSet, *, out_dir: str | os.PathLi
         reference = None
         if reference_poses is not None:
             reference, voted, predicted = _write_reference(tmp, reference_poses, poses, emb,
-                                                           out / f"{name}.bank.npz", k)
+                                                           out / f"{name}.bank.npz", k,
+                                                           preprocess.coordinate_channels)
         balance = cluster_balance(predicted, k)  # label-free: is the head collapsed?
         metrics: dict[str, Any] = {"parity": parity.as_dict(), "eval_samples": int(len(poses)),
                                    "balance": balance}

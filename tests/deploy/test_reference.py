@@ -259,3 +259,38 @@ def test_a_real_two_person_ntu_clip_is_its_own_nearest_with_its_bodies_swapped(s
     band = dtw_band(frames.shape[1])
     assert dtw_cross_distances(frames, swapped, band, persons=2)[0, 0] < 1e-4
     assert dtw_cross_distances(frames, swapped, band)[0, 0] > 0.1
+
+
+def test_the_raw_pose_view_reads_the_coordinates_and_not_a_2d_detectors_score():
+    from codt_deploy.reference import dtw_cross_distances, flattened_poses
+
+    clips, _ = _motions(3)  # (6, C=3, T, V, M): read here as x, y, score
+    rescored = clips.copy()
+    rescored[:, 2] = np.random.default_rng(0).uniform(0.2, 1.0, size=rescored[:, 2].shape)
+    assert np.array_equal(pose_frames(clips, 0.5, coordinates=2), pose_frames(clips[:, :2], 0.5))
+    assert np.array_equal(flattened_poses(clips, 2), flattened_poses(rescored, 2))
+    same = dtw_cross_distances(pose_frames(clips, 0.5, 2), pose_frames(rescored, 0.5, 2), 3)
+    assert np.allclose(np.diag(same), 0.0, atol=1e-5)
+    assert (np.diag(dtw_cross_distances(pose_frames(clips, 0.5), pose_frames(rescored, 0.5), 3)) > 0.1).all()
+
+
+def test_a_2d_score_model_banks_and_votes_on_x_and_y_only(tiny_torch_network, tmp_path):
+    from codt_deploy.infer import ClusterModel
+    from codt_deploy.preprocess import PreprocessConfig
+    from tests.conftest import TINY_LAYOUT
+    from training.export import EvalSet, export_network
+
+    net, poses = tiny_torch_network  # (N, 3, T, V, M), here read as x, y, score
+    config = PreprocessConfig(layout=TINY_LAYOUT, channels="xy_score")
+    exported = export_network(net, EvalSet(poses=poses[20:], labels=None, class_names=None),
+                              out_dir=tmp_path, name="scored", task="tiny-test", preprocess=config,
+                              reference_poses=poses[:20])
+    model = ClusterModel(exported.onnx_path, threads=1, assignment="reference")
+    _, _, t, v, m = poses.shape
+    assert model.bank is not None and model.bank.frames.shape[1:] == (t, 2 * 2 * v * m)
+    rescored = poses.copy()
+    rescored[:, 2] = np.random.default_rng(1).uniform(0.2, 1.0, size=rescored[:, 2].shape)
+    assert np.array_equal(model.bank.assign(poses)[0], model.bank.assign(rescored)[0])
+    step = ClusterModel(exported.onnx_path, threads=1).batch_step
+    assert step is not None and step.coordinates == 2
+    assert np.array_equal(step.frames(poses), step.frames(rescored))

@@ -196,3 +196,13 @@ def test_two_person_graphs_link_each_clip_to_its_copy_with_the_bodies_swapped():
     frames = pose_frames(both, VELOCITY_WEIGHT)
     pruned = dtw_knn_affinity(frames, n_neighbors=2, candidates=3, persons=2).toarray()
     assert all(pruned[i, i + 8] > 0 for i in range(8))
+
+
+def test_raw_pose_graphs_of_2d_scored_clips_read_the_coordinates_only():
+    rng = np.random.default_rng(6)
+    poses = rng.normal(size=(12, 3, 10, 4, 1))  # (N, C, T, V, M): x, y, score
+    xy = poses[:, :2]
+    for metric in ("dtw", "dtw_velocity"):
+        assert np.array_equal(raw_pose_graph(poses, metric, coordinates=2).toarray(),
+                              raw_pose_graph(xy, metric).toarray())
+    assert np.array_equal(raw_pose_graph(poses, coordinates=2), raw_pose_graph(xy))

@@ -43,7 +43,8 @@ def anchor_labels(model, banks, data: TrainingData, config: TrainConfig,
     graph (B1 layout), its cluster ids renamed to best match the B1 teacher head's argmax over
     the B1 bank (so that a resumed run, whose heads already learnt them, keeps the same ids)."""
     k = model.num_clusters
-    graph = raw_pose_graph(data.target_train_specific.data, ANCHOR_METRIC)  # sparse (N, N)
+    graph = raw_pose_graph(data.target_train_specific.data, ANCHOR_METRIC,
+                           coordinates=data.coordinates)  # sparse (N, N)
     labels = anchor_partition(graph, k, derive_seed(config.seed, 14))
     reference = model.teacher_cluster_logits(banks["specific"].read(), "specific").argmax(1)
     return torch.from_numpy(aligned_labels(labels, reference.cpu().numpy(), k)).to(device)
@@ -106,8 +107,8 @@ def refit_heads(model, data: TrainingData, config: TrainConfig,
     features = {branch: embed_split(model, branch, splits[branch], config, device)[0]
                 for branch in BRANCHES}  # (N, 256) each, on the CPU
     unit_b1 = F.normalize(features["specific"].float(), dim=1).cpu().numpy()  # (N, 256)
-    raw_graph = raw_pose_graph(data.target_train_specific.data, REFIT_METRIC,
-                               exact=True)  # sparse (N, N), every pair's DTW distance
+    raw_graph = raw_pose_graph(data.target_train_specific.data, REFIT_METRIC, exact=True,
+                               coordinates=data.coordinates)  # sparse (N, N), every pair's DTW distance
     labels = torch.from_numpy(refit_partition(unit_b1, raw_graph, model.num_clusters,
                                               derive_seed(config.seed, 15)))
     record: dict[str, float] = {"refit/clusters": float(labels.unique().numel())}

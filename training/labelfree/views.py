@@ -106,22 +106,24 @@ def dtw_knn_affinity(sequences, n_neighbors: int = SPECTRAL_NEIGHBOURS, band: in
     return 0.5 * (graph + graph.T)
 
 
-def raw_pose_graph(poses: np.ndarray, metric: str = "euclidean", *, exact: bool = False):
+def raw_pose_graph(poses: np.ndarray, metric: str = "euclidean", *, exact: bool = False,
+                   coordinates: int | None = None):
     """The raw poses (N, C, T, V, M) as a view of :func:`training.labelfree.partition.spectral_labels`:
     ``euclidean``: the flattened rows (N, C·T·V·M) of :func:`flattened_poses` (their kNN graph is
     built there); ``dtw`` / ``dtw_velocity``: the sparse (N, N) 10-NN graph of the clips' frames
     (:func:`pose_frames`, without / with their velocities at :data:`VELOCITY_WEIGHT`) under
     dynamic time warping, neighbours searched among the Euclidean-nearest clips, or with
     ``exact`` among all clips (:func:`dtw_knn_affinity` with ``candidates=None``; up to
-    :data:`codt_deploy.batch.MAX_BATCH_CLIPS` clips, the Euclidean-nearest beyond)."""
+    :data:`codt_deploy.batch.MAX_BATCH_CLIPS` clips, the Euclidean-nearest beyond). Of the first
+    ``coordinates`` channels only (the positions; None: all)."""
     if metric not in RAW_METRICS:
         raise ValueError(f"unknown raw-pose metric {metric!r} (one of {', '.join(RAW_METRICS)})")
     if metric == "euclidean":
-        return flattened_poses(poses)  # (N, C·T·V·M)
+        return flattened_poses(poses, coordinates)  # (N, C·T·V·M)
     weight = VELOCITY_WEIGHT if metric == "dtw_velocity" else 0.0
     from codt_deploy.batch import MAX_BATCH_CLIPS
 
-    frames = pose_frames(poses, weight)  # (N, T, D)
+    frames = pose_frames(poses, weight, coordinates)  # (N, T, D)
     exact = exact and len(frames) <= MAX_BATCH_CLIPS  # beyond: the (N, N) matrix is too large
     return dtw_knn_affinity(frames, candidates=None if exact else DTW_CANDIDATES,
                             persons=int(np.shape(poses)[-1]))  # sparse (N, N)

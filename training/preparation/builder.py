@@ -227,7 +227,8 @@ def estimate_target_clusters(builder: TaskBuilder):
     from training.num_clusters import estimate_num_clusters
 
     path = builder.folder / "target_train" / f"data_{builder.specific}.npy"
-    rows = flattened_poses(np.load(path, mmap_mode="r"))  # (N, C·T·V·M)
+    coordinates = builder.configs[builder.specific].coordinate_channels  # the positions only
+    rows = flattened_poses(np.load(path, mmap_mode="r"), coordinates)  # (N, C·T·V·M)
     if len(rows) < 2:
         raise EmptySelectionError(f"num_clusters: auto needs at least 2 target_train clips to "
                                   f"estimate K from, task {builder.task.name!r} has {len(rows)}")
