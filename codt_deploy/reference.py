@@ -342,7 +342,9 @@ def load_bank(path: str | os.PathLike, *, num_clusters: int, frame_shape: tuple[
             shape: tuple[int, ...] = tuple(values["frames"].shape)
             if len(shape) != 3 or shape[0] > MAX_BANK_CLIPS or tuple(shape[1:]) != tuple(frame_shape):
                 raise ModelError(f"{path}: reference frames of shape {shape}, the model needs "
-                                 f"(R ≤ {MAX_BANK_CLIPS}, {frame_shape[0]}, {frame_shape[1]})")
+                                 f"(R ≤ {MAX_BANK_CLIPS}, {frame_shape[0]}, {frame_shape[1]}); "
+                                 f"a bank exported by an earlier version (a 2-D score model's "
+                                 f"held the score too): re-export the model")
     except FileNotFoundError:
         raise ModelError(f"{path}: the model's reference bank is missing") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
