@@ -19,9 +19,9 @@ now uses), with the actor always first, and the actors alone; with the cost of t
 under either order against one.
 
 *Score channel.* The clips' x and y (depth dropped) with a third channel as a 2-D detector's
-confidence: 1 for every joint, or a random score in [0.3, 1] per joint and frame (the local
-Kinetics-skeleton samples' scores vary about as much as their centred coordinates: standard
-deviations 0.14–0.23 against 0.12–0.23). Scored with every channel in the view (before) and with
+confidence: 1 for every joint, or a random score in [0.3, 1] per joint and frame (the seven local
+Kinetics-skeleton samples' scores, preprocessed, vary more than their centred coordinates: standard
+deviation 0.14–0.26 against 0.07–0.12). Scored with every channel in the view (before) and with
 the coordinates only (now). Writes ``benchmarks/results/<task>-raw-view.{md,json}``.
 """
 
