@@ -3,9 +3,9 @@
 Nothing here knows about Gradio. :func:`analyse` runs a model over the sequences read by
 :func:`app.uploads.parse_uploads` and returns a :class:`BatchResult`; the UI only formats it.
 Cluster assignment is the model's default, as ``codt-cluster`` gives it
-(:meth:`codt_deploy.infer.ClusterModel.cluster` of all uploaded sequences: the reference bank's
-vote, and an upload of at least 8 sequences per cluster clustered together by its own DTW graph,
-METHOD.md §15.5); the PCA map is of the network's 256-d embedding.
+(:meth:`codt_deploy.infer.ClusterModel.cluster` of all uploaded sequences: an upload of at least
+8 sequences per cluster clustered together by its own DTW graph, a smaller one together with the
+model's reference bank, METHOD.md §15.5); the PCA map is of the network's 256-d embedding.
 The cluster gallery is :func:`codt_deploy.summary.summarize_assignments` of the batch (the one
 implementation, shared with ``codt-cluster --summary``): per cluster its size, mean confidence,
 most central sequence (the medoid, animated by the UI), the next most central ones and the model's

@@ -9,7 +9,10 @@ about eight clips per cluster on, and lost to it on smaller batches, which canno
 graph in half the members of a consensus, added to it on every split. So a batch of at least
 :data:`MIN_CLIPS_PER_CLUSTER` × K clips is clustered by its own graphs, and each of its clusters
 takes the model's cluster id it overlaps most with under the bank's vote (a one-to-one
-matching), so that ids mean the same thing across batches; a smaller batch keeps the vote.
+matching), so that ids mean the same thing across batches. A smaller run is clustered together
+with the bank's clips by their joint DTW graph, each cluster named by the bank cluster it overlaps
+most with: on the same splits, from 2 to 6 clips per cluster, that beat the vote on every task
+(:func:`bank_run_partition`).
 
 Pure numpy, no label read; the same raw-pose view and DTW kernel as training's graphs.
 
@@ -19,7 +22,7 @@ Pure numpy, no label read; the same raw-pose view and DTW kernel as training's g
   affinity, k-means of the embedding);
 - :func:`coassociation_embedding`: the consensus of partitions (training's refit uses it too);
 - :func:`batch_partition`: the whole step, from frames, embedding and vote to clusters and
-  confidence;
+  confidence; :func:`bank_run_partition`: a smaller run's, with the bank;
 - :class:`BatchStep`: that step as a model carries it (``ClusterModel.batch_step``), with
   :func:`encode_clips` / :func:`decode_clips` for the frames and embeddings a run's journal keeps.
 """
@@ -28,13 +31,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from codt_deploy.metrics import hungarian
 from codt_deploy.reference import (
     QUERY_CELLS_PER_CHUNK,
+    ReferenceBank,
     dtw_band,
     dtw_cross_distances,
     pose_frames,
@@ -191,16 +195,45 @@ def batch_partition(frames: np.ndarray, embedding: np.ndarray, vote_clusters: np
     members = [kmeans(spectral, num_clusters, seed)  # the seeds differ in k-means only
                for spectral in embeddings for seed in range(CONSENSUS_SEEDS)]
     labels = kmeans(coassociation_embedding(members, num_clusters), num_clusters)  # (N,)
-    overlap = np.zeros((num_clusters, num_clusters), np.int64)  # (batch cluster, model cluster)
-    np.add.at(overlap, (labels, np.asarray(vote_clusters, np.int64)), 1)
+    clusters = _named(labels, vote_clusters, num_clusters)  # (N,)
+    return clusters, _graph_confidence(graph, clusters) if n else np.zeros(0, np.float32)
+
+
+def bank_run_partition(bank: ReferenceBank, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster a run too small for its own graph (``frames`` (N, T, D), fewer than
+    :data:`MIN_CLIPS_PER_CLUSTER` per cluster) together with the model's reference ``bank``: the
+    consensus of :data:`CONSENSUS_SEEDS` spectral partitions of the exact DTW graph of the bank's
+    and the run's clips together, each cluster named by the bank cluster it overlaps most with
+    (one-to-one, Hungarian). Returns the run's clusters (N,) int64 and confidences (N,) float32
+    (the share of a clip's DTW-graph neighbours in its cluster)."""
+    r, k = len(bank), bank.num_clusters
+    union = np.concatenate([bank.frames, np.asarray(frames, np.float32)])  # (R + N, T, D)
+    graph = knn_graph(pairwise_dtw(union, bank.persons))  # (R + N, R + N)
+    spectral = spectral_embedding(graph, k)  # (R + N, K)
+    members = [kmeans(spectral, k, seed) for seed in range(CONSENSUS_SEEDS)]
+    labels = kmeans(coassociation_embedding(members, k), k)  # (R + N,)
+    clusters = _named(labels, np.concatenate([bank.clusters, np.full(len(union) - r, -1)]), k)
+    return clusters[r:], _graph_confidence(graph, clusters)[r:]
+
+
+def _named(labels: np.ndarray, model_clusters: np.ndarray, num_clusters: int) -> np.ndarray:
+    """``labels`` (N,) renamed to the model cluster each overlaps most with under
+    ``model_clusters`` (N,; rows of -1 count for none), one-to-one (Hungarian)."""
+    known = np.asarray(model_clusters, np.int64) >= 0
+    overlap = np.zeros((num_clusters, num_clusters), np.int64)  # (found cluster, model cluster)
+    np.add.at(overlap, (labels[known], np.asarray(model_clusters, np.int64)[known]), 1)
     rows, cols = hungarian(-overlap.astype(np.float64))
     rename = np.arange(num_clusters)
     rename[rows] = cols
-    clusters = rename[labels]  # (N,)
-    adjacency = graph > 0  # (N, N): neighbours either way, self included
+    return rename[labels].astype(np.int64)  # (N,)
+
+
+def _graph_confidence(graph: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """The share (N,) float32 of each clip's ``graph`` neighbours (either way, itself included)
+    in its own cluster."""
+    adjacency = graph > 0  # (N, N)
     same = adjacency & (clusters[:, None] == clusters[None, :])
-    confidence = same.sum(axis=1) / np.maximum(adjacency.sum(axis=1), 1)
-    return clusters.astype(np.int64), confidence.astype(np.float32) if n else np.zeros(0, np.float32)
+    return (same.sum(axis=1) / np.maximum(adjacency.sum(axis=1), 1)).astype(np.float32)
 
 
 def batch_applies(clips: int, num_clusters: int) -> bool:
@@ -243,6 +276,7 @@ class BatchStep:
     embedding_dim: int
     persons: int = 1  # M, the bodies in each clip's frames
     coordinates: int | None = None  # the coordinate channels the frames are made of
+    bank: ReferenceBank | None = field(default=None, compare=False, repr=False)  # for small runs
 
     def frames(self, poses: np.ndarray) -> np.ndarray:
         """Preprocessed ``poses`` (N, C, T, V, M) → DTW frames (N, T, D) float32, rounded to
@@ -255,15 +289,22 @@ class BatchStep:
         return np.asarray(embedding).astype(np.float16).astype(np.float32)
 
     def applies(self, clips: int) -> bool:
-        return batch_applies(clips, self.num_clusters)
+        """Whether a run of ``clips`` clips is clustered together: by its own graphs
+        (:func:`batch_applies`), or, smaller, with the bank (:func:`bank_run_partition`)."""
+        small = self.bank is not None and 1 <= clips < MIN_CLIPS_PER_CLUSTER * self.num_clusters
+        return small or batch_applies(clips, self.num_clusters)
 
     def cluster(self, frames: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Clusters and confidences (N,) of the whole batch, or None when the batch is too small
-        or too large for its own graph (the vote stands)."""
-        if not self.applies(len(frames)):
+        """Clusters and confidences (N,) of the whole run: :func:`batch_partition` from
+        :data:`MIN_CLIPS_PER_CLUSTER` clips per cluster, :func:`bank_run_partition` below it;
+        None when the run is too large (or, without a bank, too small): the vote stands."""
+        if batch_applies(len(frames), self.num_clusters):
+            return batch_partition(frames, embedding, vote_clusters, self.num_clusters,
+                                   self.persons)
+        if not self.applies(len(frames)) or self.bank is None:
             return None
-        return batch_partition(frames, embedding, vote_clusters, self.num_clusters, self.persons)
+        return bank_run_partition(self.bank, frames)
 
     def cluster_poses(self, poses: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray] | None:

@@ -170,7 +170,7 @@ class ClusterModel:
         self.batch_step = (None if self.bank is None or assignment == "reference" else
                            BatchStep(self.num_clusters, self.bank.velocity_weight,
                                      self.bank.frames.shape[1:], self.manifest.embedding_dim,
-                                     self.bank.persons, self.bank.coordinates))
+                                     self.bank.persons, self.bank.coordinates, self.bank))
         log.info("loaded model %s (%s) on %s, %d intra-op threads", self.manifest.name,
                  self.resolved.onnx_path, ", ".join(self.session.get_providers()),
                  session_options(threads).intra_op_num_threads)
@@ -248,10 +248,11 @@ class ClusterModel:
 
     def cluster(self, batch: np.ndarray) -> Prediction:
         """Cluster a preprocessed batch ``(N, C, T, V, M)`` as a whole: :meth:`predict`, then with
-        the ``batch`` assignment, when the batch holds enough clips
-        (:func:`codt_deploy.batch.batch_applies`), the clusters of its own graphs (DTW, and the
-        network's embedding beside it) named by the vote, and as confidence the share of each
-        clip's DTW-graph neighbours in its cluster."""
+        the ``batch`` assignment (:class:`codt_deploy.batch.BatchStep`) the clusters of its own
+        graphs (DTW, and the network's embedding beside it) named by the vote when it holds enough
+        clips (:func:`codt_deploy.batch.batch_applies`), else of its and the reference bank's clips
+        together, named by the bank; as confidence the share of each clip's DTW-graph neighbours in
+        its cluster."""
         prediction = self.predict(batch)
         if self.batch_step is None:
             return prediction

@@ -28,7 +28,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from codt_deploy.batch import MAX_BATCH_CLIPS, BatchStep, decode_clips, encode_clips
+from codt_deploy.batch import (
+    MAX_BATCH_CLIPS,
+    BatchStep,
+    batch_applies,
+    decode_clips,
+    encode_clips,
+)
 from codt_deploy.errors import CodtError
 from codt_deploy.infer import ClusterModel, predict_blocks, prepare_sequence
 from codt_deploy.layouts import Layout, custom_layouts, register_layout
@@ -301,7 +307,9 @@ class BatchFinisher:
         together = self.step.cluster(frames, embedding, np.asarray(clusters, np.int64))
         if together is None:
             return None
-        log.info("%d clips clustered together by their own DTW graph", len(frame_texts))
+        log.info("%d clips clustered together%s", len(frame_texts),
+                 "" if batch_applies(len(frame_texts), self.step.num_clusters)
+                 else " with the model's reference bank (fewer than 8 per cluster)")
         out = []
         for cluster, confidence in zip(*together):
             row: Row = {"cluster": int(cluster)}

@@ -13,6 +13,8 @@ import pytest
 from codt_deploy.batch import (
     MAX_BATCH_CLIPS,
     MIN_CLIPS_PER_CLUSTER,
+    BatchStep,
+    bank_run_partition,
     batch_applies,
     batch_partition,
     coassociation_embedding,
@@ -105,7 +107,8 @@ def test_clips_round_trip_through_journal_text_and_a_wrong_size_is_refused():
         decode_clips(texts, frames.shape[1:], 7)
 
 
-def test_cluster_runs_the_batch_step_on_a_large_enough_batch_only(banked_model, tiny_torch_network):  # noqa: F811
+def test_cluster_runs_the_batch_step_on_a_large_batch_and_with_the_bank_below(  # noqa: F811
+        banked_model, tiny_torch_network):  # noqa: F811
     from codt_deploy.infer import ClusterModel
 
     _, poses = tiny_torch_network  # 40 clips, K = 5: exactly 8 per cluster
@@ -117,8 +120,10 @@ def test_cluster_runs_the_batch_step_on_a_large_enough_batch_only(banked_model, 
     embedding = voted.embedding.astype(np.float16).astype(np.float32)
     expected, _ = batch_partition(frames, embedding, voted.clusters, model.num_clusters)
     assert together.clusters.tolist() == expected.tolist()
-    small = model.cluster(poses[:39])  # below 8 per cluster: the vote stands
-    assert small.clusters.tolist() == model.predict(poses[:39]).clusters.tolist()
+    small = model.cluster(poses[:39])  # below 8 per cluster: clustered with the bank
+    assert model.bank is not None
+    expected_small, _ = bank_run_partition(model.bank, frames[:39])
+    assert small.clusters.tolist() == expected_small.tolist()
     vote_only = ClusterModel(banked_model.onnx_path, threads=1, assignment="reference")
     assert vote_only.assignment == "reference"
     assert vote_only.cluster(poses).clusters.tolist() == voted.clusters.tolist()
@@ -193,3 +198,17 @@ def test_a_run_past_the_limit_keeps_its_votes_and_says_so(banked_model, tmp_path
     votes = model.predict(np.stack([model.prepare(s) for s in seqs])).clusters.tolist()
     assert [int(r["cluster"]) for r in journal_free] == votes
     assert "more than the 30 that are clustered together" in caplog.text
+
+
+def test_a_small_run_clustered_with_the_bank_takes_the_bank_cluster_of_its_kind():
+    from codt_deploy.reference import make_bank
+
+    train, kinds = _motions(12, seed=3)  # (24, ...): two kinds of motion
+    bank = make_bank(train, 1 - kinds, 2)  # the model calls kind 0 cluster 1 and kind 1 cluster 0
+    run, run_kinds = _motions(2, seed=4)  # 4 new clips, far fewer than 8 per cluster
+    clusters, confidence = bank_run_partition(bank, pose_frames(run, 0.5))
+    assert clusters.tolist() == (1 - run_kinds).tolist()
+    assert confidence.shape == (4,) and ((confidence > 0) & (confidence <= 1)).all()
+    step = BatchStep(2, 0.5, bank.frames.shape[1:], 6, bank=bank)
+    assert step.applies(1) and step.applies(15)
+    assert not BatchStep(2, 0.5, bank.frames.shape[1:], 6).applies(15)  # without a bank: the vote
