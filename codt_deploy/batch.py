@@ -290,8 +290,11 @@ class BatchStep:
 
     def applies(self, clips: int) -> bool:
         """Whether a run of ``clips`` clips is clustered together: by its own graphs
-        (:func:`batch_applies`), or, smaller, with the bank (:func:`bank_run_partition`)."""
-        small = self.bank is not None and 1 <= clips < MIN_CLIPS_PER_CLUSTER * self.num_clusters
+        (:func:`batch_applies`), or, smaller, with the bank (:func:`bank_run_partition`) while the
+        bank and the run together hold at most :data:`MAX_BATCH_CLIPS` clips (the (N, N) graph's
+        memory; a larger bank's small runs keep their votes)."""
+        small = (self.bank is not None and 1 <= clips < MIN_CLIPS_PER_CLUSTER * self.num_clusters
+                 and len(self.bank) + clips <= MAX_BATCH_CLIPS)
         return small or batch_applies(clips, self.num_clusters)
 
     def cluster(self, frames: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray

@@ -212,3 +212,15 @@ def test_a_small_run_clustered_with_the_bank_takes_the_bank_cluster_of_its_kind(
     step = BatchStep(2, 0.5, bank.frames.shape[1:], 6, bank=bank)
     assert step.applies(1) and step.applies(15)
     assert not BatchStep(2, 0.5, bank.frames.shape[1:], 6).applies(15)  # without a bank: the vote
+
+
+def test_a_bank_too_large_to_join_leaves_small_runs_their_votes(monkeypatch):
+    import codt_deploy.batch as batch
+    from codt_deploy.reference import make_bank
+
+    train, kinds = _motions(12, seed=3)  # a bank of 24 clips
+    step = BatchStep(2, 0.5, (30, 24), 6, bank=make_bank(train, kinds, 2))
+    assert step.applies(3)
+    monkeypatch.setattr(batch, "MAX_BATCH_CLIPS", 25)  # the bank and a run of 2 clips at most
+    assert step.applies(1) and not step.applies(2)
+    assert step.cluster(np.zeros((2, 30, 24), np.float32), np.zeros((2, 6)), np.zeros(2, int)) is None
