@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = target_clips(task_dir)
     n_eval = len(clips["held-out"][0])
     baselines = baseline_rows(clips, num_clusters, 2 if args.smoke else 5,
-                              3 if task.channels == "xyz" else 2)
+                              task.preprocess[task.specific].coordinate_channels)
     for row in baselines:
         print(f"{row['method']}: ACC {row['acc'][0]:.1f} NMI {row['nmi'][0]:.1f} "
               f"ARI {row['ari'][0]:.1f}", flush=True)

@@ -191,10 +191,7 @@ def batch_partition(frames: np.ndarray, embedding: np.ndarray, vote_clusters: np
     graph = knn_graph(pairwise_dtw(frames, persons))  # (N, N)
     unit = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     joined = graph + EMBEDDING_WEIGHT * knn_graph(1.0 - unit @ unit.T)  # (N, N)
-    embeddings = [spectral_embedding(g, num_clusters) for g in (graph, joined)]  # 2 × (N, K)
-    members = [kmeans(spectral, num_clusters, seed)  # the seeds differ in k-means only
-               for spectral in embeddings for seed in range(CONSENSUS_SEEDS)]
-    labels = kmeans(coassociation_embedding(members, num_clusters), num_clusters)  # (N,)
+    labels = _consensus([graph, joined], num_clusters)  # (N,)
     clusters = _named(labels, vote_clusters, num_clusters)  # (N,)
     return clusters, _graph_confidence(graph, clusters) if n else np.zeros(0, np.float32)
 
@@ -209,11 +206,18 @@ def bank_run_partition(bank: ReferenceBank, frames: np.ndarray) -> tuple[np.ndar
     r, k = len(bank), bank.num_clusters
     union = np.concatenate([bank.frames, np.asarray(frames, np.float32)])  # (R + N, T, D)
     graph = knn_graph(pairwise_dtw(union, bank.persons))  # (R + N, R + N)
-    spectral = spectral_embedding(graph, k)  # (R + N, K)
-    members = [kmeans(spectral, k, seed) for seed in range(CONSENSUS_SEEDS)]
-    labels = kmeans(coassociation_embedding(members, k), k)  # (R + N,)
+    labels = _consensus([graph], k)  # (R + N,)
     clusters = _named(labels, np.concatenate([bank.clusters, np.full(len(union) - r, -1)]), k)
     return clusters[r:], _graph_confidence(graph, clusters)[r:]
+
+
+def _consensus(graphs: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Labels (N,): k-means of the :func:`coassociation_embedding` of :data:`CONSENSUS_SEEDS`
+    k-means partitions of each graph's :func:`spectral_embedding` (computed once per graph; the
+    seeds differ in k-means only)."""
+    embeddings = [spectral_embedding(graph, k) for graph in graphs]  # each (N, K)
+    members = [kmeans(spectral, k, seed) for spectral in embeddings for seed in range(CONSENSUS_SEEDS)]
+    return kmeans(coassociation_embedding(members, k), k)
 
 
 def _named(labels: np.ndarray, model_clusters: np.ndarray, num_clusters: int) -> np.ndarray:
@@ -277,6 +281,13 @@ class BatchStep:
     persons: int = 1  # M, the bodies in each clip's frames
     coordinates: int | None = None  # the coordinate channels the frames are made of
     bank: ReferenceBank | None = field(default=None, compare=False, repr=False)  # for small runs
+
+    @classmethod
+    def of_bank(cls, bank: ReferenceBank, embedding_dim: int) -> BatchStep:
+        """The batch step of a model whose reference bank is ``bank`` and whose network embeds a
+        clip in ``embedding_dim`` values: the bank's clusters, frames and bodies."""
+        return cls(bank.num_clusters, bank.velocity_weight, bank.frames.shape[1:], embedding_dim,
+                   bank.persons, bank.coordinates, bank)
 
     def frames(self, poses: np.ndarray) -> np.ndarray:
         """Preprocessed ``poses`` (N, C, T, V, M) → DTW frames (N, T, D) float32, rounded to

@@ -168,9 +168,7 @@ class ClusterModel:
         self._check_outputs()
         self.bank = self._load_bank(assignment)
         self.batch_step = (None if self.bank is None or assignment == "reference" else
-                           BatchStep(self.num_clusters, self.bank.velocity_weight,
-                                     self.bank.frames.shape[1:], self.manifest.embedding_dim,
-                                     self.bank.persons, self.bank.coordinates, self.bank))
+                           BatchStep.of_bank(self.bank, self.manifest.embedding_dim))
         log.info("loaded model %s (%s) on %s, %d intra-op threads", self.manifest.name,
                  self.resolved.onnx_path, ", ".join(self.session.get_providers()),
                  session_options(threads).intra_op_num_threads)

@@ -30,6 +30,7 @@ import numpy as np
 
 from codt_deploy.batch import (
     MAX_BATCH_CLIPS,
+    MIN_CLIPS_PER_CLUSTER,
     BatchStep,
     batch_applies,
     decode_clips,
@@ -309,7 +310,8 @@ class BatchFinisher:
             return None
         log.info("%d clips clustered together%s", len(frame_texts),
                  "" if batch_applies(len(frame_texts), self.step.num_clusters)
-                 else " with the model's reference bank (fewer than 8 per cluster)")
+                 else f" with the model's reference bank (fewer than {MIN_CLIPS_PER_CLUSTER} per "
+                      "cluster)")
         out = []
         for cluster, confidence in zip(*together):
             row: Row = {"cluster": int(cluster)}

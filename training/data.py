@@ -124,7 +124,7 @@ def load_task_data(task_dir: str | Path, config: TrainConfig) -> TrainingData:
         num_clusters=config.model.clusters_for(task.num_clusters),
         num_source_classes=len(task.source_class_names),
         in_channels=int(source.data.shape[1]),
-        coordinates=3 if task.channels == "xyz" else 2,
+        coordinates=task.preprocess[specific].coordinate_channels,
     )
     labels = data.source.labels
     if len(labels) == 0 or labels.min() < 0 or labels.max() >= data.num_source_classes:

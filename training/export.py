@@ -295,8 +295,7 @@ def _write_reference(onnx_path: Path, reference_poses: np.ndarray, eval_poses: n
     bank = make_bank(train, head_clusters, k, coordinates)
     save_bank(bank, bank_path)
     voted, _ = bank.assign(eval_poses)  # (N,)
-    step = BatchStep(k, bank.velocity_weight, bank.frames.shape[1:], eval_embedding.shape[1],
-                     bank.persons, bank.coordinates, bank)
+    step = BatchStep.of_bank(bank, eval_embedding.shape[1])
     together = step.cluster_poses(eval_poses, eval_embedding, voted)
     spec = ReferenceSpec(file=bank_path.name, sha256=sha256_file(bank_path), clips=len(bank),
                          neighbours=bank.neighbours, candidates=bank.candidates)
