@@ -3,6 +3,7 @@
     python -m benchmarks.batch_step --task benchmarks/tasks/ucla2msr-xsub.yaml --runs RUNS
     python -m benchmarks.batch_step --task benchmarks/tasks/ucla2utk-xsub.yaml --runs RUNS --per 2 4 8
     python -m benchmarks.batch_step --cost 1000 3000      # its CPU time and memory on random clips
+    python -m benchmarks.batch_step --small-run-cost 300 1000 3000   # a small run's, by bank size
 
 For each finished run under ``RUNS`` (``RUNS/<variant>/seed<s>/exported``, as the harness leaves
 them) and each batch size of ``--per`` clips per cluster, ``--draws`` random sub-batches of the
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost", type=int, nargs="+", metavar="N",
                         help="instead: the batch step's CPU time and peak memory on N random clips "
                              "(T = 50, D = 120, a 256-d embedding, K = 20)")
+    parser.add_argument("--small-run-cost", type=int, nargs="+", metavar="R",
+                        help="instead: the CPU time of a small run (40 random clips) with a bank "
+                             "of R random clips, the model's first run and each later one")
     parser.add_argument("--per", type=int, nargs="+", default=[2, 4, 6, 8, 10, 12],
                         help="batch sizes, in clips per cluster")
     parser.add_argument("--draws", type=int, default=6)
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cost:
         return cost(args.cost)
+    if args.small_run_cost:
+        return small_run_cost(args.small_run_cost)
     if not (args.task and args.runs):
         parser.error("--task and --runs are needed (or --cost N ...)")
 
@@ -137,6 +143,31 @@ def cost(sizes: list[int]) -> int:
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux
         print(f"{n} clips: {time.process_time() - started:.1f} s of CPU, peak memory {peak_gb:.2f} GB",
               flush=True)
+    return 0
+
+
+def small_run_cost(bank_sizes: list[int], run: int = 40) -> int:
+    """Print the CPU seconds of a small run of ``run`` clips clustered with a bank of each size:
+    the first run of a model (the bank's own nearest neighbours computed, R² / 2 DTW pairs, as
+    every run cost before the table was kept) and each later one (the table kept by the model's
+    :class:`codt_deploy.batch.BatchStep`), and their ratio, measured in the same run."""
+    from codt_deploy.batch import bank_neighbours, bank_run_partition
+    from codt_deploy.reference import ReferenceBank
+
+    rng = np.random.default_rng(0)
+    for r in sorted(bank_sizes):
+        bank = ReferenceBank(rng.normal(size=(r, 50, 120)).astype(np.float32),  # (R, T, D)
+                             rng.integers(0, 20, r), 20)
+        frames = rng.normal(size=(run, 50, 120)).astype(np.float32)  # (N, T, D)
+        started = time.process_time()
+        table = bank_neighbours(bank)
+        bank_run_partition(bank, frames, table)
+        first = time.process_time() - started
+        started = time.process_time()
+        bank_run_partition(bank, frames, table)
+        later = time.process_time() - started
+        print(f"a bank of {r} clips, a run of {run}: the first run {first:.2f} s of CPU, each later "
+              f"run {later:.2f} s ({first / later:.1f}x faster)", flush=True)
     return 0
 
 

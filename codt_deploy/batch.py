@@ -22,7 +22,8 @@ Pure numpy, no label read; the same raw-pose view and DTW kernel as training's g
   affinity, k-means of the embedding);
 - :func:`coassociation_embedding`: the consensus of partitions (training's refit uses it too);
 - :func:`batch_partition`: the whole step, from frames, embedding and vote to clusters and
-  confidence; :func:`bank_run_partition`: a smaller run's, with the bank;
+  confidence; :func:`bank_run_partition`: a smaller run's, with the bank (:func:`bank_neighbours`:
+  what it needs of the bank's own pairs, computed once per model);
 - :class:`BatchStep`: that step as a model carries it (``ClusterModel.batch_step``), with
   :func:`encode_clips` / :func:`decode_clips` for the frames and embeddings a run's journal keeps.
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -196,18 +198,45 @@ def batch_partition(frames: np.ndarray, embedding: np.ndarray, vote_clusters: np
     return clusters, _graph_confidence(graph, clusters) if n else np.zeros(0, np.float32)
 
 
-def bank_run_partition(bank: ReferenceBank, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bank_neighbours(bank: ReferenceBank, neighbours: int = GRAPH_NEIGHBOURS
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Each bank clip's ``neighbours`` - 1 nearest other bank clips under DTW (ties to the lower
+    row, as :func:`knn_graph`): rows (R, n) int64 and distances (R, n) float64, n = min(neighbours
+    - 1, R - 1). All a small run's joint graph needs of the bank's own pairs: a run's clips can
+    only push a bank clip's farther bank neighbours out (:func:`bank_run_partition`). Costs the
+    bank's R² / 2 DTW pairs, so a model computes it once (:class:`BatchStep`)."""
+    r = len(bank)
+    distances = pairwise_dtw(bank.frames, bank.persons)  # (R, R)
+    ranked = distances + np.diag(np.full(r, np.inf))  # (R, R): itself last
+    nearest = np.argsort(ranked, axis=1, kind="stable")[:, :max(0, min(neighbours - 1, r - 1))]
+    return nearest, np.take_along_axis(distances, nearest, axis=1)  # (R, n) each
+
+
+def bank_run_partition(bank: ReferenceBank, frames: np.ndarray,
+                       neighbours: tuple[np.ndarray, np.ndarray] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster a run too small for its own graph (``frames`` (N, T, D), fewer than
     :data:`MIN_CLIPS_PER_CLUSTER` per cluster) together with the model's reference ``bank``: the
     consensus of :data:`CONSENSUS_SEEDS` spectral partitions of the exact DTW graph of the bank's
     and the run's clips together, each cluster named by the bank cluster it overlaps most with
-    (one-to-one, Hungarian). Returns the run's clusters (N,) int64 and confidences (N,) float32
-    (the share of a clip's DTW-graph neighbours in its cluster)."""
+    (one-to-one, Hungarian). ``neighbours``: :func:`bank_neighbours` of the bank, computed here
+    when not given. Returns the run's clips' clusters (N,) int64 and confidences (N,) float32 (the
+    share of a clip's DTW-graph neighbours in its cluster)."""
     r, k = len(bank), bank.num_clusters
-    union = np.concatenate([bank.frames, np.asarray(frames, np.float32)])  # (R + N, T, D)
-    graph = knn_graph(pairwise_dtw(union, bank.persons))  # (R + N, R + N)
+    frames = np.asarray(frames, np.float32)
+    rows, nearest = bank_neighbours(bank) if neighbours is None else neighbours  # (R, n) each
+    # The joint distances (R + N, R + N): of the bank's own pairs only each clip's nearest (the
+    # others, infinite, are never among a bank clip's kNN in the joint graph), every pair with or
+    # within the run.
+    distances = np.full((r + len(frames),) * 2, np.inf)
+    np.put_along_axis(distances[:r, :r], rows, nearest, axis=1)
+    distances[np.arange(r), np.arange(r)] = 0.0
+    across = bank.distances(frames)  # (N, R)
+    distances[r:, :r], distances[:r, r:] = across, across.T
+    distances[r:, r:] = pairwise_dtw(frames, bank.persons)  # (N, N)
+    graph = knn_graph(distances)  # (R + N, R + N)
     labels = _consensus([graph], k)  # (R + N,)
-    clusters = _named(labels, np.concatenate([bank.clusters, np.full(len(union) - r, -1)]), k)
+    clusters = _named(labels, np.concatenate([bank.clusters, np.full(len(frames), -1)]), k)
     return clusters[r:], _graph_confidence(graph, clusters)[r:]
 
 
@@ -304,9 +333,24 @@ class BatchStep:
         (:func:`batch_applies`), or, smaller, with the bank (:func:`bank_run_partition`) while the
         bank and the run together hold at most :data:`MAX_BATCH_CLIPS` clips (the (N, N) graph's
         memory; a larger bank's small runs keep their votes)."""
-        small = (self.bank is not None and 1 <= clips < MIN_CLIPS_PER_CLUSTER * self.num_clusters
-                 and len(self.bank) + clips <= MAX_BATCH_CLIPS)
-        return small or batch_applies(clips, self.num_clusters)
+        return self.declines(clips) is None
+
+    def declines(self, clips: int) -> str | None:
+        """Why a run of ``clips`` clips keeps its votes instead (a sentence), or None when it is
+        clustered together (:meth:`applies`)."""
+        if clips < 1 or batch_applies(clips, self.num_clusters):
+            return None if clips else "no clips"
+        if clips > MAX_BATCH_CLIPS:
+            return (f"{clips} clips, more than the {MAX_BATCH_CLIPS} that are clustered together "
+                    "(run them in smaller parts to have them clustered together)")
+        if self.bank is None:
+            return (f"{clips} clips, fewer than {MIN_CLIPS_PER_CLUSTER} per cluster, and the model "
+                    "has no reference bank to cluster them with")
+        if len(self.bank) + clips > MAX_BATCH_CLIPS:
+            return (f"{clips} clips, fewer than {MIN_CLIPS_PER_CLUSTER} per cluster, and the "
+                    f"model's reference bank of {len(self.bank)} clips is too large to cluster "
+                    f"them with (at most {MAX_BATCH_CLIPS} clips together)")
+        return None
 
     def cluster(self, frames: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -318,7 +362,14 @@ class BatchStep:
                                    self.persons)
         if not self.applies(len(frames)) or self.bank is None:
             return None
-        return bank_run_partition(self.bank, frames)
+        return bank_run_partition(self.bank, frames, self.bank_neighbour_table)
+
+    @cached_property
+    def bank_neighbour_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`bank_neighbours` of the bank, computed at the first small run (the bank's own
+        DTW pairs, the larger part of a small run's cost), kept for the next."""
+        assert self.bank is not None
+        return bank_neighbours(self.bank)
 
     def cluster_poses(self, poses: np.ndarray, embedding: np.ndarray, vote_clusters: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray] | None:

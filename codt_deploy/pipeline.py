@@ -290,11 +290,10 @@ class BatchFinisher:
     name_columns: dict[str, tuple[str, ...]]
 
     def applies(self, rows: int) -> bool:
-        if rows > MAX_BATCH_CLIPS:
-            log.warning("%d clips in this run, more than the %d that are clustered together: each "
-                        "keeps its vote (run them in smaller parts to have them clustered "
-                        "together)", rows, MAX_BATCH_CLIPS)
-        return self.step.applies(rows)
+        reason = self.step.declines(rows)
+        if reason is not None and rows:
+            log.warning("each clip keeps its vote: %s", reason)
+        return reason is None
 
     def overrides(self, frame_texts: list[str], clusters: list[int]) -> list[Row] | None:
         """Per row (in order) the new ``cluster``, its name columns and ``confidence``; None when

@@ -261,19 +261,23 @@ class ReferenceBank:
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
-    def nearest(self, frames: np.ndarray) -> np.ndarray:
-        """The bank rows (N, k) nearest each of ``frames`` (N, T, D) under DTW, nearest first
-        (ties to the lower row): every bank clip's distance, all pairs at once
-        (:func:`dtw_cross_distances`)."""
+    def distances(self, frames: np.ndarray) -> np.ndarray:
+        """The DTW distances (N, R) of clips ``frames`` (N, T, D) to every bank clip, all pairs at
+        once (:func:`dtw_cross_distances`), in chunks of queries."""
         n, t = frames.shape[:2]
         if frames.shape[1:] != self.frames.shape[1:]:
             raise ValueError(f"clips of frames {frames.shape[1:]} for a bank of {self.frames.shape[1:]}")
-        r, k = len(self), min(self.neighbours, len(self))
+        r = len(self)
         step = max(1, QUERY_CELLS_PER_CHUNK // r)  # queries at once
-        distance = np.concatenate([
+        return np.concatenate([
             dtw_cross_distances(frames[start:start + step], self.frames, dtw_band(t), self.persons)
             for start in range(0, n, step)]) if n else np.zeros((0, r))  # (N, R)
-        return np.argsort(distance, axis=1, kind="stable")[:, :k]  # (N, k)
+
+    def nearest(self, frames: np.ndarray) -> np.ndarray:
+        """The bank rows (N, k) nearest each of ``frames`` (N, T, D) under DTW, nearest first
+        (ties to the lower row): every bank clip's distance (:meth:`distances`)."""
+        k = min(self.neighbours, len(self))
+        return np.argsort(self.distances(frames), axis=1, kind="stable")[:, :k]  # (N, k)
 
     def assign(self, poses: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Clusters (N,) and vote shares (N, K) of preprocessed ``poses`` (N, C, T, V, M), in

@@ -224,3 +224,30 @@ def test_a_bank_too_large_to_join_leaves_small_runs_their_votes(monkeypatch):
     monkeypatch.setattr(batch, "MAX_BATCH_CLIPS", 25)  # the bank and a run of 2 clips at most
     assert step.applies(1) and not step.applies(2)
     assert step.cluster(np.zeros((2, 30, 24), np.float32), np.zeros((2, 6)), np.zeros(2, int)) is None
+    assert "reference bank of 24 clips is too large" in step.declines(2)
+    assert step.declines(1) is None
+
+
+def test_a_small_run_needs_of_the_bank_only_its_clips_nearest_neighbours():
+    """The joint graph from the bank's neighbour table equals the one from every joint pair."""
+    from codt_deploy.batch import bank_neighbours, knn_graph, pairwise_dtw
+    from codt_deploy.reference import make_bank
+
+    train, kinds = _motions(12, seed=5)
+    bank = make_bank(train, kinds, 2)  # 24 clips
+    run = pose_frames(_motions(3, seed=6)[0], 0.5)  # (6, T, D)
+    rows, distances = bank_neighbours(bank)
+    assert rows.shape == distances.shape == (24, 9) and (rows != np.arange(24)[:, None]).all()
+    full = pairwise_dtw(np.concatenate([bank.frames, run]))  # (30, 30)
+    np.testing.assert_allclose(distances, np.take_along_axis(full[:24, :24], rows, axis=1),
+                               rtol=1e-5)
+    step = BatchStep(2, 0.5, bank.frames.shape[1:], 6, bank=bank)
+    clusters, confidence = step.cluster(run, np.zeros((6, 6)), np.zeros(6, int))
+    assert step.bank_neighbour_table is step.bank_neighbour_table  # computed once
+    assert clusters.tolist() == bank_run_partition(bank, run, (rows, distances))[0].tolist()
+    from codt_deploy.batch import _consensus, _graph_confidence, _named
+
+    graph = knn_graph(full)  # every joint pair's distance, as before the table
+    every_pair = _named(_consensus([graph], 2), np.concatenate([bank.clusters, -np.ones(6, int)]), 2)
+    assert clusters.tolist() == every_pair[24:].tolist()
+    np.testing.assert_allclose(confidence, _graph_confidence(graph, every_pair)[24:])
