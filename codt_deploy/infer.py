@@ -256,6 +256,8 @@ class ClusterModel:
             return prediction
         together = self.batch_step.cluster_poses(batch, prediction.embedding, prediction.clusters)
         if together is None:
+            if len(batch):
+                log.warning("each clip keeps its vote: %s", self.batch_step.declines(len(batch)))
             return prediction
         clusters, confidence = together
         return Prediction(clusters=clusters, confidence=confidence,

@@ -251,3 +251,17 @@ def test_a_small_run_needs_of_the_bank_only_its_clips_nearest_neighbours():
     every_pair = _named(_consensus([graph], 2), np.concatenate([bank.clusters, -np.ones(6, int)]), 2)
     assert clusters.tolist() == every_pair[24:].tolist()
     np.testing.assert_allclose(confidence, _graph_confidence(graph, every_pair)[24:])
+
+
+def test_cluster_of_a_small_run_a_large_bank_cannot_join_keeps_the_votes_and_says_so(
+        banked_model, tiny_torch_network, monkeypatch, caplog):  # noqa: F811
+    import codt_deploy.batch as batch
+    from codt_deploy.infer import ClusterModel
+
+    _, poses = tiny_torch_network
+    model = ClusterModel(banked_model.onnx_path, threads=1)
+    assert model.bank is not None
+    monkeypatch.setattr(batch, "MAX_BATCH_CLIPS", len(model.bank) + 2)  # a run of 3 is too many
+    small = model.cluster(poses[:3])
+    assert small.clusters.tolist() == model.predict(poses[:3]).clusters.tolist()
+    assert f"reference bank of {len(model.bank)} clips is too large" in caplog.text
