@@ -31,6 +31,7 @@ import contextlib
 import datetime as dt
 import importlib.metadata
 import io
+import json
 import logging
 import math
 import os
@@ -706,6 +707,20 @@ def nearest_source_classes(model: CoDTModel, shared_poses: np.ndarray, clusters:
     return [str(source_classes[int(row.argmax())]) if row.sum() > 0 else "" for row in totals]
 
 
+def _refit_feature_agreement(run_dir: Path) -> float | None:
+    """The consensus refit's ``refit/feature_agreement`` of a run: from ``refit.json`` (a run
+    refitted by ``python -m training.labelfree``) or the last record of ``metrics.jsonl`` that
+    has it; None for a run without it (no refit, or one from before it was recorded)."""
+    refit = run_dir / "refit.json"
+    records = [json.loads(refit.read_text())] if refit.is_file() else []
+    metrics = run_dir / "metrics.jsonl"
+    if not records and metrics.is_file():
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    values = [r["refit/feature_agreement"] for r in records
+              if isinstance(r.get("refit/feature_agreement"), (int, float))]
+    return float(values[-1]) if values else None
+
+
 def load_run(run_dir: Path, checkpoint: str | None = None):
     """(config, task info, CoDTModel with the weights of ``checkpoint`` in eval mode, checkpoint
     path) of a run; ``checkpoint`` is a file name in its checkpoints folder, default the final one."""
@@ -756,6 +771,9 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
                                  if value and (key != "folders" or split["mode"] == "folders")},
                 "target_clips": None if train_poses is None else int(len(train_poses)),
                 "labelfree": config.labelfree.model_dump(mode="json")}
+    agreement = _refit_feature_agreement(run_dir)
+    if agreement is not None:  # which members the refit took (docs/METHOD.md §15.4)
+        training["refit_feature_agreement"] = round(agreement, 4)
     results = [export_network(
         net, EvalSet(np.asarray(eval_specific.data), eval_specific.labels,
                      eval_specific.class_names),

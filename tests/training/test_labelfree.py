@@ -3,6 +3,7 @@ from them, and the hooks that training calls (anchors, precise BatchNorm, the he
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codt_deploy.batch import EMBEDDING_WEIGHT
 from training.baselines import BASELINES, raw_pose_baselines
 from training.config import from_dict
 from training.data import derive_seed, load_task_data
@@ -27,14 +29,16 @@ from training.labelfree.hooks import (
 from training.labelfree.partition import (
     CONSENSUS_SEEDS,
     CONSENSUS_WEIGHT_FACTORS,
+    FEATURE_AGREEMENT_FLOOR,
     aligned_labels,
     anchor_partition,
     consensus_labels,
+    graph_agreement,
     refit_members,
     refit_partition,
     spectral_labels,
 )
-from training.labelfree.views import flattened_poses, raw_pose_graph
+from training.labelfree.views import flattened_poses, knn_affinity, raw_pose_graph
 from training.model import build_model
 from training.run import build, train
 
@@ -112,10 +116,12 @@ def test_consensus_labels_refuse_bad_input():
         consensus_labels([np.zeros(5, dtype=int)], 2)  # one cluster in all, k = 2
 
 
-def test_refit_members_are_the_documented_graph_mixes():
+def test_refit_members_are_the_documented_graph_mixes_when_the_features_agree_with_the_raw_graph():
     features, truth = _blobs()
-    raw_rows = _blobs(seed=3)[0]  # another view with the same memberships
-    members = refit_members(features, raw_rows, 4, seed=5, feature_weight=0.5)
+    raw_rows = features + 1e-3 * _blobs(seed=3)[0]  # a raw view with the features' neighbours
+    members, agreement = refit_members(features, raw_rows, 4, seed=5, feature_weight=0.5)
+    assert agreement == graph_agreement(knn_affinity(features), knn_affinity(raw_rows))
+    assert agreement >= FEATURE_AGREEMENT_FLOOR
     assert len(members) == CONSENSUS_SEEDS * (2 + len(CONSENSUS_WEIGHT_FACTORS))
     for offset in range(CONSENSUS_SEEDS):
         seed = 5 + offset
@@ -125,18 +131,40 @@ def test_refit_members_are_the_documented_graph_mixes():
         for member, factor in zip(found[2:], CONSENSUS_WEIGHT_FACTORS):
             expected = spectral_labels([features, raw_rows], 4, seed=seed, weights=[factor * 0.5, 1.0])
             np.testing.assert_array_equal(member, expected)
-    labels = refit_partition(features, raw_rows, 4, seed=5)
+    labels, recorded = refit_partition(features, raw_rows, 4, seed=5)
     np.testing.assert_array_equal(labels, consensus_labels(members, 4, 5))
-    assert _same_grouping(labels, truth)
-    assert len(refit_members(features, None, 4, seed=5)) == CONSENSUS_SEEDS  # no raw view
+    assert recorded == agreement and _same_grouping(labels, truth)
+    alone, no_agreement = refit_members(features, None, 4, seed=5)  # no raw view
+    assert len(alone) == CONSENSUS_SEEDS and np.isnan(no_agreement)
 
 
-def test_the_refit_partition_keeps_what_the_raw_graph_carries_against_noisy_features():
+def test_the_raw_graph_leads_the_refit_when_the_features_disagree_with_it():
     _, truth = _blobs()
     noise = np.random.default_rng(2).normal(size=(len(truth), 256))
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     raw_rows = _blobs(seed=3)[0]  # the raw view holds the memberships, the features do not
-    assert _same_grouping(refit_partition(noise, raw_rows, 4, seed=0), truth)
+    members, agreement = refit_members(noise, raw_rows, 4, seed=0)
+    assert agreement < FEATURE_AGREEMENT_FLOOR
+    assert len(members) == 2 * CONSENSUS_SEEDS  # the raw graph alone, and with the features at ¼
+    for offset in range(CONSENSUS_SEEDS):
+        np.testing.assert_array_equal(members[2 * offset],
+                                      spectral_labels([raw_rows], 4, seed=offset))
+        np.testing.assert_array_equal(
+            members[2 * offset + 1],
+            spectral_labels([noise, raw_rows], 4, seed=offset, weights=[EMBEDDING_WEIGHT, 1.0]))
+    assert _same_grouping(refit_partition(noise, raw_rows, 4, seed=0)[0], truth)
+
+
+def test_graph_agreement_is_the_share_of_feature_links_the_raw_graph_holds():
+    from scipy import sparse
+
+    ring = sparse.csr_matrix(np.eye(6) + np.eye(6, k=1) + np.eye(6, k=-1))  # links 0-1 … 4-5
+    half = sparse.csr_matrix(np.eye(6) + np.diag([1.0, 0, 1.0, 0, 1.0], 1) +
+                             np.diag([1.0, 0, 1.0, 0, 1.0], -1))  # 0-1, 2-3, 4-5
+    assert graph_agreement(ring, ring) == 1.0
+    assert graph_agreement(ring, half) == pytest.approx(3 / 5)  # self-links never count
+    assert graph_agreement(half, ring) == 1.0
+    assert graph_agreement(sparse.csr_matrix(np.eye(6)), ring) == 0.0  # no links at all
 
 
 def test_the_anchor_partition_is_the_raw_graph_alone():
@@ -232,7 +260,8 @@ def test_refit_heads_sets_students_and_teachers_from_one_partition(synthetic_tas
     # the B1 head agrees with the partition it was fitted to as often as recorded
     unit = F.normalize(features, dim=1).numpy()
     graph = raw_pose_graph(data.target_train_specific.data, REFIT_METRIC)
-    labels = refit_partition(unit, graph, 4, seed=derive_seed(config.seed, 15))
+    labels, agreement = refit_partition(unit, graph, 4, seed=derive_seed(config.seed, 15))
+    assert agreement == pytest.approx(record["refit/feature_agreement"])
     assert np.mean(predicted["specific"] == labels) == pytest.approx(record["refit/specific/agreement"])
 
 
@@ -241,13 +270,21 @@ def test_a_run_with_refit_evaluates_the_refitted_heads(any_task_dir, tmp_path):
     assert "specific/head/acc" in metrics and "shared/head/acc" in metrics
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert "refit/specific/agreement" in lines[-1] and "refit/specific/agreement" not in lines[0]
+    from training.export import _refit_feature_agreement
+
+    agreement = json.loads(lines[-1])["refit/feature_agreement"]
+    assert 0.0 <= agreement <= 1.0  # the manifest records it with the exported model
+    assert _refit_feature_agreement(tmp_path / "run") == agreement
 
 
 def test_refit_run_writes_a_new_exportable_run(synthetic_task_dir, tmp_path):
     train(_tiny(synthetic_task_dir), tmp_path / "run")
     record = refit_run(tmp_path / "run", tmp_path / "again", ["labelfree.refit_steps=200"])
     assert "specific/head/acc" in record and "refit/specific/agreement" in record
-    from training.export import load_run
+    from training.export import _refit_feature_agreement, load_run
+
+    assert _refit_feature_agreement(tmp_path / "again") == record["refit/feature_agreement"]
+    assert _refit_feature_agreement(tmp_path / "run") is None  # trained without the refit
 
     config, _, _, path = load_run(tmp_path / "again")
     assert config.labelfree.refit and config.labelfree.refit_steps == 200

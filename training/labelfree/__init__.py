@@ -15,11 +15,14 @@ network's own features, never from a target label (docs/METHOD.md §15):
    evaluation and the final checkpoint, the students' BatchNorm statistics are re-estimated on
    the clean target clips (:func:`hooks.recalibrate_batchnorm`).
 3. **Consensus refit** (``labelfree.refit``, after the last epoch). The exported head is refitted
-   to the consensus of 15 spectral partitions of two graphs of the target train clips: the
-   trained B1 features' kNN graph and the raw poses' DTW graph with velocities, each alone and
-   joined at three feature weights, under three spectral seeds (:func:`partition.refit_members`,
-   :func:`partition.consensus_labels`); each head is fitted to it on the frozen features
-   (:func:`hooks.refit_heads`, :func:`hooks.fit_head`).
+   to the consensus of spectral partitions of two graphs of the target train clips: the trained
+   B1 features' kNN graph and the raw poses' DTW graph with velocities. Where the features agree
+   with the raw poses (at least half of their kNN links are raw-graph links,
+   :func:`partition.graph_agreement`) they lead: each graph alone and joined at three feature
+   weights, 15 partitions; where they do not, the raw graph leads: alone and with the features
+   at a quarter weight, 6 partitions (:func:`partition.refit_members`,
+   :func:`partition.consensus_labels`). Each head is fitted to the consensus on the frozen
+   features (:func:`hooks.refit_heads`, :func:`hooks.fit_head`).
 
 Modules: :mod:`training.labelfree.views` (raw-pose views, DTW, kNN graphs; numpy),
 :mod:`training.labelfree.partition` (spectral, consensus and the two partitions; numpy),

@@ -101,7 +101,8 @@ def refit_heads(model, data: TrainingData, config: TrainConfig,
     """Replace both branches' cluster heads (students and teachers) by the refit partition of the
     target train clips (:func:`training.labelfree.partition.refit_partition` of the unit B1
     student features and the raw poses' exact DTW+velocity graph): each head starts from the
-    partition's unit member means and is fitted to it for ``labelfree.refit_steps`` steps."""
+    partition's unit member means and is fitted to it for ``labelfree.refit_steps`` steps. The
+    record holds ``refit/feature_agreement``, which chose the partition's members."""
     start = time.perf_counter()
     splits = {"shared": data.target_train_shared, "specific": data.target_train_specific}
     features = {branch: embed_split(model, branch, splits[branch], config, device)[0]
@@ -109,9 +110,11 @@ def refit_heads(model, data: TrainingData, config: TrainConfig,
     unit_b1 = F.normalize(features["specific"].float(), dim=1).cpu().numpy()  # (N, 256)
     raw_graph = raw_pose_graph(data.target_train_specific.data, REFIT_METRIC, exact=True,
                                coordinates=data.coordinates)  # sparse (N, N), every pair's DTW distance
-    labels = torch.from_numpy(refit_partition(unit_b1, raw_graph, model.num_clusters,
-                                              derive_seed(config.seed, 15)))
-    record: dict[str, float] = {"refit/clusters": float(labels.unique().numel())}
+    partition, agreement = refit_partition(unit_b1, raw_graph, model.num_clusters,
+                                           derive_seed(config.seed, 15))
+    labels = torch.from_numpy(partition)
+    record: dict[str, float] = {"refit/clusters": float(labels.unique().numel()),
+                                "refit/feature_agreement": agreement}
     for branch in BRANCHES:
         points = F.normalize(features[branch], dim=1)  # (N, 256)
         seeds = points[torch.arange(model.num_clusters) % len(points)]  # (K, 256) for empty ones

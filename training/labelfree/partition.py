@@ -9,7 +9,8 @@ Pure numpy / scipy / scikit-learn (no torch); no label is read.
 - :func:`anchor_partition`: the partition the heads learn during training (the raw poses' DTW
   graph alone);
 - :func:`refit_partition`: the partition the exported heads are fitted to after training (the
-  consensus of 15 partitions of the learnt-feature and raw-velocity graphs);
+  consensus of partitions of the learnt-feature and raw-velocity graphs, the features leading
+  only where :func:`graph_agreement` finds them agreeing with the raw poses);
 - :func:`aligned_labels`: renames a partition's cluster ids to best match another partition.
 """
 
@@ -28,6 +29,10 @@ from training.labelfree.views import SPECTRAL_NEIGHBOURS, knn_affinity
 REFIT_FEATURE_WEIGHT = 0.5
 CONSENSUS_SEEDS = 3
 CONSENSUS_WEIGHT_FACTORS = (0.5, 1.0, 2.0)
+# The features lead the refit only where they agree with the raw poses: when at least this share
+# of the feature graph's links are links of the raw graph too; below, the raw graph leads, the
+# features at a quarter weight in half the members, as the runtime's batch step (§15.4).
+FEATURE_AGREEMENT_FLOOR = 0.5
 
 
 def spectral_labels(points, k: int, seed: int = 0, n_neighbors: int = SPECTRAL_NEIGHBOURS,
@@ -101,30 +106,61 @@ def anchor_partition(raw_graph, k: int, seed: int) -> np.ndarray:
     return graph_partition([knn_affinity(raw_graph)], [1.0], k, seed)
 
 
+def graph_agreement(feature_graph, raw_graph) -> float:
+    """The share of ``feature_graph``'s links (pairs i ≠ j it joins; sparse (N, N) kNN graphs as
+    :func:`knn_affinity` builds them) that ``raw_graph`` joins too: 1 when the learnt features
+    find the raw poses' neighbours, near k / N when they find others."""
+    from scipy import sparse
+
+    def links(graph):
+        linked = sparse.csr_matrix(graph, copy=True)
+        linked.setdiag(0)
+        linked.eliminate_zeros()
+        return linked.astype(bool)
+
+    feature_links = links(feature_graph)
+    total = feature_links.nnz
+    return float(feature_links.multiply(links(raw_graph)).nnz / total) if total else 0.0
+
+
 def refit_members(unit_features: np.ndarray, raw_graph, k: int, seed: int,
-                  feature_weight: float = REFIT_FEATURE_WEIGHT) -> list[np.ndarray]:
-    """The 15 partitions the refit's consensus is taken over (docs/METHOD.md §15.4): for each of
-    :data:`CONSENSUS_SEEDS` spectral seeds, the feature graph alone (``unit_features`` (N, D),
-    L2-normalised rows), the raw graph alone (``raw_graph``: rows or a sparse (N, N) graph), and
-    the joined graph with the features at :data:`CONSENSUS_WEIGHT_FACTORS` × ``feature_weight``
-    beside the raw graph's 1. Without a raw graph: the feature graph's seeds only."""
+                  feature_weight: float = REFIT_FEATURE_WEIGHT) -> tuple[list[np.ndarray], float]:
+    """The partitions the refit's consensus is taken over (docs/METHOD.md §15.4) and the
+    :func:`graph_agreement` of the feature graph (``unit_features`` (N, D), L2-normalised rows)
+    with the raw graph (``raw_graph``: rows or a sparse (N, N) graph). From an agreement of
+    :data:`FEATURE_AGREEMENT_FLOOR` on, 15: for each of :data:`CONSENSUS_SEEDS` spectral seeds,
+    the feature graph alone, the raw graph alone, and the joined graph with the features at
+    :data:`CONSENSUS_WEIGHT_FACTORS` × ``feature_weight`` beside the raw graph's 1. Below it, 6:
+    for each seed the raw graph alone and with the features at
+    :data:`codt_deploy.batch.EMBEDDING_WEIGHT` (the batch step's members). Without a raw graph:
+    the feature graph's seeds only (agreement NaN)."""
+    from codt_deploy.batch import EMBEDDING_WEIGHT
+
     feature_graph = knn_affinity(unit_features)  # built once for all members
-    raw = None if raw_graph is None else knn_affinity(raw_graph)
+    if raw_graph is None:
+        return [graph_partition([feature_graph], [1.0], k, seed + offset)
+                for offset in range(CONSENSUS_SEEDS)], float("nan")
+    raw = knn_affinity(raw_graph)
+    agreement = graph_agreement(feature_graph, raw)
     members = []
     for offset in range(CONSENSUS_SEEDS):
         member_seed = seed + offset
-        members.append(graph_partition([feature_graph], [1.0], k, member_seed))
-        if raw is None:
+        if agreement < FEATURE_AGREEMENT_FLOOR:  # the raw poses lead
+            members += [graph_partition([raw], [1.0], k, member_seed),
+                        graph_partition([feature_graph, raw], [EMBEDDING_WEIGHT, 1.0], k,
+                                        member_seed)]
             continue
+        members.append(graph_partition([feature_graph], [1.0], k, member_seed))
         members.append(graph_partition([raw], [1.0], k, member_seed))
         members += [graph_partition([feature_graph, raw], [factor * feature_weight, 1.0], k,
                                     member_seed) for factor in CONSENSUS_WEIGHT_FACTORS]
-    return members
+    return members, agreement
 
 
 def refit_partition(unit_features: np.ndarray, raw_graph, k: int, seed: int,
-                    feature_weight: float = REFIT_FEATURE_WEIGHT) -> np.ndarray:
-    """The partition (N,) the exported heads are fitted to: the consensus
-    (:func:`consensus_labels`) of :func:`refit_members`."""
-    members = refit_members(unit_features, raw_graph, k, seed, feature_weight)
-    return consensus_labels(members, k, seed % 2**31)
+                    feature_weight: float = REFIT_FEATURE_WEIGHT) -> tuple[np.ndarray, float]:
+    """The partition (N,) the exported heads are fitted to, the consensus
+    (:func:`consensus_labels`) of :func:`refit_members`, and the features' agreement with the raw
+    graph that chose the members."""
+    members, agreement = refit_members(unit_features, raw_graph, k, seed, feature_weight)
+    return consensus_labels(members, k, seed % 2**31), agreement
