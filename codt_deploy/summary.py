@@ -23,8 +23,8 @@ Definitions (numpy only, pure functions):
   ``eval_names``): the manifest's ``nearest_source_classes`` and ``eval_cluster_names`` entries for
   the cluster, None when the manifest has none (or the entry is ""). The exporter fills
   ``nearest_source_classes`` label-free: per cluster, the source class that the domain-shared
-  branch's source classifier finds most likely on average over the cluster's target samples
-  (``training.export.nearest_source_classes``); ``eval_cluster_names`` come from the evaluation
+  branch's source classifier finds most likely on average over the cluster's target training
+  clips (``training.export.nearest_source_classes``); ``eval_cluster_names`` come from the evaluation
   labels at export (an oracle reading of the result, not something the model knows).
 
 :func:`write_summary` writes the summaries as CSV (one row per cluster, ``member_1..member_5``

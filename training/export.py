@@ -675,17 +675,23 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
     folder = Path(task_dir) if task_dir else prepared_task_dir(fp32.manifest.task)
     calibration = load_split(folder, "target_train", fp32.manifest.layout)
     evaluation = load_split(folder, "target_eval", fp32.manifest.layout)
-    bank = fp32.reference_path
-    if bank is not None and (Path(out_dir) / bank.name).resolve() != bank.resolve():
-        Path(out_dir).mkdir(parents=True, exist_ok=True)  # the twin shares its model's bank
-        shutil.copy2(bank, Path(out_dir) / bank.name)
-    return export_int8(fp32, np.asarray(calibration.data, np.float32),
-                       EvalSet(np.asarray(evaluation.data, np.float32), evaluation.labels,
-                               evaluation.class_names),
-                       out_dir=out_dir, name=name, allow_below=allow_below, recipes=recipes,
-                       min_agreement=min_agreement,
-                       calibration_source=f"{fp32.manifest.task} target_train "
-                                          f"({fp32.manifest.layout}, unlabelled)")
+    bank = fp32.reference_path  # the twin shares its model's bank, copied beside it
+    bank_copy = None if bank is None else Path(out_dir) / bank.name
+    if bank is None or bank_copy is None or bank_copy.resolve() == bank.resolve():
+        bank, bank_copy = None, None  # none, or already beside it
+    elif bank_copy.exists() and sha256_file(bank_copy) != sha256_file(bank):
+        raise ExportError(f"{bank_copy} is another model's reference bank; write the int8 twin of "
+                          f"{fp32.name!r} to another --out folder")
+    result = export_int8(fp32, np.asarray(calibration.data, np.float32),
+                         EvalSet(np.asarray(evaluation.data, np.float32), evaluation.labels,
+                                 evaluation.class_names),
+                         out_dir=out_dir, name=name, allow_below=allow_below, recipes=recipes,
+                         min_agreement=min_agreement,
+                         calibration_source=f"{fp32.manifest.task} target_train "
+                                            f"({fp32.manifest.layout}, unlabelled)")
+    if bank is not None and bank_copy is not None:  # once a twin is written: a refused one
+        shutil.copy2(bank, bank_copy)  # leaves nothing
+    return result
 
 
 # ------------------------------------------------------------------------------ from a run
@@ -693,10 +699,11 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
 @torch.no_grad()
 def nearest_source_classes(model: CoDTModel, shared_poses: np.ndarray, clusters: np.ndarray,
                            source_classes: Sequence[str], k: int) -> list[str]:
-    """Per cluster, the source class C_0^s finds most likely on average over its eval samples.
+    """Per cluster, the source class C_0^s finds most likely on average over its samples.
 
-    ``shared_poses`` is the target eval split in the shared (B0) layout, ``clusters`` the deployed
-    model's cluster of each sample; an empty cluster gets "".
+    ``shared_poses`` are target clips in the shared (B0) layout (the export passes the target
+    training split, whose clips the model's partition covers), ``clusters`` the deployed model's
+    cluster of each; an empty cluster gets "".
     """
     branch = model.shared_student.eval()
     totals = np.zeros((k, len(source_classes)), np.float64)  # (K, source classes)
@@ -755,17 +762,22 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
     name = name or task.name
     ckpt_sha = sha256_file(checkpoint)
     eval_specific = load_split(task.folder, "target_eval", task.specific)
-    eval_shared = load_split(task.folder, "target_eval", task.shared)
     net = ClusterNet.from_codt(model, "specific")
-    clusters = torch_outputs(net, np.asarray(eval_specific.data))[0].argmax(1)
-    nearest = nearest_source_classes(model, np.asarray(eval_shared.data), clusters,
-                                     task.source_classes, model.num_clusters)
     try:
         train_poses: np.ndarray | None = np.asarray(
             load_split(task.folder, "target_train", task.specific).data)
+        named_split = "target_train"
     except PreparedDataError as exc:  # a folder without the clips the model was fitted to
         log.warning("no reference bank: %s", exc)
-        train_poses = None
+        train_poses, named_split = None, "target_eval"
+    # Clusters are named from the clips the model's partition covers (every cluster has members
+    # there; a held-out eval split may leave one empty), in the shared layout the source
+    # classifier reads.
+    named = np.asarray(eval_specific.data) if train_poses is None else train_poses
+    clusters = torch_outputs(net, named)[0].argmax(1)
+    nearest = nearest_source_classes(
+        model, np.asarray(load_split(task.folder, named_split, task.shared).data), clusters,
+        task.source_classes, model.num_clusters)
     split = task.target_split
     training = {"target_split": {key: value for key, value in split.items()  # as the task gives it
                                  if value and (key != "folders" or split["mode"] == "folders")},
@@ -783,6 +795,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
         reference_poses=train_poses if reference else None,
         training=training)]
     if shared:
+        eval_shared = load_split(task.folder, "target_eval", task.shared)
         results.append(export_network(
             ClusterNet.from_codt(model, "shared"),
             EvalSet(np.asarray(eval_shared.data), eval_shared.labels, eval_shared.class_names),

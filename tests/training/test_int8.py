@@ -16,6 +16,7 @@ pytest.importorskip("torch")
 from codt_deploy.errors import ModelError  # noqa: E402
 from codt_deploy.models import Manifest, resolve_model, sha256_file  # noqa: E402
 from tests.conftest import REPO_ROOT, load_benchmark_script  # noqa: E402
+from tests.deploy.test_reference import banked_model  # noqa: E402, F401  (a fixture)
 from training.export import INT8_RECIPES, EvalSet, ExportError, export_int8, int8_parity, onnx_macs  # noqa: E402
 
 FAST = [r for r in INT8_RECIPES if r.label == "per-channel-minmax"]  # no histograms: quick
@@ -183,3 +184,32 @@ def test_bench_gates_use_ratios_of_the_same_run():
     assert bench.gates(results)["achieved <= peak"] is True
     results["achieved"].append({"of_core_peak": 1.2})  # an fp32 rate above its peak: wrong
     assert bench.gates(results)["achieved <= peak"] is False
+
+
+def test_int8_from_task_never_overwrites_another_models_bank_and_a_refused_twin_leaves_none(
+        banked_model, tiny_torch_network, tmp_path, monkeypatch):  # noqa: F811
+    from types import SimpleNamespace
+
+    import training.preparation.prepared as prepared
+    from training.export import int8_from_task
+
+    _, poses = tiny_torch_network
+    split = SimpleNamespace(data=poses, labels=None, class_names=None)
+    monkeypatch.setattr(prepared, "load_split", lambda folder, name, layout: split)
+    bank = banked_model.onnx_path.parent / banked_model.manifest.reference.file
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / bank.name).write_bytes(b"another model's bank")
+    with pytest.raises(ExportError, match="another model's reference bank"):
+        int8_from_task(banked_model.onnx_path, tmp_path, out_dir=other, recipes=FAST)
+    assert (other / bank.name).read_bytes() == b"another model's bank"
+    refused = tmp_path / "refused"
+    with pytest.raises(ExportError, match="no int8 recipe reaches"):
+        int8_from_task(banked_model.onnx_path, tmp_path, out_dir=refused, recipes=FAST,
+                       min_agreement=1.01)
+    assert not list(refused.iterdir())  # neither a twin nor its bank
+    written = tmp_path / "written"
+    twin, _ = int8_from_task(banked_model.onnx_path, tmp_path, out_dir=written, recipes=FAST,
+                             min_agreement=0.0)
+    assert sha256_file(written / bank.name) == sha256_file(bank)
+    assert resolve_model(twin.onnx_path).reference_path == written / bank.name
