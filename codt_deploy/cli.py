@@ -160,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "README 'Layout files'); other formats ignore it")
     parser.add_argument("--channels", choices=CHANNEL_MODES,
                         help="what the channels of plain .npy/.npz arrays are: xyz (3-D), xy "
-                             "(2-D) or xy_score (2-D + confidence); default xyz for 3 channels, "
-                             "xy for 2; other formats ignore it")
+                             "(2-D) or xy_score (2-D + confidence); default: what an .npz "
+                             "records, else the model's channels when their number fits (3 for "
+                             "an xy_score model: x, y, score), else xyz for 3 channels, xy for 2; "
+                             "other formats ignore it")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow .pkl/.pickle/.joblib inputs (unpickling runs code: only for "
                              "files you trust)")

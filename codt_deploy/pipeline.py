@@ -39,7 +39,7 @@ from codt_deploy.batch import (
 from codt_deploy.errors import CodtError
 from codt_deploy.infer import ClusterModel, predict_blocks, prepare_sequence
 from codt_deploy.layouts import Layout, custom_layouts, register_layout
-from codt_deploy.preprocess import PreprocessConfig
+from codt_deploy.preprocess import CHANNEL_NAMES, PreprocessConfig
 from codt_deploy.readers import detect_format, read_bytes, read_poses
 from codt_deploy.sources import ArchiveLimits, InputItem, iter_inputs
 from codt_deploy.writers import FRAMES_FIELD, Row, cluster_name_columns
@@ -137,6 +137,12 @@ def _read_and_prepare(item: InputItem, options: ParseOptions):
             fmt is None and item.name.lower().endswith((".npy", ".npz")))):
         fmt = "array"
         reader_options.update(options.array_options)
+    if fmt is None and item.name.lower().endswith((".npy", ".npz")):
+        fmt = detect_format(item.name, b"")  # by the name alone, as the reader would
+    if fmt == "array" and "channels" not in reader_options:
+        # an array that does not say what its channels are: the model's, when their number fits
+        # (three for an xy_score model are x, y and a score), else x, y, z / x, y
+        reader_options["expected_channels"] = CHANNEL_NAMES[options.preprocess.channels]
     if item.data is not None:
         seqs = read_bytes(item.name, item.data, format=fmt, **reader_options)
     else:

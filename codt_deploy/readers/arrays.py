@@ -177,8 +177,13 @@ def _optional_str(fields: dict, key: str, option: str | None) -> str | None:
 
 
 def parse(data: bytes, source: str, *, axes: str | None = None, skeleton: str | None = None,
-          channels: Sequence[str] | None = None) -> list[PoseSequence]:
-    """A ``.npy`` or ``.npz`` pose array; options override what an ``.npz`` records."""
+          channels: Sequence[str] | None = None,
+          expected_channels: Sequence[str] | None = None) -> list[PoseSequence]:
+    """A ``.npy`` or ``.npz`` pose array; options override what an ``.npz`` records.
+    ``expected_channels``: what the reader's caller expects (a model's or a task's channels),
+    the channels' meaning when neither ``channels`` nor the file says it and their number fits
+    (three channels for an ``xy_score`` model are x, y and a score, not x, y, z); else x, y, z for
+    three channels and x, y for two."""
     fields = _npz_fields(data, source) if data[:4] == b"PK\x03\x04" else \
         {"data": load_npy(data, source)}
     array = fields["data"]
@@ -196,6 +201,8 @@ def parse(data: bytes, source: str, *, axes: str | None = None, skeleton: str | 
     layout = resolve_layout(_optional_str(fields, "skeleton", skeleton), v, source)
     if channels is None and "channels" in fields:
         channels = [str(x) for x in np.atleast_1d(fields["channels"])]
+    if channels is None and expected_channels is not None and len(expected_channels) == c:
+        channels = expected_channels
     channels = tuple(channels) if channels is not None else _DEFAULT_CHANNELS[c]
     if len(channels) != c:
         raise PoseFormatError(source, f"channels {channels} do not match C = {c}")

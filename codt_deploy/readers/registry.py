@@ -62,7 +62,7 @@ _TABLE = (
            crossclr.parse, crossclr.read_path, frozenset({"skeleton"}), takes_trust=True),
     Reader("penn", "Penn Action .mat (penn13)", (".mat",), penn.parse),
     Reader("array", "plain .npy / .npz pose array", (".npy", ".npz"), arrays.parse,
-           options=frozenset({"axes", "skeleton", "channels"})),
+           options=frozenset({"axes", "skeleton", "channels", "expected_channels"})),
     Reader("pyskl", "pyskl / mmaction2 pickle (trusted local files only)", (".pkl", ".pickle"),
            None, pyskl.read_path, frozenset({"skeleton"}), pickle_only=True, takes_trust=True),
 )

@@ -545,3 +545,31 @@ def test_eval_cluster_names_only_when_asked_for_and_marked_as_such(tiny_model_di
     assert "eval_cluster_name" not in plain_rows[0] and "cluster_name" not in plain_rows[0]
     assert [r["eval_cluster_name"] for r in marked_rows] == [names[int(r["cluster"])]
                                                             for r in marked_rows]
+
+
+def test_three_channel_arrays_take_the_models_channels_when_they_say_none(tmp_path):
+    """An xy_score model reads a plain 3-channel array as x, y, score (what training reads for a
+    task of such arrays); --channels and what an .npz records still decide."""
+    from codt_deploy.infer import prepare_sequence
+    from codt_deploy.pipeline import ParseOptions, parse_item
+    from codt_deploy.preprocess import PreprocessConfig
+    from codt_deploy.sources import InputItem
+
+    poses = np.random.default_rng(0).uniform(0.2, 0.9, (30, 20, 3)).astype(np.float32)  # (T, V, C)
+    path = tmp_path / "clip.npy"
+    np.save(path, poses)
+    config = PreprocessConfig(layout="msr20", persons=1, channels="xy_score")
+    item = InputItem(str(path), path=path)
+    read = parse_item(item, ParseOptions(preprocess=config, array_options={
+        "axes": "TVC", "skeleton": "msr20"})).samples[0]  # (C, T, V, M)
+    assert not np.allclose(read[2], read[2].max())  # the file's scores, not a constant
+    forced = parse_item(item, ParseOptions(preprocess=config, array_options={
+        "axes": "TVC", "skeleton": "msr20", "channels": ("x", "y", "z")}))
+    assert forced.samples is None and "has channels ('x', 'y', 'z')" in str(forced.error)
+    xyz = PreprocessConfig(layout="msr20", persons=1)
+    as_3d = parse_item(item, ParseOptions(preprocess=xyz, array_options={
+        "axes": "TVC", "skeleton": "msr20"})).samples[0]
+    from codt_deploy.readers import read_poses
+
+    expected = prepare_sequence(read_poses(path, axes="TVC", skeleton="msr20")[0], xyz)
+    np.testing.assert_allclose(as_3d, expected)  # a 3-D model: x, y, z as before

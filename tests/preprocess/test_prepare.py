@@ -509,3 +509,24 @@ def test_a_bad_held_out_split_names_the_key_and_the_problem(shared_data, tmp_pat
     task = _held_out_task(shared_data, tmp_path, split)
     code, _, err = run(capsys, task, "--out", tmp_path / "out")
     assert code != 0 and "target_split" in err and message in err
+
+
+def test_three_channel_arrays_of_an_xy_score_target_are_read_as_x_y_score(shared_data, tmp_path,
+                                                                          capsys):
+    """Plain (T, V, 3) arrays that do not say their channels, in a task whose target provides
+    ``xy_score``: the third channel is the detector's score (as codt-cluster reads the same files
+    for that model), not a depth to drop with the score set to 1."""
+    names = [f"a0{a}_s0{s}_e01" for a in (1, 2) for s in (1, 2, 3)]
+    _array_folder(shared_data, tmp_path / "arrays", {"": names})
+    rng = np.random.default_rng(0)
+    for path in (tmp_path / "arrays").glob("*.npy"):
+        poses = np.load(path)  # (T, V, 3): x, y and a score in place of z
+        poses[..., 2] = rng.uniform(0.3, 1.0, poses.shape[:2])
+        np.save(path, poses)
+    task = _held_out_task(shared_data, tmp_path, "{mode: all}")
+    task.write_text(task.read_text().replace("persons: 1\n", "persons: 1\nchannels: xy_score\n"))
+    code, out, _ = run(capsys, task, "--out", tmp_path / "out")
+    assert code == 0, out
+    score = load_split(tmp_path / "out" / "held", "target_train", "msr20").data[:, 2]  # (N, T, V, M)
+    assert score.shape[0] == 6 and 0.25 < score[score > 0].min() and score.max() <= 1.0
+    assert score[score > 0].std() > 0.1  # the files' scores, not a constant 1

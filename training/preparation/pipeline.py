@@ -17,7 +17,7 @@ from pathlib import Path
 
 from codt_deploy.errors import CodtError
 from codt_deploy.labels import LabelTable, read_labels
-from codt_deploy.preprocess import ChannelMode
+from codt_deploy.preprocess import CHANNEL_NAMES, ChannelMode
 from codt_deploy.readers import read_poses, utkinect
 from codt_deploy.sequence import PoseSequence
 from training.preparation import catalogue as cat
@@ -160,10 +160,17 @@ def strided_subset(refs: list, limit: int | None) -> list:
 
 # ---------------------------------------------------------------------------------- reading
 
-def reader_options(ref: cat.SampleRef, domain: DomainSpec, raw: Path) -> dict:
+def reader_options(ref: cat.SampleRef, domain: DomainSpec, raw: Path,
+                   declared: ChannelMode | None = None) -> dict:
+    """The reader's keyword options for one file of ``domain``; ``declared``: the channels the
+    task says the domain provides (for plain arrays that do not say their own: three channels
+    of an ``xy_score`` domain are x, y and a score)."""
     options = dict(domain.options)
-    if domain.layout and ref.path.suffix.lower() in (".npy", ".npz") and "skeleton" not in options:
-        options["skeleton"] = domain.layout  # plain arrays: the domain's layout is their skeleton
+    if ref.path.suffix.lower() in (".npy", ".npz"):
+        if domain.layout and "skeleton" not in options:
+            options["skeleton"] = domain.layout  # plain arrays: the domain's layout is their skeleton
+        if declared and "channels" not in options:
+            options["expected_channels"] = CHANNEL_NAMES[declared]
     if domain.dataset == "pku" and domain.labels:
         for folder in (find_first((c,), raw) for c in domain.labels):
             if folder is None or not folder.is_dir():
@@ -191,10 +198,10 @@ def class_key(domain: DomainSpec, ref: cat.SampleRef, seq: PoseSequence,
 
 
 def read_ref(ref: cat.SampleRef, domain: DomainSpec, raw: Path, *, csv_labels,
-             trust_pickle: bool, labelled: bool) -> list[Item]:
+             trust_pickle: bool, labelled: bool, declared: ChannelMode | None = None) -> list[Item]:
     """Read one file into items; raises CodtError/OSError on a bad file."""
     seqs = read_poses(ref.path, format=domain.format, trust_pickle=trust_pickle,
-                      **reader_options(ref, domain, raw))
+                      **reader_options(ref, domain, raw, declared))
     items = []
     for seq in seqs:
         key = class_key(domain, ref, seq, csv_labels)
@@ -210,7 +217,7 @@ def read_ref(ref: cat.SampleRef, domain: DomainSpec, raw: Path, *, csv_labels,
 
 
 def iter_items(domain: DomainSpec, refs: list[cat.SampleRef], raw: Path, report: DomainReport,
-               *, labelled: bool, trust_pickle: bool):
+               *, labelled: bool, trust_pickle: bool, declared: ChannelMode | None = None):
     """Yield (ref, items) per readable file; failures are reported and skipped."""
     csv_labels = None
     if domain.dataset in ("files", "npz") and domain.labels:
@@ -221,7 +228,7 @@ def iter_items(domain: DomainSpec, refs: list[cat.SampleRef], raw: Path, report:
     for ref in refs:
         try:
             items = read_ref(ref, domain, raw, csv_labels=csv_labels, trust_pickle=trust_pickle,
-                             labelled=labelled)
+                             labelled=labelled, declared=declared)
         except (CodtError, OSError) as err:
             report.failures.append((str(ref.path), str(err)))
             logger.warning("skipped %s: %s", ref.path, err)
@@ -233,13 +240,14 @@ def iter_items(domain: DomainSpec, refs: list[cat.SampleRef], raw: Path, report:
 
 # ------------------------------------------------------------------------------ the driver
 
-def _peek(domain: DomainSpec, root: Path, raw: Path, trust_pickle: bool) -> PoseSequence:
+def _peek(domain: DomainSpec, root: Path, raw: Path, trust_pickle: bool,
+          declared: ChannelMode | None = None) -> PoseSequence:
     """The first readable sequence of a domain (to learn its layout and channels)."""
     problems = []
     for ref in cat.catalogue(domain.dataset, root)[:20]:
         try:
             seqs = read_poses(ref.path, format=domain.format, trust_pickle=trust_pickle,
-                              **reader_options(ref, domain, raw))
+                              **reader_options(ref, domain, raw, declared))
         except (CodtError, OSError) as err:
             problems.append(f"{ref.path}: {err}")
             continue
@@ -260,7 +268,8 @@ def resolve_layouts(task: TaskDefinition, roots: dict[str, Path], raw: Path,
         domain = getattr(task, role)
         layouts[role], files[role] = domain.layout, domain.file_channels
         if domain.layout is None or task.provided_channels(role, files[role]) is None:
-            seq = _peek(domain, roots[role], raw, trust_pickle)
+            seq = _peek(domain, roots[role], raw, trust_pickle,
+                        task.provided_channels(role, None))
             layouts[role] = layouts[role] or seq.layout
             files[role] = files[role] or channel_mode(seq)
     try:
@@ -309,7 +318,8 @@ def _build_domain(builder: TaskBuilder, role: str, root: Path, raw: Path, limit:
     refs = select_refs(domain, root, raw, report, limit)
     labelled = role == "source" or domain.dataset not in ("files", "npz") or bool(domain.labels)
     for ref, items in iter_items(domain, refs, raw, report, labelled=labelled,
-                                 trust_pickle=trust_pickle):
+                                 trust_pickle=trust_pickle,
+                                 declared=builder.task.provided_channels(role, None)):
         try:
             builder.add(role, ref, items)
         except CodtError as err:
