@@ -21,6 +21,7 @@ Pure numpy, no label read; the same raw-pose view and DTW kernel as training's g
 - :func:`spectral_embedding`, :func:`spectral_partition`: spectral clustering (normalised
   affinity, k-means of the embedding);
 - :func:`coassociation_embedding`: the consensus of partitions (training's refit uses it too);
+- :func:`aligned_labels`: a partition's ids renamed to match another's (training's anchors too);
 - :func:`batch_partition`: the whole step, from frames, embedding and vote to clusters and
   confidence; :func:`bank_run_partition`: a smaller run's, with the bank (:func:`bank_neighbours`:
   what it needs of the bank's own pairs, computed once per model);
@@ -194,7 +195,7 @@ def batch_partition(frames: np.ndarray, embedding: np.ndarray, vote_clusters: np
     unit = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     joined = graph + EMBEDDING_WEIGHT * knn_graph(1.0 - unit @ unit.T)  # (N, N)
     labels = _consensus([graph, joined], num_clusters)  # (N,)
-    clusters = _named(labels, vote_clusters, num_clusters)  # (N,)
+    clusters = aligned_labels(labels, vote_clusters, num_clusters)  # (N,)
     return clusters, _graph_confidence(graph, clusters) if n else np.zeros(0, np.float32)
 
 
@@ -236,7 +237,7 @@ def bank_run_partition(bank: ReferenceBank, frames: np.ndarray,
     distances[r:, r:] = pairwise_dtw(frames, bank.persons)  # (N, N)
     graph = knn_graph(distances)  # (R + N, R + N)
     labels = _consensus([graph], k)  # (R + N,)
-    clusters = _named(labels, np.concatenate([bank.clusters, np.full(len(frames), -1)]), k)
+    clusters = aligned_labels(labels, np.concatenate([bank.clusters, np.full(len(frames), -1)]), k)
     return clusters[r:], _graph_confidence(graph, clusters)[r:]
 
 
@@ -249,14 +250,17 @@ def _consensus(graphs: Sequence[np.ndarray], k: int) -> np.ndarray:
     return kmeans(coassociation_embedding(members, k), k)
 
 
-def _named(labels: np.ndarray, model_clusters: np.ndarray, num_clusters: int) -> np.ndarray:
-    """``labels`` (N,) renamed to the model cluster each overlaps most with under
-    ``model_clusters`` (N,; rows of -1 count for none), one-to-one (Hungarian)."""
-    known = np.asarray(model_clusters, np.int64) >= 0
-    overlap = np.zeros((num_clusters, num_clusters), np.int64)  # (found cluster, model cluster)
-    np.add.at(overlap, (labels[known], np.asarray(model_clusters, np.int64)[known]), 1)
+def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """``labels`` (N,) in [0, ``k``) renamed to the ``reference`` cluster (N,; rows of -1 count for
+    none) each overlaps most with, one-to-one (Hungarian on the K × K overlap), so that a new
+    partition keeps the ids a model already uses (the batch step, the small-run step, and
+    training's anchors against the heads). int64 (N,)."""
+    reference = np.asarray(reference, np.int64)
+    known = reference >= 0
+    overlap = np.zeros((k, k), np.int64)  # (new cluster, reference cluster)
+    np.add.at(overlap, (labels[known], reference[known]), 1)
     rows, cols = hungarian(-overlap.astype(np.float64))
-    rename = np.arange(num_clusters)
+    rename = np.arange(k)
     rename[rows] = cols
     return rename[labels].astype(np.int64)  # (N,)
 
@@ -357,11 +361,12 @@ class BatchStep:
         """Clusters and confidences (N,) of the whole run: :func:`batch_partition` from
         :data:`MIN_CLIPS_PER_CLUSTER` clips per cluster, :func:`bank_run_partition` below it;
         None when the run is too large (or, without a bank, too small): the vote stands."""
+        if not self.applies(len(frames)):
+            return None
         if batch_applies(len(frames), self.num_clusters):
             return batch_partition(frames, embedding, vote_clusters, self.num_clusters,
                                    self.persons)
-        if not self.applies(len(frames)) or self.bank is None:
-            return None
+        assert self.bank is not None  # a small run applies only with a bank (declines)
         return bank_run_partition(self.bank, frames, self.bank_neighbour_table)
 
     @cached_property

@@ -133,16 +133,15 @@ def _read_and_prepare(item: InputItem, options: ParseOptions):
         register_layout(layout)
     fmt = _detect(item, options)
     reader_options = dict(options.reader_options)
-    if options.array_options and (fmt == "array" or (
-            fmt is None and item.name.lower().endswith((".npy", ".npz")))):
-        fmt = "array"
-        reader_options.update(options.array_options)
     if fmt is None and item.name.lower().endswith((".npy", ".npz")):
-        fmt = detect_format(item.name, b"")  # by the name alone, as the reader would
-    if fmt == "array" and "channels" not in reader_options:
-        # an array that does not say what its channels are: the model's, when their number fits
-        # (three for an xy_score model are x, y and a score), else x, y, z / x, y
-        reader_options["expected_channels"] = CHANNEL_NAMES[options.preprocess.channels]
+        # array options make any .npy a plain array; else the name decides, as the reader would
+        fmt = "array" if options.array_options else detect_format(item.name, b"")
+    if fmt == "array":
+        reader_options.update(options.array_options)
+        if "channels" not in reader_options:
+            # an array that does not say what its channels are: the model's, when their number
+            # fits (three for an xy_score model are x, y and a score), else x, y, z / x, y
+            reader_options["expected_channels"] = CHANNEL_NAMES[options.preprocess.channels]
     if item.data is not None:
         seqs = read_bytes(item.name, item.data, format=fmt, **reader_options)
     else:

@@ -52,7 +52,14 @@ from torch import nn
 from codt_deploy.errors import CodtError
 from codt_deploy.infer import session_options
 from codt_deploy.metrics import cluster_balance, collapse_warning, evaluate, hungarian
-from codt_deploy.models import METADATA_KEY, Manifest, ReferenceSpec, TensorSpec, sha256_file
+from codt_deploy.models import (
+    METADATA_KEY,
+    Manifest,
+    ReferenceSpec,
+    ResolvedModel,
+    TensorSpec,
+    sha256_file,
+)
 from codt_deploy.preprocess import PreprocessConfig
 from codt_deploy.writers import atomic_write_text
 
@@ -675,13 +682,7 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
     folder = Path(task_dir) if task_dir else prepared_task_dir(fp32.manifest.task)
     calibration = load_split(folder, "target_train", fp32.manifest.layout)
     evaluation = load_split(folder, "target_eval", fp32.manifest.layout)
-    bank = fp32.reference_path  # the twin shares its model's bank, copied beside it
-    bank_copy = None if bank is None else Path(out_dir) / bank.name
-    if bank is None or bank_copy is None or bank_copy.resolve() == bank.resolve():
-        bank, bank_copy = None, None  # none, or already beside it
-    elif bank_copy.exists() and sha256_file(bank_copy) != sha256_file(bank):
-        raise ExportError(f"{bank_copy} is another model's reference bank; write the int8 twin of "
-                          f"{fp32.name!r} to another --out folder")
+    bank_copy = _twin_bank_copy(fp32, Path(out_dir))  # (the bank, its place beside the twin)
     result = export_int8(fp32, np.asarray(calibration.data, np.float32),
                          EvalSet(np.asarray(evaluation.data, np.float32), evaluation.labels,
                                  evaluation.class_names),
@@ -689,9 +690,23 @@ def int8_from_task(model: str | os.PathLike, task_dir: str | os.PathLike | None 
                          min_agreement=min_agreement,
                          calibration_source=f"{fp32.manifest.task} target_train "
                                             f"({fp32.manifest.layout}, unlabelled)")
-    if bank is not None and bank_copy is not None:  # once a twin is written: a refused one
-        shutil.copy2(bank, bank_copy)  # leaves nothing
+    if bank_copy is not None:  # once a twin is written: a refused one leaves nothing
+        shutil.copy2(*bank_copy)
     return result
+
+
+def _twin_bank_copy(fp32: ResolvedModel, out: Path) -> tuple[Path, Path] | None:
+    """(the reference bank of exported model ``fp32``, where its int8 twin in ``out`` needs it), or
+    None when it has none or it is there already; ExportError when another model's bank of that
+    name is in ``out``."""
+    bank = fp32.reference_path
+    if bank is None or (out / bank.name).resolve() == bank.resolve():
+        return None
+    target = out / bank.name
+    if target.exists() and sha256_file(target) != sha256_file(bank):
+        raise ExportError(f"{target} is another model's reference bank; write the int8 twin of "
+                          f"{fp32.name!r} to another --out folder")
+    return bank, target
 
 
 # ------------------------------------------------------------------------------ from a run
@@ -766,13 +781,13 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike = "exporte
     try:
         train_poses: np.ndarray | None = np.asarray(
             load_split(task.folder, "target_train", task.specific).data)
-        named_split = "target_train"
     except PreparedDataError as exc:  # a folder without the clips the model was fitted to
         log.warning("no reference bank: %s", exc)
-        train_poses, named_split = None, "target_eval"
+        train_poses = None
     # Clusters are named from the clips the model's partition covers (every cluster has members
     # there; a held-out eval split may leave one empty), in the shared layout the source
     # classifier reads.
+    named_split = "target_eval" if train_poses is None else "target_train"
     named = np.asarray(eval_specific.data) if train_poses is None else train_poses
     clusters = torch_outputs(net, named)[0].argmax(1)
     nearest = nearest_source_classes(

@@ -245,10 +245,10 @@ def test_a_small_run_needs_of_the_bank_only_its_clips_nearest_neighbours():
     clusters, confidence = step.cluster(run, np.zeros((6, 6)), np.zeros(6, int))
     assert step.bank_neighbour_table is step.bank_neighbour_table  # computed once
     assert clusters.tolist() == bank_run_partition(bank, run, (rows, distances))[0].tolist()
-    from codt_deploy.batch import _consensus, _graph_confidence, _named
+    from codt_deploy.batch import _consensus, _graph_confidence, aligned_labels
 
     graph = knn_graph(full)  # every joint pair's distance, as before the table
-    every_pair = _named(_consensus([graph], 2), np.concatenate([bank.clusters, -np.ones(6, int)]), 2)
+    every_pair = aligned_labels(_consensus([graph], 2), np.concatenate([bank.clusters, -np.ones(6, int)]), 2)
     assert clusters.tolist() == every_pair[24:].tolist()
     np.testing.assert_allclose(confidence, _graph_confidence(graph, every_pair)[24:])
 

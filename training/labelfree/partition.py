@@ -11,7 +11,8 @@ Pure numpy / scipy / scikit-learn (no torch); no label is read.
 - :func:`refit_partition`: the partition the exported heads are fitted to after training (the
   consensus of partitions of the learnt-feature and raw-velocity graphs, the features leading
   only where :func:`graph_agreement` finds them agreeing with the raw poses);
-- :func:`aligned_labels`: renames a partition's cluster ids to best match another partition.
+- :func:`aligned_labels` (:func:`codt_deploy.batch.aligned_labels`, re-exported): renames a
+  partition's cluster ids to best match another partition.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from codt_deploy.metrics import hungarian
+from codt_deploy.batch import (  # aligned_labels re-exported: the anchors' renaming
+    EMBEDDING_WEIGHT,
+    aligned_labels,  # noqa: F401
+    coassociation_embedding,
+)
 from training.labelfree.views import SPECTRAL_NEIGHBOURS, knn_affinity
 
 # The consensus refit (docs/METHOD.md §15.4): each graph under this many spectral seeds, and the
@@ -71,8 +76,6 @@ def consensus_labels(partitions, k: int, seed: int = 0) -> np.ndarray:
     ``partitions``: a list of (N,) label arrays (any integer ids). Returns labels (N,) int64."""
     from sklearn.cluster import KMeans
 
-    from codt_deploy.batch import coassociation_embedding
-
     parts = [np.asarray(p).reshape(-1) for p in partitions]
     if not parts:
         raise ValueError("consensus_labels needs at least one partition")
@@ -80,17 +83,6 @@ def consensus_labels(partitions, k: int, seed: int = 0) -> np.ndarray:
         raise ValueError(f"consensus_labels needs 1 <= k <= N = {len(parts[0])}, got k = {k}")
     embedding = coassociation_embedding(parts, k)  # (N, k); checks the partitions' sizes
     return KMeans(k, n_init=10, random_state=seed).fit_predict(embedding).astype(np.int64)
-
-
-def aligned_labels(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
-    """Rename the clusters of ``labels`` (N,) to best match ``reference`` (N,) (Hungarian on the
-    K×K overlap), so a new partition keeps the cluster ids a head already uses."""
-    overlap = np.zeros((k, k), dtype=np.int64)
-    np.add.at(overlap, (labels, reference), 1)  # (K new, K reference)
-    rows, cols = hungarian(-overlap)
-    mapping = np.arange(k)
-    mapping[rows] = cols
-    return mapping[labels]
 
 
 def graph_partition(graphs: Sequence, weights: Sequence[float], k: int, seed: int) -> np.ndarray:
@@ -134,8 +126,6 @@ def refit_members(unit_features: np.ndarray, raw_graph, k: int, seed: int,
     for each seed the raw graph alone and with the features at
     :data:`codt_deploy.batch.EMBEDDING_WEIGHT` (the batch step's members). Without a raw graph:
     the feature graph's seeds only (agreement NaN)."""
-    from codt_deploy.batch import EMBEDDING_WEIGHT
-
     feature_graph = knn_affinity(unit_features)  # built once for all members
     if raw_graph is None:
         return [graph_partition([feature_graph], [1.0], k, seed + offset)
